@@ -1,0 +1,26 @@
+"""m3search: local-first embedding and hybrid retrieval built around BAAI/bge-m3.
+
+Importing the package does no work: models load on first use.
+"""
+
+from m3search.errors import M3SearchError
+from m3search.models.encoder import Encoder, stack_dense
+from m3search.models.loader import load_encoder
+from m3search.models.registry import ModelSpec, get_spec, list_specs
+from m3search.settings import Settings, get_settings
+from m3search.types import Embedding, SparseVector
+
+__all__ = [
+    "Embedding",
+    "Encoder",
+    "M3SearchError",
+    "ModelSpec",
+    "Settings",
+    "SparseVector",
+    "get_settings",
+    "get_spec",
+    "list_specs",
+    "load_encoder",
+    "stack_dense",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,91 @@
+"""The one error hierarchy of m3search.
+
+Every message says what went wrong and how to fix it. The CLI turns these into one line on stderr and exit
+code 2; the HTTP server into 4xx JSON. Nothing else in the code base catches broad exceptions.
+"""
+
+from __future__ import annotations
+
+
+class M3SearchError(Exception):
+    """Base of every error m3search raises on purpose."""
+
+
+class ConfigError(M3SearchError):
+    """A setting or argument has a value m3search cannot use."""
+
+
+class MissingDependencyError(M3SearchError, ImportError):
+    """An optional dependency is not installed; the message names the extra that provides it."""
+
+    def __init__(self, package: str, extra: str, purpose: str) -> None:
+        super().__init__(
+            f"{purpose} needs the Python package '{package}', which is not installed: "
+            f"pip install 'm3search[{extra}]'"
+        )
+        self.package = package
+        self.extra = extra
+
+
+class ModelError(M3SearchError):
+    """Base of errors about models."""
+
+
+class UnknownModelError(ModelError):
+    """The model name is not in the registry."""
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        super().__init__(
+            f"unknown model '{name}'; known models: {', '.join(known)} "
+            f"(see 'm3search models list', or pass a directory with --model-path)"
+        )
+        self.name = name
+
+
+class ModelNotFoundError(ModelError):
+    """No local copy of the model's files could be found and none could be downloaded."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(
+            f"model '{name}' is not available offline ({reason}); fix: run 'm3search models pull {name}' "
+            f"on a machine with internet access, or 'm3search models add {name} PATH' to use files you "
+            f"already have"
+        )
+        self.name = name
+
+
+class ModelFormatError(ModelError):
+    """A model directory or file is incomplete or corrupt."""
+
+
+class DimensionError(ModelError):
+    """A requested output dimension is not one the model supports."""
+
+
+class InputError(M3SearchError):
+    """An input text or request is invalid."""
+
+
+class InputTooLongError(InputError):
+    """An input exceeds the maximum length and the caller asked for an error instead of truncation."""
+
+    def __init__(self, index: int, tokens: int, max_length: int) -> None:
+        super().__init__(
+            f"input {index} has {tokens} tokens, more than max_length={max_length}; shorten it, raise "
+            f"max_length (up to the model's max_tokens), or pass on_overflow='truncate'"
+        )
+        self.index = index
+        self.tokens = tokens
+        self.max_length = max_length
+
+
+class NonFiniteEmbeddingError(M3SearchError):
+    """The model produced NaN or Inf for an input: nothing is returned for the batch."""
+
+    def __init__(self, index: int, model: str) -> None:
+        super().__init__(
+            f"model '{model}' produced a NaN/Inf vector for input {index}; the model files may be "
+            f"corrupt or the quantized model unstable: re-run 'm3search models prepare {model} --force' "
+            f"or use --fp32"
+        )
+        self.index = index

@@ -1,0 +1,196 @@
+"""The encoder base: prefixes, truncation, length-sorted token-budget batching, checks, typed results.
+
+Subclasses implement one method, :meth:`Encoder.encode_batch`, over a padded batch of token ids.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from itertools import islice
+from typing import Literal
+
+import numpy as np
+
+from m3search.errors import ConfigError, InputError, InputTooLongError, NonFiniteEmbeddingError
+from m3search.models.batching import plan_batches
+from m3search.models.registry import ModelSpec
+from m3search.models.tokenize import TextTokenizer, Tokens
+from m3search.types import Embedding, FloatArray, IntArray, OnOverflow, Output, SparseVector
+
+Kind = Literal["query", "document"]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Right-padded token ids of one batch and their attention mask (both int64, shape B x T)."""
+
+    input_ids: IntArray
+    attention_mask: IntArray
+
+
+@dataclass(frozen=True)
+class BatchOutput:
+    """Per-row outputs of one batch; each field is None unless requested."""
+
+    dense: FloatArray | None = None
+    sparse: list[SparseVector] | None = None
+    colbert: list[FloatArray] | None = None
+
+
+class Encoder(ABC):
+    """Turns texts into embeddings; thread-safe, loads its model on first use."""
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        tokenizer_loader: Callable[[], TextTokenizer],
+        *,
+        dim: int | None = None,
+        max_length: int | None = None,
+        batch_tokens: int = 8192,
+        max_batch_size: int = 64,
+    ) -> None:
+        self.spec = spec
+        self.dim = spec.check_dim(dim)
+        self.max_length = self._check_length(max_length)
+        self.batch_tokens = batch_tokens
+        self.max_batch_size = max_batch_size
+        self._tokenizer_loader = tokenizer_loader
+        self._tokenizer: TextTokenizer | None = None
+        self._lock = threading.RLock()  # re-entrant: loading the tokenizer may prepare the model
+
+    @abstractmethod
+    def encode_batch(self, batch: Batch, outputs: frozenset[Output]) -> BatchOutput:
+        """Compute the requested outputs of one padded batch (dense vectors at the model's full dim)."""
+
+    @property
+    def tokenizer(self) -> TextTokenizer:
+        """The tokenizer, loaded once even when first used from several threads."""
+        if self._tokenizer is None:
+            with self._lock:
+                if self._tokenizer is None:
+                    self._tokenizer = self._tokenizer_loader()
+        return self._tokenizer
+
+    def encode_queries(self, texts: Sequence[str], **kwargs: object) -> list[Embedding]:
+        """Encode search queries (the model's query prefix is applied)."""
+        return self.encode(texts, kind="query", **kwargs)  # type: ignore[arg-type]
+
+    def encode_documents(self, texts: Sequence[str], **kwargs: object) -> list[Embedding]:
+        """Encode documents (the model's document prefix is applied)."""
+        return self.encode(texts, kind="document", **kwargs)  # type: ignore[arg-type]
+
+    def encode(
+        self,
+        texts: Sequence[str],
+        *,
+        kind: Kind | None = None,
+        outputs: Iterable[Output] | None = None,
+        max_length: int | None = None,
+        on_overflow: OnOverflow = "truncate",
+    ) -> list[Embedding]:
+        """Encode ``texts`` and return one :class:`Embedding` per text, in input order.
+
+        Args:
+            texts: the input texts.
+            kind: "query" or "document" selects the model's prefix; None applies none.
+            outputs: which outputs to compute (default: the model's first, e.g. dense).
+            max_length: tokens per input, special tokens included (default: the encoder's, else the
+                model's max_tokens). Never a hidden library default.
+            on_overflow: "truncate" cuts longer inputs and reports it; "error" raises InputTooLongError.
+        """
+        wanted = self._check_outputs(outputs)
+        limit = self._check_length(max_length) if max_length is not None else self.max_length
+        if on_overflow not in ("truncate", "error"):
+            raise ConfigError(f"on_overflow must be 'truncate' or 'error', not {on_overflow!r}")
+        prefixed = self._prefixed(texts, kind)
+        if not prefixed:
+            return []
+        tokens = self.tokenizer.encode(prefixed, limit)
+        if on_overflow == "error":
+            for index, tok in enumerate(tokens):
+                if tok.truncated:
+                    raise InputTooLongError(index, tok.original_length, limit)
+        results: list[Embedding | None] = [None] * len(tokens)
+        for indices in plan_batches([len(t.ids) for t in tokens], self.batch_tokens, self.max_batch_size):
+            out = self.encode_batch(self._pad([tokens[i] for i in indices]), wanted)
+            for row, index in enumerate(indices):
+                results[index] = self._result(out, row, index, tokens[index])
+        return [r for r in results if r is not None]
+
+    def encode_iter(self, texts: Iterable[str], *, window: int = 1024, **kwargs: object) -> Iterator[Embedding]:
+        """Stream embeddings for a long iterable, sorting and batching ``window`` texts at a time."""
+        iterator = iter(texts)
+        while chunk := list(islice(iterator, window)):
+            yield from self.encode(chunk, **kwargs)  # type: ignore[arg-type]
+
+    def _prefixed(self, texts: Sequence[str], kind: Kind | None) -> list[str]:
+        if isinstance(texts, str) or not isinstance(texts, Sequence):
+            raise InputError("texts must be a list of strings, not a single string or other type")
+        bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
+        if bad is not None:
+            raise InputError(f"input {bad} is a {type(texts[bad]).__name__}, not a string")
+        prefix = {"query": self.spec.query_prefix, "document": self.spec.doc_prefix, None: ""}.get(kind)
+        if prefix is None:
+            raise ConfigError(f"kind must be 'query', 'document' or None, not {kind!r}")
+        return [prefix + t for t in texts] if prefix else list(texts)
+
+    def _check_outputs(self, outputs: Iterable[Output] | None) -> frozenset[Output]:
+        wanted = frozenset(outputs) if outputs is not None else frozenset(self.spec.outputs[:1])
+        unsupported = sorted(wanted - set(self.spec.outputs))
+        if unsupported or not wanted:
+            raise ConfigError(
+                f"model '{self.spec.name}' produces {', '.join(self.spec.outputs)}; "
+                f"cannot produce {', '.join(unsupported) or 'nothing'}"
+            )
+        return wanted
+
+    def _check_length(self, max_length: int | None) -> int:
+        if max_length is None:
+            return self.spec.max_tokens
+        if not 1 <= max_length <= self.spec.max_tokens:
+            raise ConfigError(
+                f"max_length must be between 1 and {self.spec.max_tokens} for '{self.spec.name}', "
+                f"not {max_length}"
+            )
+        return max_length
+
+    def _pad(self, tokens: list[Tokens]) -> Batch:
+        width = max(len(t.ids) for t in tokens)
+        ids = np.full((len(tokens), width), self.tokenizer.pad_id, dtype=np.int64)
+        mask = np.zeros((len(tokens), width), dtype=np.int64)
+        for row, tok in enumerate(tokens):
+            ids[row, : len(tok.ids)] = tok.ids
+            mask[row, : len(tok.ids)] = 1
+        return Batch(ids, mask)
+
+    def _result(self, out: BatchOutput, row: int, index: int, tok: Tokens) -> Embedding:
+        dense = None
+        if out.dense is not None:
+            dense = out.dense[row, : self.dim]
+            if self.dim != out.dense.shape[1] and self.spec.normalize:
+                dense = dense / max(float(np.linalg.norm(dense)), 1e-12)
+            dense = np.ascontiguousarray(dense, dtype=np.float32)
+        sparse = out.sparse[row] if out.sparse is not None else None
+        colbert = out.colbert[row] if out.colbert is not None else None
+        for array in (dense, None if sparse is None else sparse.values, colbert):
+            if array is not None and not np.isfinite(array).all():
+                raise NonFiniteEmbeddingError(index, self.spec.name)
+        return Embedding(tokens=len(tok.ids), truncated=tok.truncated, dense=dense, sparse=sparse, colbert=colbert)
+
+
+def l2_normalize(matrix: FloatArray) -> FloatArray:
+    """Rows scaled to unit length (zero rows stay zero)."""
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    result: FloatArray = (matrix / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+    return result
+
+
+def stack_dense(embeddings: Sequence[Embedding]) -> FloatArray:
+    """The dense vectors of ``embeddings`` as one (N, dim) float32 matrix."""
+    if any(e.dense is None for e in embeddings):
+        raise ConfigError("some embeddings have no dense vector (was 'dense' requested?)")
+    return np.stack([e.dense for e in embeddings if e.dense is not None]).astype(np.float32, copy=False)

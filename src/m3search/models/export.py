@@ -1,0 +1,104 @@
+"""Convert a Hugging Face checkpoint to ONNX (needs the ``export`` extra: torch, transformers, onnx).
+
+This is the only module that imports torch, and only inside functions: serving never needs it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from m3search._optional import require
+from m3search.errors import ModelFormatError
+from m3search.models.registry import ModelSpec
+
+OPSET = 17
+
+
+@dataclass(frozen=True)
+class ExportInfo:
+    """What the exported graph looks like."""
+
+    opset: int
+    num_heads: int
+    hidden_size: int
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+
+
+def read_config(src: Path) -> dict[str, Any]:
+    """The checkpoint's ``config.json``, or a clear error if it is missing or not JSON."""
+    path = src / "config.json"
+    try:
+        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ModelFormatError(f"{src} has no config.json: it is not a Hugging Face model directory") from exc
+    except (OSError, ValueError) as exc:
+        raise ModelFormatError(f"{path} cannot be read as JSON: {exc}") from exc
+    return data
+
+
+def _wrapper(spec: ModelSpec, src: Path) -> tuple[Any, tuple[str, ...]]:
+    """A torch module whose forward takes the tokenizer's arrays and returns the graph outputs."""
+    torch = require("torch", "export", "Converting a model to ONNX")
+    transformers = require("transformers", "export", "Converting a model to ONNX")
+    kwargs: dict[str, Any] = {"attn_implementation": "eager", "trust_remote_code": spec.trust_remote_code}
+    if spec.pooling == "splade":
+        mlm = transformers.AutoModelForMaskedLM.from_pretrained(str(src), **kwargs)
+
+        class Splade(torch.nn.Module):  # type: ignore[misc,name-defined]
+            def __init__(self) -> None:
+                super().__init__()
+                self.mlm = mlm
+
+            def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
+                logits = self.mlm(
+                    input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+                ).logits
+                weights = torch.log1p(torch.relu(logits)) * attention_mask.unsqueeze(-1).to(logits.dtype)
+                return weights.max(dim=1).values
+
+        return Splade().eval(), ("sparse",)
+
+    base = transformers.AutoModel.from_pretrained(str(src), **kwargs)
+
+    class Hidden(torch.nn.Module):  # type: ignore[misc,name-defined]
+        def __init__(self) -> None:
+            super().__init__()
+            self.base = base
+
+        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
+            return self.base(
+                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+            ).last_hidden_state
+
+    return Hidden().eval(), ("last_hidden_state",)
+
+
+def export_onnx(spec: ModelSpec, src: Path, out: Path) -> ExportInfo:
+    """Export ``src`` (a Hugging Face model directory) to the ONNX file ``out`` (fp32)."""
+    torch = require("torch", "export", "Converting a model to ONNX")
+    config = read_config(src)
+    module, outputs = _wrapper(spec, src)
+    inputs = ("input_ids", "attention_mask", "token_type_ids")
+    ids = torch.tensor([[0, 5, 6, 7, 2], [0, 8, 9, 2, 1]], dtype=torch.long)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 1, 0]], dtype=torch.long)
+    types = torch.zeros_like(ids)
+    axes = {name: {0: "batch", 1: "sequence"} for name in inputs}
+    for name in outputs:
+        axes[name] = {0: "batch"} if name == "sparse" else {0: "batch", 1: "sequence"}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad():
+        torch.onnx.export(
+            module, (ids, mask, types), str(out), input_names=list(inputs), output_names=list(outputs),
+            dynamic_axes=axes, opset_version=OPSET, dynamo=False, do_constant_folding=True,
+        )
+    return ExportInfo(
+        opset=OPSET,
+        num_heads=int(config.get("num_attention_heads", 0)),
+        hidden_size=int(config.get("hidden_size", 0)),
+        inputs=inputs,
+        outputs=outputs,
+    )

@@ -1,0 +1,62 @@
+"""``load_encoder``: the façade that turns a model name into a ready (lazily loaded) encoder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from m3search.models.encoder import Encoder
+from m3search.models.hashing import HashEncoder
+from m3search.models.pooled import OnnxEncoder
+from m3search.models.prepare import PreparedModel, prepare_model
+from m3search.models.registry import get_spec
+from m3search.models.resolve import resolve_model
+from m3search.settings import Precision, Settings, get_settings
+
+
+def load_encoder(
+    name: str | None = None,
+    *,
+    path: str | Path | None = None,
+    precision: Precision | None = None,
+    dim: int | None = None,
+    max_length: int | None = None,
+    threads: int | None = None,
+    settings: Settings | None = None,
+) -> Encoder:
+    """Return an encoder for model ``name`` (default: ``M3SEARCH_DEFAULT_MODEL``).
+
+    Construction is cheap: files are resolved, converted to ONNX (once, cached under ``M3SEARCH_HOME``)
+    and loaded on the first encode. Errors about missing models therefore surface then, as
+    :class:`~m3search.errors.ModelNotFoundError` with the commands that fix them.
+
+    Args:
+        name: registry name or Hugging Face repo id.
+        path: a directory with the model's files (skips resolution).
+        precision: "int8" (default) or "fp32".
+        dim: output dimension; must be one of the model's Matryoshka dims.
+        max_length: default tokens per input (special tokens included); default: the model's max_tokens.
+        threads: ONNX Runtime intra-op threads (default: settings, else all cores).
+        settings: explicit settings (default: read from the environment now).
+    """
+    cfg = settings or get_settings()
+    spec = get_spec(name or cfg.default_model)
+    common: dict[str, object] = {
+        "dim": dim,
+        "max_length": max_length or (min(cfg.max_length, spec.max_tokens) if cfg.max_length else None),
+        "batch_tokens": cfg.batch_tokens,
+        "max_batch_size": cfg.max_batch_size,
+    }
+    if spec.family == "hash":
+        return HashEncoder(spec, **common)
+    source = Path(path) if path is not None else None
+
+    def prepare() -> PreparedModel:
+        return prepare_model(resolve_model(spec, cfg, source), cfg.home)
+
+    return OnnxEncoder(
+        spec,
+        prepare,
+        precision=precision or cfg.precision,
+        threads=threads or cfg.effective_threads(),
+        **common,
+    )

@@ -1,0 +1,77 @@
+"""ONNX Runtime: the one place that builds inference sessions, plus graph fusion and INT8 quantization."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from m3search.errors import ModelFormatError
+
+log = logging.getLogger(__name__)
+
+# Dynamic INT8 with per-channel weight scales. Per-tensor scales ruin quality (MiniLM mean cosine 0.94 vs
+# 0.993 per-channel; ../shared/notes/performance.md). Activations stay uint8 (u8s8 kernels are fast here;
+# s8s8 ones are 30x slower).
+# The embedding tables stay fp32: quantizing them costs fidelity (MiniLM pair cosine off by 0.012 instead of
+# 0.005) and buys no speed.
+QUANTIZATION = {
+    "method": "dynamic",
+    "weights": "int8",
+    "per_channel": True,
+    "activations": "uint8",
+    "ops": ["MatMul", "Attention"],
+}
+
+
+def build_session(path: Path, threads: int) -> Any:
+    """Create an ONNX Runtime CPU session for ``path`` with ``threads`` intra-op threads.
+
+    Raises:
+        ModelFormatError: the file is missing or not a valid ONNX model.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = max(1, threads)
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own untyped errors for unreadable files
+        raise ModelFormatError(
+            f"ONNX Runtime cannot load {path}: {exc}; delete it and run 'm3search models prepare --force'"
+        ) from exc
+
+
+def fuse_graph(src: Path, dst: Path, num_heads: int, hidden_size: int) -> bool:
+    """Fuse attention, layer norm and GELU with onnxruntime's transformer optimizer.
+
+    Returns False (and copies nothing) when the optimizer does not support the graph; the caller then
+    uses the unfused graph, which ONNX Runtime still optimises when the session is built.
+    """
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    try:
+        model = optimize_model(
+            str(src), model_type="bert", num_heads=num_heads, hidden_size=hidden_size, use_gpu=False
+        )
+    except Exception as exc:  # the optimizer raises assorted errors on graphs it does not know
+        log.warning("graph fusion skipped for %s: %s", src.name, exc)
+        return False
+    model.save_model_to_file(str(dst))
+    return True
+
+
+def quantize_int8(src: Path, dst: Path) -> None:
+    """Dynamic INT8 quantization of MatMul and fused Attention weights, per-channel."""
+    from onnx import TensorProto
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(
+        str(src), str(dst), per_channel=True, weight_type=QuantType.QInt8,
+        op_types_to_quantize=QUANTIZATION["ops"],
+        extra_options={"DefaultTensorType": TensorProto.FLOAT},
+    )

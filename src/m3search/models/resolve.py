@@ -1,0 +1,167 @@
+"""Find a model's files, offline first.
+
+Order: explicit path -> directories registered with ``m3search models add`` -> ``M3SEARCH_HOME/models/NAME``
+-> the Hugging Face cache at the pinned revision -> installed model packages -> a download with
+huggingface_hub (only when online and not ``HF_HUB_OFFLINE``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from m3search.errors import ConfigError, ModelFormatError, ModelNotFoundError
+from m3search.models.registry import ModelSpec, get_spec
+from m3search.settings import Settings
+
+Source = Literal["path", "registered", "home", "hf-cache", "package", "download"]
+_WEIGHTS = ("model.safetensors", "pytorch_model.bin", "model.onnx")
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """Where a model's files are, and which step of the resolution order found them."""
+
+    spec: ModelSpec
+    path: Path
+    source: Source
+
+
+def check_model_dir(path: Path, name: str) -> Path:
+    """Raise a ModelFormatError naming what is missing unless ``path`` holds a usable model."""
+    if not path.is_dir():
+        raise ModelFormatError(f"model directory {path} does not exist or is not a directory")
+    missing = [f for f in ("config.json", "tokenizer.json") if not (path / f).is_file()]
+    if not any((path / w).is_file() for w in _WEIGHTS):
+        missing.append(" or ".join(_WEIGHTS))
+    if missing:
+        raise ModelFormatError(
+            f"model directory {path} for '{name}' lacks {', '.join(missing)}; copy the complete model "
+            f"there or run 'm3search models pull {name}'"
+        )
+    return path
+
+
+def _registry_file(settings: Settings) -> Path:
+    return settings.home / "models.json"
+
+
+def registered_dirs(settings: Settings) -> dict[str, str]:
+    """Model name -> directory, as registered with ``m3search models add``."""
+    path = _registry_file(settings)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path} is not readable JSON ({exc}); fix or delete it") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a JSON object of model name -> directory")
+    return {str(k): str(v) for k, v in data.items()}
+
+
+def register_dir(settings: Settings, name: str, path: Path) -> ResolvedModel:
+    """Validate ``path`` as a copy of model ``name`` and remember it (atomic write)."""
+    spec = get_spec(name)
+    if not spec.needs_weights:
+        raise ConfigError(f"model '{spec.name}' has no weights to register")
+    directory = check_model_dir(path.expanduser().resolve(), spec.name)
+    entries = registered_dirs(settings)
+    entries[spec.name] = str(directory)
+    target = _registry_file(settings)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(entries, indent=2, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, target)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {target} ({exc}); set M3SEARCH_HOME to a writable directory") from exc
+    return ResolvedModel(spec, directory, "registered")
+
+
+def _hf_cache(spec: ModelSpec) -> Path | None:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(spec.hf_repo, revision=spec.revision, local_files_only=True))
+    except (LocalEntryNotFoundError, OSError, ValueError):
+        return None
+
+
+def _package_dir(spec: ModelSpec) -> Path | None:
+    for package in spec.packages:
+        found = importlib.util.find_spec(package.module)
+        if found is not None and found.origin:
+            candidate = Path(found.origin).parent / package.subdir
+            if candidate.is_dir():
+                return candidate
+    return None
+
+
+def find_local(spec: ModelSpec, settings: Settings, path: Path | None = None) -> ResolvedModel | None:
+    """The first local copy in resolution order, without any network access."""
+    if path is not None:
+        return ResolvedModel(spec, check_model_dir(path.expanduser().resolve(), spec.name), "path")
+    registered = registered_dirs(settings).get(spec.name)
+    if registered:
+        return ResolvedModel(spec, check_model_dir(Path(registered), spec.name), "registered")
+    home = settings.models_dir / spec.name
+    if home.is_dir():
+        return ResolvedModel(spec, check_model_dir(home, spec.name), "home")
+    cached = _hf_cache(spec)
+    if cached is not None:
+        return ResolvedModel(spec, check_model_dir(cached, spec.name), "hf-cache")
+    packaged = _package_dir(spec)
+    if packaged is not None:
+        return ResolvedModel(spec, check_model_dir(packaged, spec.name), "package")
+    return None
+
+
+def _why_not_local(spec: ModelSpec, settings: Settings) -> str:
+    hint = f"not in {settings.models_dir / spec.name}, nor in the Hugging Face cache at {spec.revision[:8]}"
+    if spec.packages:
+        hint += f", nor installed as the package '{spec.packages[0].pip}'"
+    return hint
+
+
+def pull(spec: ModelSpec, settings: Settings) -> ResolvedModel:
+    """Download the pinned revision into ``M3SEARCH_HOME/models/NAME`` with huggingface_hub."""
+    if not spec.needs_weights:
+        raise ConfigError(f"model '{spec.name}' has no weights to download")
+    if settings.is_offline:
+        raise ModelNotFoundError(spec.name, "downloads are disabled: M3SEARCH_OFFLINE or HF_HUB_OFFLINE is set")
+    from huggingface_hub import snapshot_download
+
+    target = settings.models_dir / spec.name
+    try:
+        snapshot_download(
+            spec.hf_repo, revision=spec.revision, local_dir=str(target), allow_patterns=list(spec.files)
+        )
+    except Exception as exc:  # network stacks raise many unrelated types; all mean "no download"
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ModelNotFoundError(
+            spec.name, f"downloading {spec.hf_repo}@{spec.revision[:8]} failed: {reason[:200]}"
+        ) from exc
+    return ResolvedModel(spec, check_model_dir(target, spec.name), "download")
+
+
+def resolve_model(
+    spec: ModelSpec, settings: Settings, path: Path | None = None, *, download: bool = True
+) -> ResolvedModel:
+    """Resolve ``spec`` to a directory, downloading only when allowed and online.
+
+    Raises:
+        ModelNotFoundError: nothing local and no download possible; the message says how to fix it.
+        ModelFormatError: a candidate directory is incomplete.
+    """
+    found = find_local(spec, settings, path)
+    if found is not None:
+        return found
+    if not download or settings.is_offline:
+        raise ModelNotFoundError(spec.name, _why_not_local(spec, settings))
+    return pull(spec, settings)

@@ -1,0 +1,100 @@
+"""Tokenizers with explicit truncation that reports what it cut.
+
+The Hugging Face ``tokenizers`` object is never mutated after loading (no ``enable_truncation``), so one
+instance serves concurrent calls with different max lengths.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from m3search.errors import ConfigError, ModelFormatError
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """Token ids of one input as the model sees them, and the input's length before truncation."""
+
+    ids: list[int]
+    original_length: int
+
+    @property
+    def truncated(self) -> bool:
+        return self.original_length > len(self.ids)
+
+
+class TextTokenizer(Protocol):
+    """What encoders need from a tokenizer."""
+
+    pad_id: int
+    special_count: int
+
+    def encode(self, texts: Sequence[str], max_length: int) -> list[Tokens]: ...
+
+
+class HFTokenizer:
+    """A ``tokenizer.json`` loaded with the ``tokenizers`` library."""
+
+    def __init__(self, path: Path, pad_id: int) -> None:
+        from tokenizers import Tokenizer
+
+        try:
+            self._tok: Any = Tokenizer.from_file(str(path))
+        except Exception as exc:  # tokenizers raises a bare Exception for unreadable files
+            raise ModelFormatError(f"cannot load tokenizer {path}: {exc}") from exc
+        self._tok.no_truncation()
+        self._tok.no_padding()
+        self.pad_id = pad_id
+        self.special_count = int(self._tok.num_special_tokens_to_add(False))
+
+    def encode(self, texts: Sequence[str], max_length: int) -> list[Tokens]:
+        if max_length <= self.special_count:
+            raise ConfigError(f"max_length must exceed the {self.special_count} special tokens")
+        return [_truncate(e.ids, e.special_tokens_mask, max_length) for e in self._tok.encode_batch(texts)]
+
+    def id_to_token(self, token_id: int) -> str | None:
+        result: str | None = self._tok.id_to_token(token_id)
+        return result
+
+
+def _truncate(ids: list[int], special: list[int], max_length: int) -> Tokens:
+    """Cut the content tokens, keeping the leading and trailing special tokens."""
+    n = len(ids)
+    if n <= max_length:
+        return Tokens(ids, n)
+    lead = 0
+    while lead < n and special[lead]:
+        lead += 1
+    trail = 0
+    while trail < n - lead and special[n - 1 - trail]:
+        trail += 1
+    keep = max_length - lead - trail
+    return Tokens(ids[: lead + keep] + ids[n - trail :], n)
+
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+class HashTokenizer:
+    """Lower-cased words mapped to stable 63-bit ids (for the hash encoder); no special tokens."""
+
+    pad_id = 0
+    special_count = 0
+
+    def encode(self, texts: Sequence[str], max_length: int) -> list[Tokens]:
+        result = []
+        for text in texts:
+            words = _WORD.findall(text.lower())
+            ids = [_word_id(w) for w in words[:max_length]] or [_word_id("")]
+            result.append(Tokens(ids, max(len(words), 1)))
+        return result
+
+
+def _word_id(word: str) -> int:
+    digest = hashlib.blake2b(word.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1 or 1
