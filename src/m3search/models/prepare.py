@@ -37,7 +37,7 @@ class PreparedModel:
     manifest: dict[str, Any]
 
     def onnx_path(self, precision: Precision) -> Path:
-        return self.directory / self.manifest["variants"][precision]["file"]
+        return self.directory / str(self.manifest["variants"][precision]["file"])
 
     @property
     def tokenizer_path(self) -> Path:

@@ -10,9 +10,11 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from m3search.errors import ConfigError, ModelFormatError, ModelNotFoundError
 from m3search.models.registry import ModelSpec, get_spec
@@ -83,12 +85,25 @@ def register_dir(settings: Settings, name: str, path: Path) -> ResolvedModel:
     return ResolvedModel(spec, directory, "registered")
 
 
+def hf_cache_dir() -> Path:
+    """The Hugging Face hub cache, read from the environment now (huggingface_hub reads it at import)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "huggingface" / "hub"
+
+
 def _hf_cache(spec: ModelSpec) -> Path | None:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     try:
-        return Path(snapshot_download(spec.hf_repo, revision=spec.revision, local_files_only=True))
+        path = snapshot_download(
+            spec.hf_repo, revision=spec.revision, local_files_only=True, cache_dir=str(hf_cache_dir())
+        )
+        return Path(path)
     except (LocalEntryNotFoundError, OSError, ValueError):
         return None
 
@@ -129,12 +144,29 @@ def _why_not_local(spec: ModelSpec, settings: Settings) -> str:
     return hint
 
 
+def hub_unreachable(timeout: float = 5.0) -> str | None:
+    """Why the Hugging Face endpoint (``HF_ENDPOINT``) cannot be reached, or None if it can.
+
+    One TCP connection instead of huggingface_hub's five retries with back-off (about 25 s offline).
+    """
+    url = urlsplit(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return None
+    except OSError as exc:
+        return f"{host}:{port} is unreachable ({exc.strerror or exc})"
+
+
 def pull(spec: ModelSpec, settings: Settings) -> ResolvedModel:
     """Download the pinned revision into ``M3SEARCH_HOME/models/NAME`` with huggingface_hub."""
     if not spec.needs_weights:
         raise ConfigError(f"model '{spec.name}' has no weights to download")
     if settings.is_offline:
         raise ModelNotFoundError(spec.name, "downloads are disabled: M3SEARCH_OFFLINE or HF_HUB_OFFLINE is set")
+    unreachable = hub_unreachable()
+    if unreachable:
+        raise ModelNotFoundError(spec.name, f"no network: {unreachable}")
     from huggingface_hub import snapshot_download
 
     target = settings.models_dir / spec.name

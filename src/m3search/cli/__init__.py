@@ -1,0 +1,1 @@
+"""The ``m3search`` command line: thin commands over the library."""

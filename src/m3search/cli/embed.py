@@ -1,0 +1,59 @@
+"""``m3search embed``: embed texts from arguments or standard input."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from m3search.errors import InputError
+from m3search.models.encoder import Kind
+from m3search.models.loader import load_encoder
+from m3search.types import Embedding, OnOverflow
+
+
+def _texts(args: list[str] | None) -> list[str]:
+    if args:
+        return args
+    if sys.stdin.isatty():
+        raise InputError("give texts as arguments or one per line on standard input")
+    return [line.rstrip("\n") for line in sys.stdin if line.strip()]
+
+
+def _line(emb: Embedding) -> str:
+    record: dict[str, object] = {"tokens": emb.tokens, "truncated": emb.truncated}
+    if emb.dense is not None:
+        record["dense"] = [round(float(x), 7) for x in emb.dense]
+    return json.dumps(record)
+
+
+def embed(
+    texts: Annotated[list[str] | None, typer.Argument(help="texts to embed (default: lines of stdin)")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="registry name or HF repo id")] = None,
+    model_path: Annotated[Path | None, typer.Option("--model-path", help="model directory to use")] = None,
+    query: Annotated[bool, typer.Option("--query", help="encode as search queries (query prefix)")] = False,
+    int8: Annotated[bool, typer.Option("--int8/--fp32", help="INT8 (default) or fp32 ONNX graph")] = True,
+    dim: Annotated[int | None, typer.Option("--dim", help="Matryoshka dimension to truncate to")] = None,
+    max_length: Annotated[int | None, typer.Option("--max-length", help="tokens per input")] = None,
+    on_overflow: Annotated[
+        str, typer.Option("--on-overflow", help="'truncate' or 'error' for inputs over max length")
+    ] = "truncate",
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per input line")] = False,
+) -> None:
+    """Embed texts and print their vectors."""
+    encoder = load_encoder(model, path=model_path, precision="int8" if int8 else "fp32", dim=dim)
+    kind: Kind = "query" if query else "document"
+    overflow: OnOverflow = "error" if on_overflow == "error" else "truncate"
+    if on_overflow not in ("truncate", "error"):
+        raise InputError(f"--on-overflow must be 'truncate' or 'error', not {on_overflow!r}")
+    results = encoder.encode(_texts(texts), kind=kind, max_length=max_length, on_overflow=overflow)
+    for emb in results:
+        if as_json:
+            typer.echo(_line(emb))
+        elif emb.dense is not None:
+            head = " ".join(f"{x:+.4f}" for x in emb.dense[:6])
+            cut = ", truncated" if emb.truncated else ""
+            typer.echo(f"[{emb.dense.shape[0]}-d, {emb.tokens} tokens{cut}] {head} ...")

@@ -1,0 +1,99 @@
+"""``m3search models``: list, add, pull and prepare models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from m3search.models.prepare import prepare_model
+from m3search.models.registry import ModelSpec, get_spec, list_specs
+from m3search.models.resolve import find_local, pull, register_dir, resolve_model
+from m3search.settings import get_settings
+
+app = typer.Typer(help="List, register, download and prepare models.", no_args_is_help=True)
+
+
+def _describe(spec: ModelSpec, path: Path | None, source: str | None) -> dict[str, Any]:
+    return {
+        "name": spec.name,
+        "dim": spec.dim,
+        "max_tokens": spec.max_tokens,
+        "pooling": spec.pooling,
+        "normalize": spec.normalize,
+        "outputs": list(spec.outputs),
+        "mrl_dims": list(spec.mrl_dims),
+        "query_prefix": spec.query_prefix,
+        "doc_prefix": spec.doc_prefix,
+        "hf_repo": spec.hf_repo,
+        "revision": spec.revision,
+        "license": spec.license,
+        "size_gb": spec.size_gb,
+        "available": path is not None or not spec.needs_weights,
+        "source": source if spec.needs_weights else "built-in",
+        "path": str(path) if path else None,
+    }
+
+
+@app.command("list")
+def list_models(
+    as_json: Annotated[bool, typer.Option("--json", help="print a JSON list instead of a table")] = False,
+) -> None:
+    """List registered models and whether each is available offline."""
+    settings = get_settings()
+    rows = []
+    for spec in list_specs():
+        found = find_local(spec, settings) if spec.needs_weights else None
+        rows.append(_describe(spec, found.path if found else None, found.source if found else None))
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table("model", "dim", "max tokens", "pooling", "outputs", "MRL dims", "available", "licence")
+    for row in rows:
+        table.add_row(
+            row["name"], str(row["dim"]), str(row["max_tokens"]), row["pooling"], "+".join(row["outputs"]),
+            "/".join(str(d) for d in row["mrl_dims"]) or "-",
+            f"yes ({row['source']})" if row["available"] else "no", row["license"],
+        )
+    Console().print(table)
+
+
+@app.command("add")
+def add(
+    name: Annotated[str, typer.Argument(help="registry name of the model")],
+    path: Annotated[Path, typer.Argument(help="directory with config.json, tokenizer.json and weights")],
+) -> None:
+    """Use model files you already have (e.g. copied from a machine with internet access)."""
+    resolved = register_dir(get_settings(), name, path)
+    typer.echo(f"registered {resolved.spec.name} -> {resolved.path}")
+
+
+@app.command("pull")
+def pull_model(name: Annotated[str, typer.Argument(help="registry name of the model")]) -> None:
+    """Download the model's pinned revision from the Hugging Face hub into M3SEARCH_HOME."""
+    resolved = pull(get_spec(name), get_settings())
+    typer.echo(f"downloaded {resolved.spec.name} -> {resolved.path}")
+
+
+@app.command("prepare")
+def prepare(
+    name: Annotated[str, typer.Argument(help="registry name of the model")],
+    model_path: Annotated[
+        Path | None, typer.Option("--model-path", help="use this directory instead of resolving")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="rebuild even if a prepared copy exists")] = False,
+) -> None:
+    """Convert the model to ONNX (fp32 and INT8) once, so later runs start fast."""
+    settings = get_settings()
+    spec = get_spec(name)
+    if not spec.needs_weights:
+        typer.echo(f"{spec.name} needs no preparation")
+        return
+    prepared = prepare_model(resolve_model(spec, settings, model_path), settings.home, force=force)
+    for precision, variant in prepared.manifest["variants"].items():
+        size = variant["bytes"] / 1e6
+        typer.echo(f"{precision}: {prepared.directory / variant['file']} ({size:.1f} MB)")

@@ -1,0 +1,98 @@
+"""Shared fixtures: an isolated, offline M3SEARCH_HOME per test, and tiny models built once per session."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from m3search.models.pooled import OnnxEncoder
+from m3search.models.prepare import MANIFEST, PreparedModel, load_prepared
+from m3search.models.registry import ModelSpec
+
+TINY_WORDS = [
+    *("the", "a", "man", "is", "playing", "guitar", "someone", "plays", "an", "instrument"),
+    *("cat", "sat", "on", "mat", "dog", "runs", "fast", "nan"),
+]
+NAN_WORD = "nan"
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets an empty home and an empty HF cache, and never touches the network."""
+    home = tmp_path / "m3home"
+    monkeypatch.setenv("M3SEARCH_HOME", str(home))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for var in ("M3SEARCH_DEFAULT_MODEL", "M3SEARCH_PRECISION", "M3SEARCH_MAX_LENGTH", "M3SEARCH_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    return home
+
+
+def _tiny_tokenizer(path: Path) -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+
+    vocab = {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3}
+    for word in TINY_WORDS:
+        vocab.setdefault(word, len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
+    tok.save(str(path))
+
+
+def _tiny_graph(path: Path, vocab_size: int, hidden: int) -> None:
+    """An ONNX graph that looks up one random vector per token (a real session, no torch needed)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    table = np.random.default_rng(0).standard_normal((vocab_size, hidden)).astype(np.float32)
+    table[vocab_size - 1] = np.nan  # the last word of the vocabulary ("nan") poisons any vector
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "input_ids"], ["last_hidden_state"], axis=0)],
+        "tiny",
+        [
+            helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "sequence"]),
+            helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "sequence"]),
+        ],
+        [helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, ["batch", "sequence", hidden])],
+        initializer=[numpy_helper.from_array(table, "table")],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+TINY_SPEC = ModelSpec(
+    name="tiny", hf_repo="test/tiny", revision="0" * 40, dim=8, max_tokens=16, pooling="mean",
+    normalize=True, outputs=("dense",), family="bert", license="-", size_gb=0.0,
+    query_prefix="the ", doc_prefix="a ", mrl_dims=(8, 4),
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_prepared(tmp_path_factory: pytest.TempPathFactory) -> PreparedModel:
+    """A prepared-model directory holding the tiny lookup graph and a word-level tokenizer."""
+    directory = tmp_path_factory.mktemp("tiny")
+    _tiny_tokenizer(directory / "tokenizer.json")
+    vocab = json.loads((directory / "tokenizer.json").read_text())["model"]["vocab"]
+    _tiny_graph(directory / "model.onnx", len(vocab), TINY_SPEC.dim)
+    variant = {"file": "model.onnx", "bytes": 0, "quantization": None}
+    manifest = {"model": "tiny", "pad_token_id": 0, "variants": {"fp32": variant, "int8": variant}}
+    (directory / MANIFEST).write_text(json.dumps(manifest))
+    prepared = load_prepared(directory)
+    assert prepared is not None
+    return prepared
+
+
+@pytest.fixture
+def tiny_encoder(tiny_prepared: PreparedModel) -> Callable[..., OnnxEncoder]:
+    """Factory of fresh encoders over the tiny model (keyword arguments go to OnnxEncoder)."""
+
+    def make(**kwargs: object) -> OnnxEncoder:
+        return OnnxEncoder(TINY_SPEC, lambda: tiny_prepared, precision="fp32", **kwargs)  # type: ignore[arg-type]
+
+    return make
