@@ -22,7 +22,7 @@ TEXTS = [
     "Debian is a free operating system for your computer.",
     "",
     "   ",
-    "Ünïcödé façade – naïve café, 東京, emoji 🙂",
+    "Ünïcödé façade – naïve café, 東京, emoji 🙂",  # noqa: RUF001 (deliberate non-ASCII input)
     "aerodynamic heating of a flat plate in hypersonic flow " * 60,  # > 256 tokens: truncated
     *[f"passage number {i} about boundary layers and shock waves" for i in range(20)],
 ]
