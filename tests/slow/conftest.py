@@ -34,3 +34,11 @@ def minilm_dir() -> Path:
 @pytest.fixture
 def minilm(settings: Settings) -> dict[str, Encoder]:
     return {p: load_encoder("all-minilm-l6-v2", precision=p, settings=settings) for p in ("fp32", "int8")}
+
+
+@pytest.fixture(scope="session")
+def tiny_m3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random-weight BGE-M3 (official layout), built once per session."""
+    from tests.slow.tiny_bge_m3 import build_tiny_bge_m3
+
+    return build_tiny_bge_m3(tmp_path_factory.mktemp("tiny-bge-m3"))

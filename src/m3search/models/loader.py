@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from m3search.models.bge_m3 import BGEM3Encoder
 from m3search.models.encoder import Encoder
 from m3search.models.hashing import HashEncoder
 from m3search.models.pooled import OnnxEncoder
@@ -53,7 +54,8 @@ def load_encoder(
     def prepare() -> PreparedModel:
         return prepare_model(resolve_model(spec, cfg, source), cfg.home)
 
-    return OnnxEncoder(
+    kind = BGEM3Encoder if "colbert" in spec.outputs else OnnxEncoder
+    return kind(
         spec,
         prepare,
         precision=precision or cfg.precision,

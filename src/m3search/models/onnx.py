@@ -15,12 +15,14 @@ log = logging.getLogger(__name__)
 # s8s8 ones are 30x slower).
 # The embedding tables stay fp32: quantizing them costs fidelity (MiniLM pair cosine off by 0.012 instead of
 # 0.005) and buys no speed.
+INT8_OPS = ("MatMul", "Attention")
+EMBEDDING_OPS = ("Gather", "EmbedLayerNormalization")
 QUANTIZATION = {
     "method": "dynamic",
     "weights": "int8",
     "per_channel": True,
     "activations": "uint8",
-    "ops": ["MatMul", "Attention"],
+    "ops": list(INT8_OPS),
 }
 
 
@@ -46,6 +48,11 @@ def build_session(path: Path, threads: int) -> Any:
         ) from exc
 
 
+def is_large(path: Path) -> bool:
+    """Whether a graph plus its external data in ``path``'s folder is near protobuf's 2 GB limit."""
+    return sum(p.stat().st_size for p in path.parent.iterdir() if p.is_file()) > 1_800_000_000
+
+
 def fuse_graph(src: Path, dst: Path, num_heads: int, hidden_size: int) -> bool:
     """Fuse attention, layer norm and GELU with onnxruntime's transformer optimizer.
 
@@ -61,17 +68,21 @@ def fuse_graph(src: Path, dst: Path, num_heads: int, hidden_size: int) -> bool:
     except Exception as exc:  # the optimizer raises assorted errors on graphs it does not know
         log.warning("graph fusion skipped for %s: %s", src.name, exc)
         return False
-    model.save_model_to_file(str(dst))
+    large = is_large(src)
+    model.save_model_to_file(str(dst), use_external_data_format=large, all_tensors_to_one_file=True)
     return True
 
 
-def quantize_int8(src: Path, dst: Path) -> None:
-    """Dynamic INT8 quantization of MatMul and fused Attention weights, per-channel."""
+def quantize_int8(src: Path, dst: Path, *, embeddings: bool = False) -> None:
+    """Dynamic INT8 quantization of MatMul and fused Attention weights, per-channel.
+
+    With ``embeddings`` the word-embedding table is quantized too (needed to fit BGE-M3 in ~570 MB).
+    """
     from onnx import TensorProto
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     quantize_dynamic(
         str(src), str(dst), per_channel=True, weight_type=QuantType.QInt8,
-        op_types_to_quantize=QUANTIZATION["ops"],
+        op_types_to_quantize=[*INT8_OPS, *(EMBEDDING_OPS if embeddings else ())],
         extra_options={"DefaultTensorType": TensorProto.FLOAT},
     )

@@ -106,8 +106,8 @@ def prepare_model(resolved: ResolvedModel, home: Path, *, force: bool = False) -
             with tempfile.TemporaryDirectory(dir=target.parent, prefix=".tmp-") as tmp:
                 manifest = _build(resolved, Path(tmp))
                 target.mkdir(exist_ok=True)
-                for name in (*[v["file"] for v in manifest["variants"].values()], "tokenizer.json"):
-                    os.replace(Path(tmp) / name, target / name)
+                for path in Path(tmp).iterdir():
+                    os.replace(path, target / path.name)
                 _write_json(target / MANIFEST, manifest)
         except OSError as exc:
             raise ConfigError(
@@ -121,15 +121,15 @@ def _build(resolved: ResolvedModel, work: Path) -> dict[str, Any]:
     from m3search.models.export import export_onnx, read_config
 
     spec, src = resolved.spec, resolved.path
-    raw = work / "raw.onnx"
+    raw = work / "raw" / "model.onnx"  # a folder: graphs over 2 GB are exported as many external files
     info = export_onnx(spec, src, raw)
     fp32 = work / "model.fp32.onnx"
     fused = onnx_tools.fuse_graph(raw, fp32, info.num_heads, info.hidden_size)
     if not fused:
-        shutil.copyfile(raw, fp32)
-    raw.unlink()
+        _copy_graph(raw, fp32)
+    shutil.rmtree(raw.parent)
     int8 = work / "model.int8.onnx"
-    onnx_tools.quantize_int8(fp32, int8)
+    onnx_tools.quantize_int8(fp32, int8, embeddings=spec.int8_embeddings)
     shutil.copyfile(src / "tokenizer.json", work / "tokenizer.json")
     config = read_config(src)
     return {
@@ -148,11 +148,28 @@ def _build(resolved: ResolvedModel, work: Path) -> dict[str, Any]:
         "fused": fused,
         "pad_token_id": int(config.get("pad_token_id") or 0),
         "variants": {
-            "fp32": {"file": fp32.name, "bytes": fp32.stat().st_size, "quantization": None},
-            "int8": {"file": int8.name, "bytes": int8.stat().st_size, "quantization": onnx_tools.QUANTIZATION},
+            "fp32": {"file": fp32.name, "bytes": _graph_bytes(fp32), "quantization": None},
+            "int8": {
+                "file": int8.name,
+                "bytes": int8.stat().st_size,
+                "quantization": {**onnx_tools.QUANTIZATION, "embeddings": spec.int8_embeddings},
+            },
         },
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
+
+
+def _graph_bytes(path: Path) -> int:
+    data = path.with_name(path.name + ".data")
+    return path.stat().st_size + (data.stat().st_size if data.is_file() else 0)
+
+
+def _copy_graph(src: Path, dst: Path) -> None:
+    import onnx
+
+    large = onnx_tools.is_large(src)
+    model = onnx.load(str(src))
+    onnx.save_model(model, str(dst), save_as_external_data=large, location=dst.name + ".data")
 
 
 def _version(package: str) -> str | None:

@@ -47,6 +47,8 @@ class ModelSpec:
         size_gb: approximate fp32 download size.
         packages: installed Python packages that carry the files.
         files: file patterns that ``models pull`` downloads.
+        int8_embeddings: quantize the word-embedding table too (large vocabularies: BGE-M3's 250k x 1024
+            table is 1 GB in fp32); small models keep it fp32 for fidelity.
     """
 
     name: str
@@ -66,6 +68,7 @@ class ModelSpec:
     packages: tuple[ModelPackage, ...] = ()
     trust_remote_code: bool = False
     files: tuple[str, ...] = _DEFAULT_FILES
+    int8_embeddings: bool = False
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -105,7 +108,7 @@ _SPECS: tuple[ModelSpec, ...] = (
     ModelSpec(
         name="bge-m3", hf_repo="BAAI/bge-m3", revision="5617a9f61b028005a4858fdac845db406aefb181",
         dim=1024, max_tokens=8192, pooling="cls", normalize=True, outputs=("dense", "sparse", "colbert"),
-        family="xlm-roberta", license="MIT", size_gb=2.27, files=_BGE_M3_FILES,
+        family="xlm-roberta", license="MIT", size_gb=2.27, files=_BGE_M3_FILES, int8_embeddings=True,
         description="multilingual (100+ languages), dense + sparse + ColBERT from one pass, 8192 tokens",
     ),
     ModelSpec(

@@ -41,12 +41,19 @@ class HFTokenizer:
     """A ``tokenizer.json`` loaded with the ``tokenizers`` library."""
 
     def __init__(self, path: Path, pad_id: int) -> None:
-        from tokenizers import Tokenizer
+        from tokenizers import Tokenizer, pre_tokenizers
 
         try:
             self._tok: Any = Tokenizer.from_file(str(path))
         except Exception as exc:  # tokenizers raises a bare Exception for unreadable files
             raise ModelFormatError(f"cannot load tokenizer {path}: {exc}") from exc
+        if isinstance(self._tok.pre_tokenizer, pre_tokenizers.Metaspace):
+            # SentencePiece models (XLM-R, BGE-M3) were trained with remove_extra_whitespaces: a bare
+            # Metaspace turns a trailing space into a stray "▁" token. Splitting on whitespace first matches
+            # SentencePiece and the reference implementation (transformers' XLMRobertaTokenizer).
+            self._tok.pre_tokenizer = pre_tokenizers.Sequence(
+                [pre_tokenizers.WhitespaceSplit(), self._tok.pre_tokenizer]
+            )
         self._tok.no_truncation()
         self._tok.no_padding()
         self.pad_id = pad_id
@@ -57,9 +64,13 @@ class HFTokenizer:
             raise ConfigError(f"max_length must exceed the {self.special_count} special tokens")
         return [_truncate(e.ids, e.special_tokens_mask, max_length) for e in self._tok.encode_batch(texts)]
 
-    def id_to_token(self, token_id: int) -> str | None:
-        result: str | None = self._tok.id_to_token(token_id)
+    def token_to_id(self, token: str) -> int | None:
+        result: int | None = self._tok.token_to_id(token)
         return result
+
+    def decode(self, ids: list[int]) -> str:
+        text: str = self._tok.decode(ids, skip_special_tokens=False)
+        return text
 
 
 def _truncate(ids: list[int], special: list[int], max_length: int) -> Tokens:
