@@ -125,3 +125,21 @@ def test_int8_agreement_and_size(tiny_m3_dir: Path, m3: BGEM3Encoder, settings: 
     manifest = int8.prepared.manifest  # type: ignore[attr-defined]
     assert manifest["variants"]["int8"]["quantization"]["embeddings"] is True
     assert manifest["variants"]["int8"]["bytes"] < manifest["variants"]["fp32"]["bytes"] / 3
+
+
+def test_cli_embed_sparse_colbert(tiny_m3_dir: Path, settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from m3search.cli.app import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["embed", "--model", "bge-m3", "--model-path", str(tiny_m3_dir), "--fp32", "--sparse", "--colbert",
+              "--json", TEXTS[0], TEXTS[2]])
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert info.value.code in (0, None) and len(lines) == 2
+    first = lines[0]
+    assert len(first["dense"]) == 32 and len(first["colbert"]) == first["tokens"] - 1
+    assert all(isinstance(k, str) and int(k) >= 0 and v > 0 for k, v in first["sparse"].items())
+    with pytest.raises(SystemExit) as info:
+        main(["embed", "--model", "all-minilm-l6-v2", "--sparse", "x"])
+    assert info.value.code == 2 and "cannot produce sparse" in capsys.readouterr().err

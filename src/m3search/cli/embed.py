@@ -12,7 +12,7 @@ import typer
 from m3search.errors import InputError
 from m3search.models.encoder import Kind
 from m3search.models.loader import load_encoder
-from m3search.types import Embedding, OnOverflow
+from m3search.types import Embedding, OnOverflow, Output
 
 
 def _texts(args: list[str] | None) -> list[str]:
@@ -27,7 +27,19 @@ def _line(emb: Embedding) -> str:
     record: dict[str, object] = {"tokens": emb.tokens, "truncated": emb.truncated}
     if emb.dense is not None:
         record["dense"] = [round(float(x), 7) for x in emb.dense]
+    if emb.sparse is not None:
+        record["sparse"] = {str(k): round(v, 7) for k, v in emb.sparse.to_dict().items()}
+    if emb.colbert is not None:
+        record["colbert"] = [[round(float(x), 6) for x in row] for row in emb.colbert]
     return json.dumps(record)
+
+
+def _outputs(sparse: bool, colbert: bool, dense: bool) -> list[Output]:
+    flags: tuple[tuple[Output, bool], ...] = (("dense", dense), ("sparse", sparse), ("colbert", colbert))
+    chosen = [output for output, on in flags if on]
+    if not chosen:
+        raise InputError("nothing to compute: keep --dense or add --sparse / --colbert")
+    return chosen
 
 
 def embed(
@@ -41,6 +53,9 @@ def embed(
     on_overflow: Annotated[
         str, typer.Option("--on-overflow", help="'truncate' or 'error' for inputs over max length")
     ] = "truncate",
+    sparse: Annotated[bool, typer.Option("--sparse", help="add lexical weights (token id -> weight)")] = False,
+    colbert: Annotated[bool, typer.Option("--colbert", help="add ColBERT vectors (one per token)")] = False,
+    dense: Annotated[bool, typer.Option("--dense/--no-dense", help="include the dense vector")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per input line")] = False,
 ) -> None:
     """Embed texts and print their vectors."""
@@ -49,11 +64,19 @@ def embed(
     overflow: OnOverflow = "error" if on_overflow == "error" else "truncate"
     if on_overflow not in ("truncate", "error"):
         raise InputError(f"--on-overflow must be 'truncate' or 'error', not {on_overflow!r}")
-    results = encoder.encode(_texts(texts), kind=kind, max_length=max_length, on_overflow=overflow)
+    outputs = _outputs(sparse, colbert, dense)
+    results = encoder.encode(_texts(texts), kind=kind, outputs=outputs, max_length=max_length, on_overflow=overflow)
     for emb in results:
-        if as_json:
-            typer.echo(_line(emb))
-        elif emb.dense is not None:
-            head = " ".join(f"{x:+.4f}" for x in emb.dense[:6])
-            cut = ", truncated" if emb.truncated else ""
-            typer.echo(f"[{emb.dense.shape[0]}-d, {emb.tokens} tokens{cut}] {head} ...")
+        typer.echo(_line(emb) if as_json else _summary(emb))
+
+
+def _summary(emb: Embedding) -> str:
+    parts = [f"{emb.tokens} tokens" + (", truncated" if emb.truncated else "")]
+    if emb.dense is not None:
+        parts.append(f"dense {emb.dense.shape[0]}-d " + " ".join(f"{x:+.4f}" for x in emb.dense[:4]) + " ...")
+    if emb.sparse is not None:
+        top = sorted(emb.sparse.to_dict().items(), key=lambda kv: -kv[1])[:4]
+        parts.append(f"sparse {len(emb.sparse)} tokens, top " + ", ".join(f"{k}:{v:.3f}" for k, v in top))
+    if emb.colbert is not None:
+        parts.append(f"colbert {emb.colbert.shape[0]} x {emb.colbert.shape[1]}")
+    return " | ".join(parts)
