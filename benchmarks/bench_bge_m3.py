@@ -15,20 +15,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import re
-import resource
-import subprocess
 import sys
 import time
-from importlib import metadata, resources
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from common import ROOT, machine, peak_rss_mb, spawn, versions  # the script's folder is on sys.path
 
-ROOT = Path(__file__).resolve().parent
 SMOKE = os.environ.get("M3SEARCH_BENCH_SMOKE") == "1"  # a tiny model, to check the script itself quickly
 CACHE = ROOT / ".cache" / ("bge-m3-smoke" if SMOKE else "bge-m3")
 NON_EMBEDDING_PARAMS = 303e6  # 24 layers x (4 x 1024^2 + 2 x 1024 x 4096) ~ 302M, plus heads
@@ -59,10 +56,6 @@ def model_dir() -> Path:
 
         build_random_bge_m3(directory, M3Shape() if SMOKE else FULL_SIZE)
     return directory
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run_m3search(precision: str, texts: list[str], max_length: int, threads: int) -> dict[str, Any]:
@@ -111,14 +104,6 @@ def child(engine: str, case: str, count: int, threads: int) -> None:
         result = run_m3search(engine.rsplit("-", 1)[1], texts, max_length, threads)
     np.save(CACHE / f"{engine}-{case}.npy", result.pop("dense"))
     print(json.dumps({**result, "texts": len(texts), "peak_rss_mb": peak_rss_mb()}))
-
-
-def spawn(args: list[str]) -> dict[str, Any]:
-    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=False)
-    if out.returncode != 0:
-        raise SystemExit(f"child {args} failed:\n{out.stderr[-3000:]}")
-    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
-    return result
 
 
 def gemm_peak(threads: int) -> float:
@@ -229,18 +214,18 @@ def main() -> None:
         count = args.passages if args.child[1] == "passages" else args.long
         return child(args.child[0], args.child[1], count, args.threads)
     common = ["--passages", str(args.passages), "--long", str(args.long), "--threads", str(args.threads)]
-    prep = spawn(["--prepare", *common])
+    prep = spawn(__file__, ["--prepare", *common])
     runs = {}
     for case in ("passages", "long") if args.long else ("passages",):
         for engine in args.engines.split(","):
             print(f"running {engine} on {case} ...", flush=True)
-            runs[f"{engine}/{case}"] = spawn(["--child", engine, case, *common])
+            runs[f"{engine}/{case}"] = spawn(__file__, ["--child", engine, case, *common])
     peak = gemm_peak(args.threads)
     summary = summarise(runs, peak)
     result = {
         "command": "python benchmarks/bench_bge_m3.py " + " ".join(sys.argv[1:]),
-        "machine": {"cpu": _cpu(), "python": platform.python_version(), "cores": _cores()},
-        "versions": {p: _version(p) for p in ("m3search", "onnxruntime", "torch", "FlagEmbedding", "transformers")},
+        "machine": machine(),
+        "versions": versions("m3search", "onnxruntime", "torch", "FlagEmbedding", "transformers"),
         "threads": args.threads, "fp32_gemm_peak_gflops": peak, "prepare": prep, "results": summary,
         "targets": targets(summary),
     }
@@ -248,24 +233,6 @@ def main() -> None:
     (args.out / "bge_m3.json").write_text(json.dumps(result, indent=2))
     (args.out / "bge_m3.md").write_text(markdown(result))
     print(markdown(result))
-
-
-def _cpu() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
-
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0))
-
-
-def _version(package: str) -> str | None:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 if __name__ == "__main__":

@@ -49,7 +49,8 @@ class PreparedModel:
 
 
 def _source_files(directory: Path) -> list[Path]:
-    return sorted(p for p in directory.rglob("*") if p.is_file() and ".cache" not in p.parts)
+    """Files of a model directory, without the ``.cache`` folder that huggingface_hub keeps in local dirs."""
+    return sorted(p for p in directory.rglob("*") if p.is_file() and ".cache" not in p.relative_to(directory).parts)
 
 
 def source_key(directory: Path) -> str:
