@@ -79,6 +79,17 @@ def run_st(bf16: bool, texts: list[str], threads: int) -> tuple[np.ndarray, floa
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True), seconds, tokens
 
 
+def prepare() -> None:
+    """Export and quantize once, outside the timed children, so their peak RSS is the encoder's alone."""
+    from m3search import load_encoder
+    from m3search.settings import Settings
+
+    start = time.perf_counter()
+    for precision in ("fp32", "int8"):
+        load_encoder("all-minilm-l6-v2", precision=precision, settings=Settings(home=CACHE / "home")).encode(["x"])
+    print(json.dumps({"seconds": time.perf_counter() - start, "peak_rss_mb": peak_rss_mb()}))
+
+
 def child(engine: str, count: int, threads: int, round_: int) -> None:
     texts = passages(count)
     family, precision = engine.split("-")
@@ -118,7 +129,7 @@ def targets(summary: dict[str, dict[str, Any]]) -> dict[str, bool]:
         "fp32 ONNX >= 1.3x sentence-transformers fp32 texts/s": fp32["vs_st_fp32"] >= 1.3,
     }
     if "st-bf16" in summary:
-        result["INT8 faster than sentence-transformers bf16 (AMX)"] = int8["texts_per_s"] > summary["st-bf16"][
+        result["INT8 faster than sentence-transformers bf16 autocast"] = int8["texts_per_s"] > summary["st-bf16"][
             "texts_per_s"]
     return result
 
@@ -138,6 +149,9 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {engine} | {row['texts_per_s']:.1f} | {row['tokens_per_s']:.0f} | {row['vs_st_fp32']:.2f}x | "
                      f"{row['peak_rss_mb']:.0f} | {row['cos_mean']:.4f} / {row['cos_min']:.4f} |")
     lines.append("")
+    lines.append(f"One-time preparation (ONNX export, fusion, INT8), not in the figures above: "
+                 f"{result['prepare']['seconds']:.0f} s, peak RSS {result['prepare']['peak_rss_mb']:.0f} MB.")
+    lines.append("")
     lines += [f"- {target}: {'met' if ok else 'NOT met'}" for target, ok in result["targets"].items()]
     return "\n".join(lines) + "\n"
 
@@ -150,13 +164,17 @@ def main() -> None:
     parser.add_argument("--engines", default=",".join(ENGINES))
     parser.add_argument("--out", type=Path, default=ROOT / "results")
     parser.add_argument("--child", nargs=2, metavar=("ENGINE", "ROUND"), help=argparse.SUPPRESS)
+    parser.add_argument("--prepare", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     CACHE.mkdir(parents=True, exist_ok=True)
+    if args.prepare:
+        return prepare()
     if args.child:
         return child(args.child[0], args.n, args.threads, int(args.child[1]))
     engines = args.engines.split(",")
     if PEER not in engines:
         raise SystemExit(f"--engines must include the reference {PEER}")
+    preparation = spawn(__file__, ["--prepare"])
     runs: dict[str, list[dict[str, Any]]] = {e: [] for e in engines}
     for round_ in range(args.rounds):
         order = engines[round_ % len(engines):] + engines[: round_ % len(engines)]  # rotate the order each round
@@ -170,7 +188,7 @@ def main() -> None:
         "n": args.n, "rounds": args.rounds, "threads": args.threads, "batch": BATCH, "max_length": MAX_LENGTH,
         "machine": machine(),
         "versions": versions("m3search", "onnxruntime", "torch", "sentence-transformers", "tokenizers"),
-        "results": summary, "targets": targets(summary),
+        "prepare": preparation, "results": summary, "targets": targets(summary),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "minilm.json").write_text(json.dumps(result, indent=2))
