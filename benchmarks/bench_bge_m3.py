@@ -24,7 +24,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import ROOT, machine, peak_rss_mb, spawn, versions  # the script's folder is on sys.path
+from common import (  # the script's folder is on sys.path
+    ROOT,
+    base_parser,
+    machine,
+    peak_rss_mb,
+    spawn,
+    versions,
+    write_results,
+)
 
 SMOKE = os.environ.get("M3SEARCH_BENCH_SMOKE") == "1"  # a tiny model, to check the script itself quickly
 CACHE = ROOT / ".cache" / ("bge-m3-smoke" if SMOKE else "bge-m3")
@@ -198,14 +206,10 @@ def targets(summary: dict[str, Any]) -> dict[str, bool]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--passages", type=int, default=256)
+    parser = base_parser(__doc__, ENGINES)
+    parser.add_argument("--passages", type=int, default=256, help="passages of up to 512 tokens")
     parser.add_argument("--long", type=int, default=8, help="documents of 8192 tokens (0 skips the case)")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--engines", default=",".join(ENGINES))
-    parser.add_argument("--out", type=Path, default=ROOT / "results")
     parser.add_argument("--child", nargs=2, metavar=("ENGINE", "CASE"), help=argparse.SUPPRESS)
-    parser.add_argument("--prepare", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     CACHE.mkdir(parents=True, exist_ok=True)
     if args.prepare:
@@ -229,10 +233,7 @@ def main() -> None:
         "threads": args.threads, "fp32_gemm_peak_gflops": peak, "prepare": prep, "results": summary,
         "targets": targets(summary),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "bge_m3.json").write_text(json.dumps(result, indent=2))
-    (args.out / "bge_m3.md").write_text(markdown(result))
-    print(markdown(result))
+    write_results(args.out, "bge_m3", result, markdown(result))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import ROOT, machine, peak_rss_mb, spawn, versions  # the script's folder is on sys.path
+from common import (  # the script's folder is on sys.path
+    ROOT,
+    base_parser,
+    machine,
+    peak_rss_mb,
+    spawn,
+    versions,
+    write_results,
+)
 
 CACHE = ROOT / ".cache" / "minilm"
 ENGINES = ("m3search-int8", "m3search-fp32", "st-fp32", "st-bf16")
@@ -157,14 +165,10 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=2000)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--engines", default=",".join(ENGINES))
-    parser.add_argument("--out", type=Path, default=ROOT / "results")
+    parser = base_parser(__doc__, ENGINES)
+    parser.add_argument("--n", type=int, default=2000, help="passages (50-300 words)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the median is reported")
     parser.add_argument("--child", nargs=2, metavar=("ENGINE", "ROUND"), help=argparse.SUPPRESS)
-    parser.add_argument("--prepare", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     CACHE.mkdir(parents=True, exist_ok=True)
     if args.prepare:
@@ -190,10 +194,7 @@ def main() -> None:
         "versions": versions("m3search", "onnxruntime", "torch", "sentence-transformers", "tokenizers"),
         "prepare": preparation, "results": summary, "targets": targets(summary),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "minilm.json").write_text(json.dumps(result, indent=2))
-    (args.out / "minilm.md").write_text(markdown(result))
-    print(markdown(result))
+    write_results(args.out, "minilm", result, markdown(result))
 
 
 if __name__ == "__main__":

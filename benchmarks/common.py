@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -48,3 +49,21 @@ def spawn(script: str, args: list[str]) -> dict[str, Any]:
         raise SystemExit(f"child {args} failed:\n{out.stderr[-3000:]}")
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
+
+
+def base_parser(doc: str | None, engines: tuple[str, ...]) -> argparse.ArgumentParser:
+    """The options every benchmark shares: threads, engines, output folder, and the hidden child modes."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2, help="intra-op threads of every engine")
+    parser.add_argument("--engines", default=",".join(engines), help="comma-separated engines to run")
+    parser.add_argument("--out", type=Path, default=ROOT / "results", help="where NAME.json and NAME.md go")
+    parser.add_argument("--prepare", action="store_true", help=argparse.SUPPRESS)
+    return parser
+
+
+def write_results(out: Path, name: str, result: dict[str, Any], table: str) -> None:
+    """Write ``NAME.json`` (every figure) and ``NAME.md`` (the table), and print the table."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(result, indent=2))
+    (out / f"{name}.md").write_text(table)
+    print(table)
