@@ -61,9 +61,9 @@ def embed(
     """Embed texts and print their vectors."""
     encoder = load_encoder(model, path=model_path, precision="int8" if int8 else "fp32", dim=dim)
     kind: Kind = "query" if query else "document"
-    overflow: OnOverflow = "error" if on_overflow == "error" else "truncate"
     if on_overflow not in ("truncate", "error"):
         raise InputError(f"--on-overflow must be 'truncate' or 'error', not {on_overflow!r}")
+    overflow: OnOverflow = "error" if on_overflow == "error" else "truncate"
     outputs = _outputs(sparse, colbert, dense)
     results = encoder.encode(_texts(texts), kind=kind, outputs=outputs, max_length=max_length, on_overflow=overflow)
     for emb in results:

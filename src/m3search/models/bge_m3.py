@@ -17,7 +17,6 @@ from m3search.models.encoder import Batch, BatchOutput, l2_normalize
 from m3search.models.export import M3_OUTPUTS
 from m3search.models.pooled import OnnxEncoder
 from m3search.models.scores import DEFAULT_WEIGHTS, M3Scores, compute_score
-from m3search.models.tokenize import HFTokenizer
 from m3search.types import FloatArray, IntArray, Output, SparseVector
 
 # Tokens whose lexical weight the reference drops: <s> (CLS), </s> (EOS), <pad>, <unk>.
@@ -33,20 +32,13 @@ class BGEM3Encoder(OnnxEncoder):
     def unused_token_ids(self) -> IntArray:
         """Ids of the special tokens removed from lexical weights."""
         if self._unused is None:
-            tok = self.tokenizer
-            assert isinstance(tok, HFTokenizer)
-            ids = (tok.token_to_id(t) for t in UNUSED_TOKENS)
+            ids = (self.hf_tokenizer.token_to_id(t) for t in UNUSED_TOKENS)
             self._unused = np.array(sorted({i for i in ids if i is not None}), dtype=np.int64)
         return self._unused
 
     def encode_batch(self, batch: Batch, outputs: frozenset[Output]) -> BatchOutput:
         wanted = [o for o in ("dense", "sparse", "colbert") if o in outputs]
-        session = self.session
-        feed = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask,
-                "token_type_ids": np.zeros_like(batch.input_ids)}
-        names = [i.name for i in session.get_inputs()]
-        arrays = dict(zip(wanted, session.run([_GRAPH_OUTPUT[o] for o in wanted],
-                                              {n: feed[n] for n in names}), strict=True))
+        arrays = dict(zip(wanted, self.run(batch, [_GRAPH_OUTPUT[o] for o in wanted]), strict=True))
         lengths = batch.attention_mask.sum(axis=1)
         dense = l2_normalize(np.asarray(arrays["dense"], dtype=np.float32)) if "dense" in arrays else None
         sparse = None
@@ -78,8 +70,7 @@ class BGEM3Encoder(OnnxEncoder):
 
     def sparse_tokens(self, sparse: SparseVector) -> dict[str, float]:
         """Lexical weights keyed by token text (as the reference's ``convert_id_to_token``)."""
-        tok = self.tokenizer
-        assert isinstance(tok, HFTokenizer)
+        tok = self.hf_tokenizer
         return {tok.decode([int(i)]): float(w) for i, w in zip(sparse.indices, sparse.values, strict=True)}
 
 

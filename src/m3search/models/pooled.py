@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -36,6 +36,7 @@ class OnnxEncoder(Encoder):
         self._prepare = prepare
         self._prepared: PreparedModel | None = None
         self._session: Any = None
+        self._input_names: list[str] = []
         super().__init__(spec, self._load_tokenizer, **kwargs)  # type: ignore[arg-type]
 
     @property
@@ -52,24 +53,33 @@ class OnnxEncoder(Encoder):
         return HFTokenizer(prepared.tokenizer_path, prepared.pad_id)
 
     @property
+    def hf_tokenizer(self) -> HFTokenizer:
+        """The tokenizer with its ``tokenizers``-specific methods (token ids, decoding)."""
+        return cast(HFTokenizer, self.tokenizer)  # always built by _load_tokenizer
+
+    @property
     def session(self) -> Any:
         """The ONNX Runtime session."""
         if self._session is None:
             prepared = self.prepared
             with self._lock:
                 if self._session is None:
-                    self._session = build_session(prepared.onnx_path(self.precision), self.threads)
+                    session = build_session(prepared.onnx_path(self.precision), self.threads)
+                    self._input_names = [i.name for i in session.get_inputs()]
+                    self._session = session
         return self._session
 
-    def encode_batch(self, batch: Batch, outputs: frozenset[Output]) -> BatchOutput:
+    def run(self, batch: Batch, output_names: list[str] | None = None) -> list[Any]:
+        """Run the graph on one batch, feeding the inputs it declares; None fetches every output."""
         session = self.session
-        feed = {
-            "input_ids": batch.input_ids,
-            "attention_mask": batch.attention_mask,
-            "token_type_ids": np.zeros_like(batch.input_ids),
-        }
-        names = [i.name for i in session.get_inputs()]
-        (result,) = session.run(None, {name: feed[name] for name in names})
+        feed = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
+        if "token_type_ids" in self._input_names:
+            feed["token_type_ids"] = np.zeros_like(batch.input_ids)
+        result: list[Any] = session.run(output_names, {name: feed[name] for name in self._input_names})
+        return result
+
+    def encode_batch(self, batch: Batch, outputs: frozenset[Output]) -> BatchOutput:
+        (result,) = self.run(batch)
         if self.spec.pooling == "splade":
             return BatchOutput(sparse=[_sparse_row(row) for row in result])
         return BatchOutput(dense=self._pool(result, batch.attention_mask))
