@@ -67,3 +67,52 @@ def write_results(out: Path, name: str, result: dict[str, Any], table: str) -> N
     (out / f"{name}.json").write_text(json.dumps(result, indent=2))
     (out / f"{name}.md").write_text(table)
     print(table)
+
+
+def matmul_peak(precision: str, threads: int, m: int = 2048, k: int = 2048, n: int = 2048) -> float:
+    """Measured GFLOP/s (GOP/s for int8) of one large MatMul on OpenVINO CPU, in fp32 or static INT8.
+
+    This is the bar for "achieved throughput as a share of the measured peak": the same engine, threads and
+    instructions (AVX-512 FMA for fp32, VNNI for int8) as the model's own MatMuls.
+    """
+    import time
+
+    import nncf
+    import numpy as np
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    rng = np.random.default_rng(0)
+    x = ops.parameter([m, k], ov.Type.f32, name="x")
+    w = ops.constant((rng.standard_normal((k, n)) / np.sqrt(k)).astype(np.float32))
+    model = ov.Model([ops.matmul(x, w, False, False)], [x], "matmul")
+    sample = rng.standard_normal((m, k)).astype(np.float32)
+    if precision.startswith("int8"):
+        model = nncf.quantize(model, nncf.Dataset([sample]), subset_size=1)
+    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1,
+                                                       "INFERENCE_PRECISION_HINT": "f32"})
+    request = compiled.create_infer_request()
+    for _ in range(3):
+        request.infer({0: sample})
+    rounds, start = 10, time.perf_counter()
+    for _ in range(rounds):
+        request.infer({0: sample})
+    return rounds * 2 * m * k * n / (time.perf_counter() - start) / 1e9
+
+
+def openvino_profile(xml: Path, feeds: list[dict[str, Any]], threads: int, top: int = 8) -> list[dict[str, Any]]:
+    """Share of OpenVINO CPU time per operator type (and kernel) over ``feeds``, largest first."""
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1,
+                                                         "PERF_COUNT": True})
+    request = compiled.create_infer_request()
+    totals: dict[str, float] = {}
+    for feed in feeds:
+        request.infer(feed)
+        for info in request.profiling_info:
+            key = f"{info.node_type} ({info.exec_type})"
+            totals[key] = totals.get(key, 0.0) + info.real_time.total_seconds()
+    whole = sum(totals.values()) or 1.0
+    ranked = sorted(totals.items(), key=lambda kv: -kv[1])[:top]
+    return [{"op": op, "share": seconds / whole} for op, seconds in ranked]

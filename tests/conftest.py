@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from m3search.models.pooled import OnnxEncoder
-from m3search.models.prepare import MANIFEST, PreparedModel, load_prepared
+from m3search.models.prepare import FORMAT, MANIFEST, PreparedModel, load_prepared
 from m3search.models.registry import ModelSpec
 
 TINY_WORDS = [
@@ -27,7 +27,8 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("M3SEARCH_HOME", str(home))
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    for var in ("M3SEARCH_DEFAULT_MODEL", "M3SEARCH_PRECISION", "M3SEARCH_MAX_LENGTH", "M3SEARCH_OFFLINE"):
+    for var in ("M3SEARCH_DEFAULT_MODEL", "M3SEARCH_PRECISION", "M3SEARCH_MAX_LENGTH", "M3SEARCH_OFFLINE",
+                "M3SEARCH_BACKEND", "M3SEARCH_SESSIONS", "M3SEARCH_THREADS", "M3SEARCH_FORCE_PRECISION"):
         monkeypatch.delenv(var, raising=False)
     return home
 
@@ -81,7 +82,10 @@ def tiny_prepared(tmp_path_factory: pytest.TempPathFactory) -> PreparedModel:
     vocab = json.loads((directory / "tokenizer.json").read_text())["model"]["vocab"]
     _tiny_graph(directory / "model.onnx", len(vocab), TINY_SPEC.dim)
     variant = {"file": "model.onnx", "bytes": 0, "quantization": None}
-    manifest = {"model": "tiny", "pad_token_id": 0, "variants": {"fp32": variant, "int8": variant}}
+    manifest = {
+        "format": FORMAT, "model": "tiny", "pad_token_id": 0, "inputs": ["input_ids", "attention_mask"],
+        "variants": {"onnxruntime/fp32": variant, "onnxruntime/int8-dynamic": variant},
+    }
     (directory / MANIFEST).write_text(json.dumps(manifest))
     prepared = load_prepared(directory)
     assert prepared is not None

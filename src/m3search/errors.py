@@ -58,6 +58,18 @@ class ModelFormatError(ModelError):
     """A model directory or file is incomplete or corrupt."""
 
 
+class FidelityError(ModelError):
+    """A reduced-precision mode strays too far from fp32 on the held-out sample."""
+
+    def __init__(self, mode: str, metric: str, value: float, threshold: float) -> None:
+        self.mode, self.metric, self.value, self.threshold = mode, metric, value, threshold
+        super().__init__(
+            f"{mode} keeps {metric} {value:.4f} to fp32 on the held-out sample, below the threshold "
+            f"{threshold:.4f}; choose another precision, lower M3SEARCH_FIDELITY_THRESHOLD, or force it "
+            f"(--force-precision, M3SEARCH_FORCE_PRECISION=1)"
+        )
+
+
 class DimensionError(ModelError):
     """A requested output dimension is not one the model supports."""
 

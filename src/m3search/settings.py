@@ -13,7 +13,16 @@ import platformdirs
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-Precision = Literal["int8", "fp32"]
+# "int8" is an alias of "int8-dynamic" (the name used before the precision modes had variants).
+Precision = Literal["fp32", "bf16", "int8-dynamic", "int8-static", "int8"]
+Backend = Literal["auto", "onnxruntime", "openvino"]
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "int8-dynamic", "int8-static")
+BACKENDS: tuple[str, ...] = ("onnxruntime", "openvino")
+
+
+def canonical_precision(precision: str) -> str:
+    """The precision mode's canonical name ("int8" becomes "int8-dynamic")."""
+    return "int8-dynamic" if precision == "int8" else precision
 
 
 def _default_home() -> Path:
@@ -27,11 +36,21 @@ class Settings(BaseSettings):
 
     home: Path = Field(default_factory=_default_home, description="where models, indexes and config live")
     default_model: str = Field("bge-m3", description="model used when none is named")
-    threads: int = Field(0, ge=0, description="intra-op threads per ONNX session; 0 = all cores")
+    threads: int = Field(0, ge=0, description="intra-op threads per session; 0 = all cores / sessions")
+    sessions: int = Field(1, ge=1, description="inference sessions expected to run at once (e.g. server workers)")
     batch_tokens: int = Field(8192, ge=1, description="token budget of one batch (padded tokens)")
     max_batch_size: int = Field(64, ge=1, description="at most this many texts in one batch")
     max_length: int | None = Field(None, ge=1, description="default max tokens per input; None = model's")
-    precision: Precision = Field("int8", description="default ONNX precision for encoders")
+    precision: Precision = Field("int8-dynamic", description="default precision mode of encoders")
+    backend: Backend = Field("auto", description="inference engine; auto = fastest measured on this machine")
+    fidelity_threshold: float = Field(
+        0.99, gt=0.0, le=1.0, description="least mean cosine to fp32 a reduced-precision mode must keep"
+    )
+    force_precision: bool = Field(False, description="use a precision mode even if it fails the fidelity check")
+    calibration_file: Path | None = Field(
+        None, description="texts (one per line) to calibrate int8-static with; default: the bundled set"
+    )
+    calibration_size: int = Field(300, ge=1, description="at most this many calibration texts")
     offline: bool = Field(False, description="never try to download (HF_HUB_OFFLINE=1 implies it)")
 
     @field_validator("home", mode="after")
@@ -51,8 +70,11 @@ class Settings(BaseSettings):
         return self.offline or hub_flag
 
     def effective_threads(self) -> int:
-        """Threads to give one ONNX session."""
-        return self.threads or (os.cpu_count() or 1)
+        """Threads to give one session: the setting, else the cores shared among the expected sessions.
+
+        Splitting the cores keeps several sessions (server workers) from oversubscribing the CPU.
+        """
+        return self.threads or max(1, (os.cpu_count() or 1) // self.sessions)
 
 
 def get_settings(**overrides: object) -> Settings:

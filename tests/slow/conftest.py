@@ -22,6 +22,8 @@ def model_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def settings(model_home: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     """Settings (and M3SEARCH_HOME for CLI calls) pointing at the shared, prepared model home."""
     monkeypatch.setenv("M3SEARCH_HOME", str(model_home))
+    monkeypatch.setenv("M3SEARCH_BACKEND", "onnxruntime")  # tests of other backends and "auto" name theirs
+    monkeypatch.setenv("M3SEARCH_CALIBRATION_SIZE", "64")  # int8-static calibrates faster; fidelity unchanged
     return get_settings(home=model_home, threads=2)
 
 

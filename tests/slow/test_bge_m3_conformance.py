@@ -123,8 +123,9 @@ def test_int8_agreement_and_size(tiny_m3_dir: Path, m3: BGEM3Encoder, settings: 
     dense_cos = [float(a.dense @ b.dense) for a, b in zip(exact, approx, strict=True)]
     assert np.mean(dense_cos) >= 0.98
     manifest = int8.prepared.manifest  # type: ignore[attr-defined]
-    assert manifest["variants"]["int8"]["quantization"]["embeddings"] is True
-    assert manifest["variants"]["int8"]["bytes"] < manifest["variants"]["fp32"]["bytes"] / 3
+    assert manifest["variants"]["onnxruntime/int8-dynamic"]["quantization"]["embeddings"] is True
+    variants = manifest["variants"]
+    assert variants["onnxruntime/int8-dynamic"]["bytes"] < variants["onnxruntime/fp32"]["bytes"] / 3
 
 
 def test_cli_embed_sparse_colbert(tiny_m3_dir: Path, settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
@@ -133,7 +134,8 @@ def test_cli_embed_sparse_colbert(tiny_m3_dir: Path, settings: Settings, capsys:
     from m3search.cli.app import main
 
     with pytest.raises(SystemExit) as info:
-        main(["embed", "--model", "bge-m3", "--model-path", str(tiny_m3_dir), "--fp32", "--sparse", "--colbert",
+        main(["embed", "--model", "bge-m3", "--model-path", str(tiny_m3_dir), "--precision", "fp32", "--sparse",
+              "--colbert",
               "--json", TEXTS[0], TEXTS[2]])
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert info.value.code in (0, None) and len(lines) == 2

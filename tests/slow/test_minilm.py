@@ -70,9 +70,10 @@ def test_prepared_model_is_cached_with_a_manifest(minilm: dict[str, Encoder], se
     prepared = minilm["int8"].prepared  # type: ignore[attr-defined]
     manifest = json.loads((prepared.directory / "manifest.json").read_text())
     assert manifest["revision"] == "e4ce9877abf3edfe10b0d82785e83bdcb973e22e" and manifest["opset"] == 17
-    assert manifest["variants"]["int8"]["quantization"]["per_channel"] is True
+    assert manifest["variants"]["onnxruntime/int8-dynamic"]["quantization"]["per_channel"] is True
     # Transformer weights shrink 4x; the fp32 word-embedding table (47 MB of MiniLM's 58 MB) is kept on purpose.
-    assert manifest["variants"]["int8"]["bytes"] < manifest["variants"]["fp32"]["bytes"] * 0.7
+    variants = manifest["variants"]
+    assert variants["onnxruntime/int8-dynamic"]["bytes"] < variants["onnxruntime/fp32"]["bytes"] * 0.7
     assert len(manifest["source_sha256"]) == 64 and prepared.directory.is_relative_to(settings.home)
     again = load_encoder("all-minilm-l6-v2", settings=settings).prepared  # type: ignore[attr-defined]
     assert again.directory == prepared.directory and again.manifest["created"] == manifest["created"]

@@ -13,8 +13,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from m3search.models.encoder import stack_dense
+from m3search.cli.options import BackendOption, ForceOption, PrecisionOption, encoder_settings
+from m3search.models.encoder import Encoder, stack_dense
 from m3search.models.loader import load_encoder
+from m3search.models.pooled import OnnxEncoder
 
 QUERIES = (
     "How do I upgrade my system to a new Debian release?",
@@ -31,15 +33,18 @@ def load_corpus() -> list[dict[str, str]]:
 
 def demo(
     model: Annotated[str, typer.Option("--model", "-m", help="model to use")] = "all-minilm-l6-v2",
-    int8: Annotated[bool, typer.Option("--int8/--fp32", help="INT8 (default) or fp32 ONNX graph")] = True,
+    backend: BackendOption = None,
+    precision: PrecisionOption = None,
+    force_precision: ForceOption = False,
     k: Annotated[int, typer.Option("--k", min=1, max=20, help="hits per query")] = 3,
 ) -> None:
     """Embed a small bundled corpus offline and print ranked hits for three example queries."""
     console = Console()
     docs = load_corpus()
-    encoder = load_encoder(model, precision="int8" if int8 else "fp32")
+    _, options = encoder_settings(backend, precision, force_precision)
+    encoder = load_encoder(model, **options)
     console.print(f"[bold]m3search demo[/]: {len(docs)} Debian FAQ answers, model {model} "
-                  f"({'INT8' if int8 else 'fp32'} ONNX, prepared on first use)")
+                  f"({_mode(encoder)}, prepared on first use)")
     texts = [(d.get("title", "") + "\n" + d["text"]).strip() for d in docs]
     started = time.perf_counter()
     embeddings = []
@@ -66,3 +71,10 @@ def demo(
             snippet = docs[index]["text"].replace("\n", " ")[:110] + "..."
             table.add_row(str(rank), f"{scores[index]:.3f}", docs[index]["_id"], snippet)
         console.print(table)
+
+
+def _mode(encoder: Encoder) -> str:
+    if isinstance(encoder, OnnxEncoder):
+        _ = encoder.session  # resolves backend "auto" (measured once per machine, then cached)
+        return f"{encoder.backend} {encoder.precision}"
+    return encoder.spec.family

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from m3search.cli.options import BackendOption, ForceOption, PrecisionOption, encoder_settings
 from m3search.errors import InputError
 from m3search.models.encoder import Kind
 from m3search.models.loader import load_encoder
@@ -47,7 +48,9 @@ def embed(
     model: Annotated[str | None, typer.Option("--model", "-m", help="registry name or HF repo id")] = None,
     model_path: Annotated[Path | None, typer.Option("--model-path", help="model directory to use")] = None,
     query: Annotated[bool, typer.Option("--query", help="encode as search queries (query prefix)")] = False,
-    int8: Annotated[bool, typer.Option("--int8/--fp32", help="INT8 (default) or fp32 ONNX graph")] = True,
+    backend: BackendOption = None,
+    precision: PrecisionOption = None,
+    force_precision: ForceOption = False,
     dim: Annotated[int | None, typer.Option("--dim", help="Matryoshka dimension to truncate to")] = None,
     max_length: Annotated[int | None, typer.Option("--max-length", help="tokens per input")] = None,
     on_overflow: Annotated[
@@ -59,7 +62,8 @@ def embed(
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per input line")] = False,
 ) -> None:
     """Embed texts and print their vectors."""
-    encoder = load_encoder(model, path=model_path, precision="int8" if int8 else "fp32", dim=dim)
+    _, options = encoder_settings(backend, precision, force_precision)
+    encoder = load_encoder(model, path=model_path, dim=dim, **options)
     kind: Kind = "query" if query else "document"
     if on_overflow not in ("truncate", "error"):
         raise InputError(f"--on-overflow must be 'truncate' or 'error', not {on_overflow!r}")

@@ -10,6 +10,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from m3search.cli.options import BackendOption, ForceOption, PrecisionOption, encoder_settings
+from m3search.models.loader import load_encoder
+from m3search.models.pooled import OnnxEncoder
 from m3search.models.prepare import prepare_model
 from m3search.models.registry import ModelSpec, get_spec, list_specs
 from m3search.models.resolve import find_local, pull, register_dir, resolve_model
@@ -86,14 +89,24 @@ def prepare(
         Path | None, typer.Option("--model-path", help="use this directory instead of resolving")
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="rebuild even if a prepared copy exists")] = False,
+    backend: BackendOption = None,
+    precision: PrecisionOption = None,
+    force_precision: ForceOption = False,
 ) -> None:
-    """Convert the model to ONNX (fp32 and INT8) once, so later runs start fast."""
-    settings = get_settings()
+    """Convert the model to ONNX once (fp32 and INT8); with --backend/--precision also build and check that mode."""
+    settings, options = encoder_settings(backend, precision, force_precision)
     spec = get_spec(name)
     if not spec.needs_weights:
         typer.echo(f"{spec.name} needs no preparation")
         return
     prepared = prepare_model(resolve_model(spec, settings, model_path), settings.home, force=force)
-    for precision, variant in prepared.manifest["variants"].items():
+    if backend is not None or precision is not None:
+        encoder = load_encoder(spec.name, path=prepared.manifest["source"], **options)
+        if isinstance(encoder, OnnxEncoder):
+            _ = encoder.session  # builds the variant, checks its fidelity (and measures, for auto)
+            typer.echo(f"ready: {encoder.backend}/{encoder.precision}")
+    for key, variant in prepared.manifest["variants"].items():
         size = variant["bytes"] / 1e6
-        typer.echo(f"{precision}: {prepared.directory / variant['file']} ({size:.1f} MB)")
+        figures = variant.get("fidelity") or {}
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in figures.items() if k.endswith(("_mean", "_overlap")))
+        typer.echo(f"{key}: {prepared.directory / variant['file']} ({size:.1f} MB){'; ' + shown if shown else ''}")

@@ -11,7 +11,8 @@ from m3search.models.pooled import OnnxEncoder
 from m3search.models.prepare import PreparedModel, prepare_model
 from m3search.models.registry import get_spec
 from m3search.models.resolve import resolve_model
-from m3search.settings import Precision, Settings, get_settings
+from m3search.models.runtime import RunOptions
+from m3search.settings import Backend, Precision, Settings, get_settings
 
 
 def load_encoder(
@@ -19,6 +20,7 @@ def load_encoder(
     *,
     path: str | Path | None = None,
     precision: Precision | None = None,
+    backend: Backend | None = None,
     dim: int | None = None,
     max_length: int | None = None,
     threads: int | None = None,
@@ -33,10 +35,12 @@ def load_encoder(
     Args:
         name: registry name or Hugging Face repo id.
         path: a directory with the model's files (skips resolution).
-        precision: "int8" (default) or "fp32".
+        precision: "fp32", "bf16", "int8-dynamic" (default; alias "int8") or "int8-static"; each reduced
+            precision is checked against fp32 on first use and refused below the fidelity threshold.
+        backend: "onnxruntime", "openvino" or "auto" (default: settings; auto measures once per machine).
         dim: output dimension; must be one of the model's Matryoshka dims.
         max_length: default tokens per input (special tokens included); default: the model's max_tokens.
-        threads: ONNX Runtime intra-op threads (default: settings, else all cores).
+        threads: intra-op threads (default: settings, else the cores divided by ``settings.sessions``).
         settings: explicit settings (default: read from the environment now).
     """
     cfg = settings or get_settings()
@@ -55,10 +59,20 @@ def load_encoder(
         return prepare_model(resolve_model(spec, cfg, source), cfg.home)
 
     kind = BGEM3Encoder if "colbert" in spec.outputs else OnnxEncoder
+    options = RunOptions(
+        fidelity_threshold=cfg.fidelity_threshold,
+        force_precision=cfg.force_precision,
+        calibration_file=cfg.calibration_file,
+        calibration_size=cfg.calibration_size,
+        spinning=cfg.sessions == 1,
+        home=cfg.home,
+    )
     return kind(
         spec,
         prepare,
+        backend=backend or cfg.backend,
         precision=precision or cfg.precision,
         threads=threads or cfg.effective_threads(),
+        options=options,
         **common,
     )

@@ -26,8 +26,11 @@ QUANTIZATION = {
 }
 
 
-def build_session(path: Path, threads: int) -> Any:
+def build_session(path: Path, threads: int, *, spinning: bool = True) -> Any:
     """Create an ONNX Runtime CPU session for ``path`` with ``threads`` intra-op threads.
+
+    ``spinning=False`` stops idle worker threads from busy-waiting, which matters when several sessions
+    share the cores.
 
     Raises:
         ModelFormatError: the file is missing or not a valid ONNX model.
@@ -40,6 +43,8 @@ def build_session(path: Path, threads: int) -> Any:
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own untyped errors for unreadable files

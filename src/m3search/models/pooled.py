@@ -2,41 +2,58 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import numpy as np
 
 from m3search.errors import ConfigError
+from m3search.models.backends import Session
+from m3search.models.calibration import CALIBRATION_MAX_LENGTH
 from m3search.models.encoder import Batch, BatchOutput, Encoder, l2_normalize
-from m3search.models.onnx import build_session
 from m3search.models.prepare import PreparedModel
 from m3search.models.registry import ModelSpec
+from m3search.models.runtime import RunOptions, load_session
 from m3search.models.tokenize import HFTokenizer
-from m3search.settings import Precision
+from m3search.settings import BACKENDS, PRECISIONS, canonical_precision
 from m3search.types import FloatArray, Output, SparseVector
 
 
 class OnnxEncoder(Encoder):
-    """Runs a prepared ONNX graph; the session is created on first use (once, under a lock)."""
+    """Runs a prepared graph on ONNX Runtime or OpenVINO; the session is created on first use (once, under a lock).
+
+    Args:
+        backend: "onnxruntime", "openvino" or "auto" (the fastest on this machine, measured once and cached).
+        precision: "fp32", "bf16", "int8-dynamic" ("int8"), or "int8-static"; every mode but ONNX Runtime fp32
+            is checked against it on a held-out sample before use (:class:`~m3search.errors.FidelityError`).
+        threads: intra-op threads of the session.
+        options: fidelity threshold, forcing, calibration texts, caches.
+    """
 
     def __init__(
         self,
         spec: ModelSpec,
         prepare: Callable[[], PreparedModel],
         *,
-        precision: Precision = "int8",
+        backend: str = "onnxruntime",
+        precision: str = "int8-dynamic",
         threads: int = 1,
+        options: RunOptions | None = None,
         **kwargs: object,
     ) -> None:
-        if precision not in ("int8", "fp32"):
-            raise ConfigError(f"precision must be 'int8' or 'fp32', not {precision!r}")
-        self.precision: Precision = precision
+        precision = canonical_precision(precision)
+        if precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)} (or int8), not {precision!r}")
+        if backend not in ("auto", *BACKENDS):
+            raise ConfigError(f"backend must be 'auto', 'onnxruntime' or 'openvino', not {backend!r}")
+        self.backend = backend
+        self.precision = precision
         self.threads = threads
+        self.options = options or RunOptions()
         self._prepare = prepare
         self._prepared: PreparedModel | None = None
-        self._session: Any = None
-        self._input_names: list[str] = []
+        self._session: Session | None = None
+        self._kwargs = kwargs
         super().__init__(spec, self._load_tokenizer, **kwargs)  # type: ignore[arg-type]
 
     @property
@@ -58,25 +75,43 @@ class OnnxEncoder(Encoder):
         return cast(HFTokenizer, self.tokenizer)  # always built by _load_tokenizer
 
     @property
-    def session(self) -> Any:
-        """The ONNX Runtime session."""
+    def session(self) -> Session:
+        """The inference session (variant built and fidelity-checked on first use)."""
         if self._session is None:
-            prepared = self.prepared
             with self._lock:
                 if self._session is None:
-                    session = build_session(prepared.onnx_path(self.precision), self.threads)
-                    self._input_names = [i.name for i in session.get_inputs()]
-                    self._session = session
+                    self._session = load_session(self)
         return self._session
+
+    def sibling(self, backend: str, precision: str, *, session: Session | None = None,
+                batch_tokens: int | None = None) -> OnnxEncoder:
+        """An encoder of the same model with another backend or precision (sharing the prepared files)."""
+        prepared = self.prepared
+        kwargs = {**self._kwargs, "batch_tokens": batch_tokens or self.batch_tokens}
+        other = type(self)(self.spec, lambda: prepared, backend=backend, precision=precision, threads=self.threads,
+                           options=self.options, **kwargs)
+        other._session = session
+        return other
 
     def run(self, batch: Batch, output_names: list[str] | None = None) -> list[Any]:
         """Run the graph on one batch, feeding the inputs it declares; None fetches every output."""
         session = self.session
+        return session.run(output_names, self._feed(batch, session.input_names))
+
+    @staticmethod
+    def _feed(batch: Batch, names: Sequence[str]) -> dict[str, Any]:
         feed = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
-        if "token_type_ids" in self._input_names:
+        if "token_type_ids" in names:
             feed["token_type_ids"] = np.zeros_like(batch.input_ids)
-        result: list[Any] = session.run(output_names, {name: feed[name] for name in self._input_names})
-        return result
+        return {name: feed[name] for name in names}
+
+    def feeds(self, texts: Sequence[str], batch_size: int = 8) -> list[dict[str, Any]]:
+        """Model inputs for ``texts`` (document prefix, at most 512 tokens) in length-sorted batches: calibration."""
+        names = [str(n) for n in self.prepared.manifest["inputs"]]
+        limit = min(self.max_length, CALIBRATION_MAX_LENGTH)
+        tokens = sorted(self.tokenizer.encode(self._prefixed(texts, "document"), limit), key=lambda t: len(t.ids))
+        return [self._feed(self._pad(tokens[i : i + batch_size]), names)
+                for i in range(0, len(tokens), batch_size)]
 
     def encode_batch(self, batch: Batch, outputs: frozenset[Output]) -> BatchOutput:
         (result,) = self.run(batch)

@@ -1,8 +1,11 @@
 """Prepare a resolved checkpoint for serving: ONNX export, graph fusion, INT8, cached with a manifest.
 
-Layout: ``M3SEARCH_HOME/onnx/NAME/KEY/`` with ``model.fp32.onnx``, ``model.int8.onnx``, ``tokenizer.json``
-and ``manifest.json`` (written last: a directory without it is incomplete and is rebuilt). KEY is derived
-from the source files' names, sizes and modification times, so new weights get a new directory.
+Layout: ``M3SEARCH_HOME/onnx/NAME/KEY/`` with ``model.fp32.onnx`` (the plain export: ONNX Runtime fuses it
+when the session loads, OpenVINO and NNCF read it as is), ``model.int8.onnx`` (fused offline, then dynamic
+INT8), ``tokenizer.json`` and ``manifest.json`` (written last: a directory without it is incomplete and is
+rebuilt). Other precision modes and the OpenVINO files are added on first use by :mod:`.variants`, which
+records them, and every mode's fidelity to fp32, in the manifest. KEY is derived from the source files'
+names, sizes and modification times, so new weights get a new directory.
 """
 
 from __future__ import annotations
@@ -22,9 +25,10 @@ from typing import Any
 from m3search.errors import ConfigError, ModelFormatError
 from m3search.models import onnx as onnx_tools
 from m3search.models.resolve import ResolvedModel
-from m3search.settings import Precision
+from m3search.settings import canonical_precision
 
 MANIFEST = "manifest.json"
+FORMAT = 2  # manifests of another format are rebuilt
 _LOCKS: dict[Path, threading.Lock] = {}
 _LOCKS_GUARD = threading.Lock()
 
@@ -36,8 +40,34 @@ class PreparedModel:
     directory: Path
     manifest: dict[str, Any]
 
-    def onnx_path(self, precision: Precision) -> Path:
-        return self.directory / str(self.manifest["variants"][precision]["file"])
+    def variant(self, backend: str, precision: str) -> dict[str, Any] | None:
+        """The manifest entry of one backend/precision variant, if it was built."""
+        entry: dict[str, Any] | None = self.manifest["variants"].get(f"{backend}/{precision}")
+        return entry
+
+    def path(self, backend: str, precision: str) -> Path:
+        """The graph file of a built variant."""
+        entry = self.variant(backend, precision)
+        if entry is None:
+            raise ConfigError(f"{backend}/{precision} of '{self.manifest['model']}' has not been built")
+        return self.directory / str(entry["file"])
+
+    def onnx_path(self, precision: str) -> Path:
+        """The ONNX Runtime graph of ``precision``."""
+        return self.path("onnxruntime", canonical_precision(precision))
+
+    def record(self, backend: str, precision: str, entry: dict[str, Any]) -> None:
+        """Merge ``entry`` into the variant's manifest record and rewrite the manifest atomically.
+
+        The manifest is re-read first, so records written meanwhile by other processes are kept.
+        """
+        key = f"{backend}/{precision}"
+        with _lock_for(self.directory):
+            current = load_prepared(self.directory)
+            manifest = current.manifest if current is not None else self.manifest
+            manifest["variants"][key] = {**manifest["variants"].get(key, {}), **entry}
+            write_json(self.directory / MANIFEST, manifest)
+            self.manifest["variants"][key] = manifest["variants"][key]
 
     @property
     def tokenizer_path(self) -> Path:
@@ -89,6 +119,8 @@ def load_prepared(directory: Path) -> PreparedModel | None:
         manifest = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+    if manifest.get("format") != FORMAT:
+        return None
     return PreparedModel(directory, manifest)
 
 
@@ -109,7 +141,7 @@ def prepare_model(resolved: ResolvedModel, home: Path, *, force: bool = False) -
                 target.mkdir(exist_ok=True)
                 for path in Path(tmp).iterdir():
                     os.replace(path, target / path.name)
-                _write_json(target / MANIFEST, manifest)
+                write_json(target / MANIFEST, manifest)
         except OSError as exc:
             raise ConfigError(
                 f"cannot write the prepared model under {target.parent} ({exc}); free disk space or set "
@@ -125,32 +157,37 @@ def _build(resolved: ResolvedModel, work: Path) -> dict[str, Any]:
     raw = work / "raw" / "model.onnx"  # a folder: graphs over 2 GB are exported as many external files
     info = export_onnx(spec, src, raw)
     fp32 = work / "model.fp32.onnx"
-    fused = onnx_tools.fuse_graph(raw, fp32, info.num_heads, info.hidden_size)
-    if not fused:
-        _copy_graph(raw, fp32)
+    _copy_graph(raw, fp32)
+    fused_graph = work / "fused" / "model.onnx"
+    fused_graph.parent.mkdir()
+    fused = onnx_tools.fuse_graph(raw, fused_graph, info.num_heads, info.hidden_size)
     shutil.rmtree(raw.parent)
     int8 = work / "model.int8.onnx"
-    onnx_tools.quantize_int8(fp32, int8, embeddings=spec.int8_embeddings)
+    onnx_tools.quantize_int8(fused_graph if fused else fp32, int8, embeddings=spec.int8_embeddings)
+    shutil.rmtree(fused_graph.parent)
     shutil.copyfile(src / "tokenizer.json", work / "tokenizer.json")
     config = read_config(src)
     return {
+        "format": FORMAT,
         "model": spec.name,
         "hf_repo": spec.hf_repo,
         "revision": spec.revision,
         "source": str(src),
         "source_kind": resolved.source,
         "source_sha256": _weights_sha256(src),
-        "m3search_version": _version("m3search"),
-        "onnxruntime_version": _version("onnxruntime"),
-        "torch_version": _version("torch"),
+        "m3search_version": package_version("m3search"),
+        "onnxruntime_version": package_version("onnxruntime"),
+        "torch_version": package_version("torch"),
         "opset": info.opset,
         "inputs": list(info.inputs),
         "outputs": list(info.outputs),
         "fused": fused,
+        "num_heads": info.num_heads,
+        "hidden_size": info.hidden_size,
         "pad_token_id": int(config.get("pad_token_id") or 0),
         "variants": {
-            "fp32": {"file": fp32.name, "bytes": _graph_bytes(fp32), "quantization": None},
-            "int8": {
+            "onnxruntime/fp32": {"file": fp32.name, "bytes": graph_bytes(fp32), "quantization": None},
+            "onnxruntime/int8-dynamic": {
                 "file": int8.name,
                 "bytes": int8.stat().st_size,
                 "quantization": {**onnx_tools.QUANTIZATION, "embeddings": spec.int8_embeddings},
@@ -160,9 +197,10 @@ def _build(resolved: ResolvedModel, work: Path) -> dict[str, Any]:
     }
 
 
-def _graph_bytes(path: Path) -> int:
-    data = path.with_name(path.name + ".data")
-    return path.stat().st_size + (data.stat().st_size if data.is_file() else 0)
+def graph_bytes(path: Path) -> int:
+    """Size of a graph file with its external data (ONNX ``.data`` or OpenVINO ``.bin``)."""
+    extra = [path.with_name(path.name + ".data"), path.with_suffix(".bin")]
+    return path.stat().st_size + sum(p.stat().st_size for p in extra if p.is_file())
 
 
 def _copy_graph(src: Path, dst: Path) -> None:
@@ -173,14 +211,14 @@ def _copy_graph(src: Path, dst: Path) -> None:
     onnx.save_model(model, str(dst), save_as_external_data=large, location=dst.name + ".data")
 
 
-def _version(package: str) -> str | None:
+def package_version(package: str) -> str | None:
     try:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
         return None
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
+def write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
     os.replace(tmp, path)

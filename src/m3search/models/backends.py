@@ -1,0 +1,124 @@
+"""Inference engines behind one small session interface: ONNX Runtime and OpenVINO.
+
+Both read the same prepared graphs and are fed the same inputs, so encoders, batching, truncation
+reporting and the NaN guard are shared; only :func:`open_session` knows which engine runs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from functools import cache
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from m3search._optional import require
+from m3search.errors import ConfigError, ModelFormatError
+from m3search.models.onnx import build_session
+
+OPENVINO_EXTRA = "openvino"
+
+
+class Session(Protocol):
+    """What an encoder needs from an inference engine."""
+
+    input_names: list[str]
+
+    def run(self, output_names: list[str] | None, feed: dict[str, np.ndarray]) -> list[Any]: ...
+
+
+class OrtSession:
+    """An ONNX Runtime CPU session (thread-safe: ``run`` may be called concurrently)."""
+
+    def __init__(self, path: Path, threads: int, *, spinning: bool) -> None:
+        self._session = build_session(path, threads, spinning=spinning)
+        self.input_names = [i.name for i in self._session.get_inputs()]
+
+    def run(self, output_names: list[str] | None, feed: dict[str, np.ndarray]) -> list[Any]:
+        result: list[Any] = self._session.run(output_names, feed)
+        return result
+
+
+class OpenVinoSession:
+    """An OpenVINO CPU compiled model; each calling thread gets its own infer request."""
+
+    def __init__(self, path: Path, threads: int, precision: str, cache_dir: Path | None) -> None:
+        ov = require("openvino", OPENVINO_EXTRA, "the OpenVINO backend")
+        core = ov.Core()
+        if cache_dir is not None:
+            core.set_property({"CACHE_DIR": str(cache_dir)})  # compiled kernels reused across processes
+        config = {
+            "INFERENCE_NUM_THREADS": max(1, threads),
+            "NUM_STREAMS": 1,
+            "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
+        }
+        try:
+            self._compiled = core.compile_model(str(path), "CPU", config)
+        except Exception as exc:  # OpenVINO raises RuntimeError subclasses for unreadable files
+            raise ModelFormatError(
+                f"OpenVINO cannot load {path}: {exc}; delete it and run 'm3search models prepare --force'"
+            ) from exc
+        self.input_names = [i.get_any_name() for i in self._compiled.inputs]
+        self._output_index = {name: i for i, o in enumerate(self._compiled.outputs) for name in o.get_names()}
+        self._local = threading.local()
+
+    def run(self, output_names: list[str] | None, feed: dict[str, np.ndarray]) -> list[Any]:
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self._compiled.create_infer_request()
+        request.infer(feed)
+        if output_names is None:
+            indices = list(range(len(self._compiled.outputs)))
+        else:
+            indices = [self._output_index[name] for name in output_names]
+        # copy: the request's output tensors are reused by its next inference
+        return [np.array(request.get_output_tensor(i).data) for i in indices]
+
+
+def openvino_available() -> bool:
+    """Whether the optional OpenVINO backend is installed."""
+    return importlib.util.find_spec("openvino") is not None
+
+
+def available_backends() -> list[str]:
+    """The installed backends, ONNX Runtime first."""
+    return ["onnxruntime", *(["openvino"] if openvino_available() else [])]
+
+
+@cache
+def cpu_supports_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), as OpenVINO reports it."""
+    if not openvino_available():
+        return False
+    import openvino as ov
+
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def check_mode(backend: str, precision: str) -> None:
+    """Refuse combinations this machine or engine cannot run well.
+
+    Raises:
+        ConfigError: bf16 asked of ONNX Runtime, or of a CPU without native bf16 (it would be emulated, slowly).
+        MissingDependencyError: the OpenVINO backend is not installed.
+    """
+    if backend not in ("onnxruntime", "openvino"):
+        raise ConfigError(f"backend must be 'auto', 'onnxruntime' or 'openvino', not {backend!r}")
+    if backend == "openvino":
+        require("openvino", OPENVINO_EXTRA, "the OpenVINO backend")
+    if precision == "bf16":
+        if backend != "openvino":
+            raise ConfigError("bf16 runs on the openvino backend (ONNX Runtime has no fast bf16 CPU kernels)")
+        if not cpu_supports_bf16():
+            raise ConfigError("this CPU has no native bf16 (AVX512-BF16 or AMX); use int8-static or fp32")
+
+
+def open_session(backend: str, path: Path, precision: str, threads: int, *, spinning: bool = True,
+                 cache_dir: Path | None = None) -> Session:
+    """A session of ``backend`` over the graph at ``path``."""
+    if backend == "openvino":
+        return OpenVinoSession(path, threads, precision, cache_dir)
+    return OrtSession(path, threads, spinning=spinning)

@@ -1,0 +1,147 @@
+"""Turning an encoder's (backend, precision) into a ready session: auto choice, variant, fidelity check.
+
+``backend="auto"`` runs a one-time micro-benchmark of every installed backend at the requested precision
+(each must pass the fidelity check), on the bundled held-out sample, and caches the winner and its token
+budget in ``M3SEARCH_HOME/autotune.json`` per model, precision and machine (CPU, cores, threads, engine
+versions). Set ``M3SEARCH_BACKEND`` to skip it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from m3search.errors import M3SearchError
+from m3search.models import fidelity
+from m3search.models.backends import Session, available_backends, open_session
+from m3search.models.calibration import bundled, calibration_texts
+from m3search.models.prepare import _lock_for, package_version, write_json
+from m3search.models.variants import Feeds, calibration_digest, ensure_variant
+from m3search.types import Output
+
+if TYPE_CHECKING:
+    from m3search.models.pooled import OnnxEncoder
+
+log = logging.getLogger(__name__)
+BUDGETS = (2048, 8192)  # token budgets the auto-tuner tries for the winning backend
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How encoders pick, build and check their precision variants (from :class:`~m3search.settings.Settings`)."""
+
+    fidelity_threshold: float = 0.99
+    force_precision: bool = False
+    calibration_file: Path | None = None
+    calibration_size: int = 300
+    spinning: bool = True  # False when several sessions share the cores
+    home: Path | None = None  # where autotune.json and OpenVINO's kernel cache live; None: not cached
+
+
+def load_session(encoder: OnnxEncoder) -> Session:
+    """Build (or reuse) the encoder's variant, check its fidelity, and open its session."""
+    prepared = encoder.prepared
+    if encoder.backend == "auto":
+        encoder.backend, encoder.batch_tokens = choose_backend(encoder)
+    path = ensure_variant(prepared, encoder.backend, encoder.precision, lambda: _calibration(encoder))
+    options = encoder.options
+    cache = options.home / "openvino-cache" if options.home is not None else None
+    session = open_session(encoder.backend, path, encoder.precision, encoder.threads,
+                           spinning=options.spinning, cache_dir=cache)
+    if (encoder.backend, encoder.precision) != ("onnxruntime", "fp32"):
+        _check_fidelity(encoder, session)
+    return session
+
+
+def _calibration(encoder: OnnxEncoder) -> tuple[str, Feeds]:
+    texts = calibration_texts(encoder.options.calibration_file, encoder.options.calibration_size)
+    return calibration_digest(texts), encoder.feeds(texts)
+
+
+def _check_fidelity(encoder: OnnxEncoder, session: Session) -> None:
+    backend, precision = encoder.backend, encoder.precision
+    entry = encoder.prepared.variant(backend, precision) or {}
+    figures = entry.get("fidelity")
+    if not figures:
+        texts = bundled("fidelity")
+        outputs: list[Output] = list(encoder.spec.outputs)
+        reference = encoder.sibling("onnxruntime", "fp32").encode(texts, outputs=outputs)
+        candidate = encoder.sibling(backend, precision, session=session).encode(texts, outputs=outputs)
+        figures = fidelity.measure(reference, candidate)
+        encoder.prepared.record(backend, precision, {"fidelity": figures})
+        log.info("fidelity of %s/%s: %s", backend, precision, figures)
+    fidelity.check(f"{backend}/{precision}", figures, encoder.options.fidelity_threshold,
+                   force=encoder.options.force_precision)
+
+
+def machine_key(threads: int) -> str:
+    """What a measured speed depends on besides the model: CPU, cores, threads, engine versions."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    engines = ",".join(f"{p}={package_version(p)}" for p in ("onnxruntime", "openvino"))
+    return f"{cpu}|cores={os.cpu_count()}|threads={threads}|{engines}"
+
+
+def choose_backend(encoder: OnnxEncoder) -> tuple[str, int]:
+    """The fastest installed backend that passes the fidelity check, and its token budget (cached)."""
+    backends = available_backends()
+    if len(backends) == 1:
+        return backends[0], encoder.batch_tokens
+    key = f"{encoder.spec.name}/{encoder.prepared.directory.name}/{encoder.precision}/{machine_key(encoder.threads)}"
+    cache_file = encoder.options.home / "autotune.json" if encoder.options.home is not None else None
+    cached = _read_cache(cache_file).get(key)
+    if cached:
+        return str(cached["backend"]), int(cached["batch_tokens"])
+    texts = bundled("fidelity")
+    measured: dict[str, float] = {}
+    refused: dict[str, M3SearchError] = {}
+    for backend in backends:
+        try:
+            measured[backend] = _tokens_per_s(encoder.sibling(backend, encoder.precision), texts)
+        except M3SearchError as exc:  # this mode is refused (fidelity, bf16) or unavailable on this backend
+            refused[backend] = exc
+    if not measured:
+        raise refused[backends[0]]
+    best = max(measured, key=lambda b: measured[b])
+    rates: dict[str, Any] = {**measured, **{b: str(e) for b, e in refused.items()}}
+    budgets = {b: _tokens_per_s(encoder.sibling(best, encoder.precision, batch_tokens=b), texts) for b in BUDGETS}
+    budget = max(budgets, key=lambda b: budgets[b])
+    choice: dict[str, Any] = {"backend": best, "batch_tokens": budget, "tokens_per_s": rates,
+                              "budgets_tokens_per_s": budgets, "measured": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    log.info("auto backend for %s: %s", key, choice)
+    if cache_file is not None:
+        with _lock_for(cache_file):
+            data = _read_cache(cache_file)
+            data[key] = choice
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            write_json(cache_file, data)
+    return best, budget
+
+
+def _tokens_per_s(encoder: OnnxEncoder, texts: list[str]) -> float:
+    encoder.encode(texts[:8])  # warm-up: session built, kernels compiled
+    start = time.perf_counter()
+    results = encoder.encode(texts)
+    return sum(r.tokens for r in results) / (time.perf_counter() - start)
+
+
+def _read_cache(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}

@@ -1,0 +1,156 @@
+"""Precision modes per backend, built on first use beside the prepared model and recorded in its manifest.
+
+| backend | fp32 | bf16 | int8-dynamic | int8-static |
+| --- | --- | --- | --- | --- |
+| onnxruntime | plain export, fused at load | refused | fused + per-channel dynamic INT8 | QDQ, MinMax-calibrated |
+| openvino | IR of the fused graph | same IR, bf16 execution | NNCF INT8 weights | NNCF static INT8 (SmoothQuant) |
+
+OpenVINO runs onnxruntime's fused graph (its contrib Attention and SkipLayerNormalization ops) about 1.3x faster
+than the plain export, so the fp32 IR is converted from it; NNCF cannot read the fused graph, so int8-static
+quantizes the plain export.
+
+int8-static is calibrated on the texts of :mod:`.calibration`; the manifest records which texts (a digest),
+and a different calibration set rebuilds the variant.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from m3search._optional import require
+from m3search.errors import ConfigError
+from m3search.models import onnx as onnx_tools
+from m3search.models.backends import OPENVINO_EXTRA, check_mode
+from m3search.models.prepare import PreparedModel, _lock_for, graph_bytes, package_version
+
+log = logging.getLogger(__name__)
+
+Feeds = list[dict[str, np.ndarray]]
+FILES = {
+    "onnxruntime/int8-static": "model.int8-static.onnx",
+    "openvino/fp32": "openvino/model.fp32.xml",
+    "openvino/bf16": "openvino/model.fp32.xml",
+    "openvino/int8-dynamic": "openvino/model.int8-dynamic.xml",
+    "openvino/int8-static": "openvino/model.int8-static.xml",
+}
+
+
+def calibration_digest(texts: list[str]) -> str:
+    """A short digest naming a calibration set."""
+    return hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
+
+
+def ensure_variant(
+    prepared: PreparedModel,
+    backend: str,
+    precision: str,
+    calibration: Callable[[], tuple[str, Feeds]],
+) -> Path:
+    """The graph file of ``backend``/``precision``, building it first if needed.
+
+    ``calibration`` returns (digest, model inputs); it is called only for int8-static.
+    """
+    check_mode(backend, precision)
+    key = f"{backend}/{precision}"
+    with _lock_for(prepared.directory / key):
+        entry = prepared.variant(backend, precision)
+        digest: str | None = None
+        feeds: Feeds = []
+        if precision == "int8-static":
+            digest, feeds = calibration()
+        if entry is not None and (digest is None or entry.get("calibration") == digest):
+            return prepared.path(backend, precision)
+        if key not in FILES:
+            raise ConfigError(f"no recipe builds {key}")
+        target = prepared.directory / FILES[key]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if backend == "openvino":
+            quantization = _build_openvino(prepared, precision, target, feeds)
+        else:
+            quantization = _build_ort_static(prepared.onnx_path("fp32"), target, feeds)
+        record: dict[str, Any] = {"file": FILES[key], "bytes": graph_bytes(target), "quantization": quantization}
+        if digest is not None:
+            record["calibration"] = digest
+        record["fidelity"] = None  # a rebuilt variant is checked again
+        prepared.record(backend, precision, record)
+        return target
+
+
+def _build_openvino(prepared: PreparedModel, precision: str, target: Path, feeds: Feeds) -> dict[str, Any]:
+    ov = require("openvino", OPENVINO_EXTRA, "the OpenVINO backend")
+    ir = prepared.directory / FILES["openvino/fp32"]
+    if not ir.is_file():
+        _save_ir(ov, _fused_model(ov, prepared), ir)
+    if precision in ("fp32", "bf16"):
+        return {"method": None, "execution": precision, "openvino_version": package_version("openvino")}
+    nncf = require("nncf", OPENVINO_EXTRA, "OpenVINO INT8 quantization")
+    if precision == "int8-dynamic":
+        model = nncf.compress_weights(ov.Core().read_model(str(ir)), mode=nncf.CompressWeightsMode.INT8_ASYM)
+        method: dict[str, Any] = {"method": "nncf.compress_weights", "weights": "int8 asymmetric per-channel",
+                  "activations": "quantized at run time by the CPU plugin where it can"}
+    else:
+        plain = ov.convert_model(str(prepared.onnx_path("fp32")))
+        model = nncf.quantize(
+            plain, nncf.Dataset(feeds), model_type=nncf.ModelType.TRANSFORMER,
+            preset=nncf.QuantizationPreset.MIXED, subset_size=len(feeds),
+        )
+        method = {"method": "nncf.quantize", "preset": "mixed", "model_type": "transformer",
+                  "calibration_batches": len(feeds)}
+    _save_ir(ov, model, target)
+    return {**method, "nncf_version": package_version("nncf"), "openvino_version": package_version("openvino")}
+
+
+def _fused_model(ov: Any, prepared: PreparedModel) -> Any:
+    """The fp32 graph with onnxruntime's transformer fusions, as an OpenVINO model (plain if fusion fails)."""
+    plain = prepared.onnx_path("fp32")
+    heads, hidden = int(prepared.manifest.get("num_heads", 0)), int(prepared.manifest.get("hidden_size", 0))
+    with tempfile.TemporaryDirectory(dir=prepared.directory, prefix=".tmp-") as tmp:
+        fused = Path(tmp) / "model.onnx"
+        if heads and hidden and onnx_tools.fuse_graph(plain, fused, heads, hidden):
+            return ov.convert_model(str(fused))  # weights are read into memory here, before tmp is removed
+    return ov.convert_model(str(plain))
+
+
+def _save_ir(ov: Any, model: Any, target: Path) -> None:
+    """Write an IR atomically (both files appear, or neither)."""
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".tmp-") as tmp:
+        xml = Path(tmp) / target.name
+        ov.save_model(model, str(xml), compress_to_fp16=False)
+        shutil.move(xml.with_suffix(".bin"), target.with_suffix(".bin"))
+        shutil.move(xml, target)
+
+
+class _Reader:
+    """ONNX Runtime's calibration-data-reader protocol over prepared feeds."""
+
+    def __init__(self, feeds: Feeds) -> None:
+        self._feeds = iter(feeds)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._feeds, None)
+
+
+def _build_ort_static(fp32: Path, target: Path, feeds: Feeds) -> dict[str, Any]:
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    reader = type("Reader", (_Reader, CalibrationDataReader), {})(feeds)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".tmp-") as tmp:
+        out = Path(tmp) / target.name
+        quantize_static(
+            str(fp32), str(out), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
+            use_external_data_format=onnx_tools.is_large(fp32),
+            extra_options={"MatMulConstBOnly": True, "WeightSymmetric": True, "ActivationSymmetric": False},
+        )
+        for path in Path(tmp).iterdir():
+            shutil.move(path, target.parent / path.name)
+    return {"method": "onnxruntime.quantize_static", "format": "QDQ", "per_channel": True, "weights": "int8",
+            "activations": "uint8", "ops": ["MatMul"], "calibration_batches": len(feeds)}

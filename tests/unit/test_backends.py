@@ -1,0 +1,194 @@
+"""Backends, precision variants, fidelity records and the auto choice, on the tiny lookup model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from m3search.errors import ConfigError, MissingDependencyError
+from m3search.models import backends, runtime
+from m3search.models.encoder import stack_dense
+from m3search.models.pooled import OnnxEncoder
+from m3search.models.prepare import PreparedModel, load_prepared
+from m3search.models.runtime import RunOptions
+from m3search.settings import Settings
+
+from ..conftest import TINY_SPEC
+
+TEXTS = ["the man is playing guitar", "a cat sat on the mat", "dog runs fast"]
+needs_openvino = pytest.mark.skipif(not backends.openvino_available(), reason="the 'openvino' extra is not installed")
+
+
+@pytest.fixture
+def tiny_copy(tiny_prepared: PreparedModel, tmp_path: Path) -> PreparedModel:
+    """A private copy of the tiny prepared model: variants are written beside it."""
+    directory = shutil.copytree(tiny_prepared.directory, tmp_path / "prepared")
+    prepared = load_prepared(directory)
+    assert prepared is not None
+    return prepared
+
+
+@pytest.fixture
+def make(tiny_copy: PreparedModel, tmp_path: Path) -> Callable[..., OnnxEncoder]:
+    def factory(backend: str, precision: str, **options: object) -> OnnxEncoder:
+        run = RunOptions(home=tmp_path / "home", **options)  # type: ignore[arg-type]
+        return OnnxEncoder(TINY_SPEC, lambda: tiny_copy, backend=backend, precision=precision, options=run)
+
+    return factory
+
+
+def test_unknown_backend_and_precision_are_config_errors(make: Callable[..., OnnxEncoder]) -> None:
+    with pytest.raises(ConfigError, match="backend"):
+        make("tensorrt", "fp32")
+    with pytest.raises(ConfigError, match="precision"):
+        make("onnxruntime", "int4")
+
+
+def test_int8_is_an_alias_of_int8_dynamic(make: Callable[..., OnnxEncoder]) -> None:
+    assert make("onnxruntime", "int8").precision == "int8-dynamic"
+
+
+def test_bf16_is_refused_on_onnxruntime(make: Callable[..., OnnxEncoder]) -> None:
+    with pytest.raises(ConfigError, match="bf16 runs on the openvino backend"):
+        make("onnxruntime", "bf16").encode(TEXTS)
+
+
+def test_openvino_missing_names_the_extra(make: Callable[..., OnnxEncoder], monkeypatch: pytest.MonkeyPatch) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_openvino(name: str, *args: object, **kwargs: object) -> object:
+        if name == "openvino" or name.startswith("openvino."):
+            raise ImportError("no openvino")
+        return real_import(name, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(builtins, "__import__", no_openvino)
+    monkeypatch.delitem(__import__("sys").modules, "openvino", raising=False)
+    with pytest.raises(MissingDependencyError, match=r"m3search\[openvino\]"):
+        make("openvino", "fp32").encode(TEXTS)
+
+
+def test_int8_dynamic_fidelity_is_measured_once_and_recorded(make: Callable[..., OnnxEncoder]) -> None:
+    encoder = make("onnxruntime", "int8-dynamic")
+    encoder.encode(TEXTS)
+    figures = encoder.prepared.variant("onnxruntime", "int8-dynamic")["fidelity"]  # type: ignore[index]
+    assert figures["texts"] == 64 and figures["dense_cos_mean"] == pytest.approx(1.0)
+    on_disk = json.loads((encoder.prepared.directory / "manifest.json").read_text())
+    assert on_disk["variants"]["onnxruntime/int8-dynamic"]["fidelity"] == figures
+
+
+def test_fidelity_below_threshold_refuses_unless_forced(
+    make: Callable[..., OnnxEncoder], tiny_copy: PreparedModel
+) -> None:
+    tiny_copy.record("onnxruntime", "int8-dynamic", {"fidelity": {"texts": 64, "dense_cos_mean": 0.97}})
+    from m3search.errors import FidelityError
+
+    with pytest.raises(FidelityError, match=r"0\.9700"):
+        make("onnxruntime", "int8-dynamic").encode(TEXTS)
+    assert len(make("onnxruntime", "int8-dynamic", force_precision=True).encode(TEXTS)) == 3
+    assert len(make("onnxruntime", "int8-dynamic", fidelity_threshold=0.95).encode(TEXTS)) == 3
+
+
+@needs_openvino
+@pytest.mark.parametrize("precision", ["fp32", "int8-dynamic"])
+def test_openvino_matches_onnxruntime(make: Callable[..., OnnxEncoder], precision: str) -> None:
+    reference = stack_dense(make("onnxruntime", "fp32").encode(TEXTS))
+    encoder = make("openvino", precision)
+    got = encoder.encode(TEXTS)
+    assert all(e.tokens == r.tokens for e, r in zip(got, make("onnxruntime", "fp32").encode(TEXTS), strict=True))
+    assert np.allclose(stack_dense(got), reference, atol=0.02)
+    entry = encoder.prepared.variant("openvino", precision)
+    assert entry is not None and (encoder.prepared.directory / entry["file"]).is_file()
+    assert entry["fidelity"]["dense_cos_mean"] > 0.999
+
+
+@needs_openvino
+def test_openvino_keeps_the_nan_guard(make: Callable[..., OnnxEncoder]) -> None:
+    from m3search.errors import NonFiniteEmbeddingError
+
+    with pytest.raises(NonFiniteEmbeddingError, match="input 1"):
+        make("openvino", "fp32", force_precision=True).encode(["the cat", "nan"])
+
+
+@needs_openvino
+def test_bf16_needs_native_support(make: Callable[..., OnnxEncoder]) -> None:
+    encoder = make("openvino", "bf16")
+    if backends.cpu_supports_bf16():
+        assert len(encoder.encode(TEXTS)) == 3
+    else:
+        with pytest.raises(ConfigError, match="no native bf16"):
+            encoder.encode(TEXTS)
+
+
+def test_int8_static_records_its_calibration_and_rebuilds_for_new_texts(
+    make: Callable[..., OnnxEncoder], tmp_path: Path
+) -> None:
+    make("onnxruntime", "int8-static", calibration_size=16).encode(TEXTS)
+    prepared = load_prepared(tmp_path / "prepared")
+    assert prepared is not None
+    first = prepared.variant("onnxruntime", "int8-static")
+    assert first is not None and first["quantization"]["calibration_batches"] == 2
+    mine = tmp_path / "mine.txt"
+    mine.write_text("the dog runs\na cat sat\n", encoding="utf-8")
+    make("onnxruntime", "int8-static", calibration_file=mine).encode(TEXTS)
+    second = load_prepared(tmp_path / "prepared").variant("onnxruntime", "int8-static")  # type: ignore[union-attr]
+    assert second is not None and second["calibration"] != first["calibration"]
+    assert second["quantization"]["calibration_batches"] == 1
+
+
+def test_empty_calibration_file_is_an_input_error(make: Callable[..., OnnxEncoder], tmp_path: Path) -> None:
+    from m3search.errors import InputError
+
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n  \n", encoding="utf-8")
+    with pytest.raises(InputError, match="holds no text"):
+        make("onnxruntime", "int8-static", calibration_file=empty).encode(TEXTS)
+
+
+def test_auto_with_one_backend_needs_no_measurement(
+    make: Callable[..., OnnxEncoder], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runtime, "available_backends", lambda: ["onnxruntime"])
+    encoder = make("auto", "fp32")
+    encoder.encode(TEXTS)
+    assert encoder.backend == "onnxruntime"
+
+
+@needs_openvino
+def test_auto_measures_once_and_caches(
+    make: Callable[..., OnnxEncoder], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    calls: list[str] = []
+    measure = runtime._tokens_per_s
+
+    def spy(encoder: OnnxEncoder, texts: list[str]) -> float:
+        calls.append(encoder.backend)
+        return measure(encoder, texts)
+
+    monkeypatch.setattr(runtime, "_tokens_per_s", spy)
+    first = make("auto", "fp32")
+    first.encode(TEXTS)
+    assert first.backend in ("onnxruntime", "openvino")
+    assert sorted(set(calls)) == ["onnxruntime", "openvino"]
+    cache = json.loads((tmp_path / "home" / "autotune.json").read_text())
+    (entry,) = cache.values()
+    assert entry["backend"] == first.backend and entry["batch_tokens"] == first.batch_tokens
+    assert set(entry["tokens_per_s"]) == {"onnxruntime", "openvino"}
+    calls.clear()
+    second = make("auto", "fp32")
+    second.encode(TEXTS)
+    assert calls == [] and second.backend == first.backend
+
+
+def test_threads_are_shared_among_sessions(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    assert Settings(sessions=1).effective_threads() == 8
+    assert Settings(sessions=4).effective_threads() == 2
+    assert Settings(sessions=16).effective_threads() == 1
+    assert Settings(sessions=4, threads=3).effective_threads() == 3
