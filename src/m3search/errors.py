@@ -101,3 +101,38 @@ class NonFiniteEmbeddingError(M3SearchError):
             f"or use --fp32"
         )
         self.index = index
+
+
+class StoreError(M3SearchError):
+    """The index database cannot be used as asked."""
+
+
+class SchemaVersionError(StoreError):
+    """The database was written by a newer m3search."""
+
+
+class CollectionNotFoundError(StoreError):
+    """No collection has the given name."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"no collection named '{name}'; create it with 'm3search index PATH --collection {name}'")
+
+
+class ModelMismatchError(StoreError):
+    """A collection's active vectors were made by another model configuration than the one requested."""
+
+    def __init__(self, collection: str, active: str, requested: str) -> None:
+        self.collection, self.active, self.requested = collection, active, requested
+        super().__init__(
+            f"collection '{collection}' holds vectors of {active}, not {requested}; switch it with "
+            f"'m3search reembed --collection {collection} --model ...' or use the model it was built with"
+        )
+
+
+class DocumentError(InputError):
+    """A document cannot be indexed (empty, too large, not UTF-8, NUL bytes, duplicate id)."""
+
+    def __init__(self, source: str, reason: str) -> None:
+        self.source, self.reason = source, reason
+        super().__init__(f"{source}: {reason}")

@@ -51,6 +51,7 @@ class Settings(BaseSettings):
         None, description="texts (one per line) to calibrate int8-static with; default: the bundled set"
     )
     calibration_size: int = Field(300, ge=1, description="at most this many calibration texts")
+    db: Path | None = Field(None, description="the index database; default: HOME/index.sqlite3")
     offline: bool = Field(False, description="never try to download (HF_HUB_OFFLINE=1 implies it)")
 
     @field_validator("home", mode="after")
@@ -62,6 +63,11 @@ class Settings(BaseSettings):
     def models_dir(self) -> Path:
         """Models converted or registered by m3search."""
         return self.home / "models"
+
+    @property
+    def index_db(self) -> Path:
+        """The SQLite index file."""
+        return self.db.expanduser() if self.db is not None else self.home / "index.sqlite3"
 
     @property
     def is_offline(self) -> bool:

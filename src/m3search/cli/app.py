@@ -7,7 +7,7 @@ import sys
 import typer
 from rich.console import Console
 
-from m3search.cli import demo, embed, models
+from m3search.cli import demo, embed, index, models
 from m3search.errors import M3SearchError
 
 app = typer.Typer(
@@ -20,6 +20,12 @@ app = typer.Typer(
 app.add_typer(models.app, name="models")
 app.command("embed")(embed.embed)
 app.command("demo")(demo.demo)
+app.command("index")(index.index)
+app.command("delete")(index.delete)
+app.command("reembed")(index.reembed)
+app.command("status")(index.status)
+app.command("gc")(index.gc)
+app.command("search")(index.search)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -36,6 +36,10 @@ class TextTokenizer(Protocol):
 
     def encode(self, texts: Sequence[str], max_length: int) -> list[Tokens]: ...
 
+    def offsets(self, text: str) -> list[tuple[int, int]]:
+        """Character span of each content token of ``text`` (no special tokens): for chunking."""
+        ...
+
 
 class HFTokenizer:
     """A ``tokenizer.json`` loaded with the ``tokenizers`` library."""
@@ -63,6 +67,9 @@ class HFTokenizer:
         if max_length <= self.special_count:
             raise ConfigError(f"max_length must exceed the {self.special_count} special tokens")
         return [_truncate(e.ids, e.special_tokens_mask, max_length) for e in self._tok.encode_batch(texts)]
+
+    def offsets(self, text: str) -> list[tuple[int, int]]:
+        return [tuple(span) for span in self._tok.encode(text, add_special_tokens=False).offsets]
 
     def token_to_id(self, token: str) -> int | None:
         result: int | None = self._tok.token_to_id(token)
@@ -104,6 +111,10 @@ class HashTokenizer:
             ids = [_word_id(w) for w in words[:max_length]] or [_word_id("")]
             result.append(Tokens(ids, max(len(words), 1)))
         return result
+
+
+    def offsets(self, text: str) -> list[tuple[int, int]]:
+        return [match.span() for match in _WORD.finditer(text)]
 
 
 def _word_id(word: str) -> int:

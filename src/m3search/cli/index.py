@@ -1,0 +1,189 @@
+"""``m3search index / delete / reembed / status / gc / search``: the store from the command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+from m3search.cli.options import BackendOption, ForceOption, PrecisionOption, encoder_settings
+from m3search.errors import InputError
+from m3search.models.encoder import Encoder
+from m3search.models.loader import load_encoder
+from m3search.store.ingest import DEFAULT_MAX_BYTES, config_for, default_outputs, index_documents, read_sources
+from m3search.store.reembed import reembed as run_reembed
+from m3search.store.sqlite import SQLiteStore
+from m3search.types import Output
+
+DbOption = Annotated[Path | None, typer.Option("--db", help="index database (default: M3SEARCH_HOME/index.sqlite3)")]
+CollectionOption = Annotated[str, typer.Option("--collection", "-c", help="collection name")]
+ModelOption = Annotated[str | None, typer.Option("--model", "-m", help="model (default: M3SEARCH_DEFAULT_MODEL)")]
+
+
+def _open(db: Path | None) -> SQLiteStore:
+    _, options = encoder_settings(None, None, False)
+    return SQLiteStore(db or options["settings"].index_db)
+
+
+def _encoder(model: str | None, backend: str | None, precision: str | None, force: bool) -> Encoder:
+    _, options = encoder_settings(backend, precision, force)
+    return load_encoder(model, **options)
+
+
+def _progress(console: Console, label: str) -> Progress:
+    return Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+                    TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=console, transient=False)
+
+
+def index(
+    paths: Annotated[list[Path], typer.Argument(help="files or directories (.txt, .md, .jsonl)")],
+    collection: CollectionOption,
+    model: ModelOption = None,
+    db: DbOption = None,
+    chunk_tokens: Annotated[int | None, typer.Option("--chunk-tokens", help="tokens per chunk")] = None,
+    overlap: Annotated[int | None, typer.Option("--overlap", help="tokens shared by neighbouring chunks")] = None,
+    max_bytes: Annotated[int, typer.Option("--max-bytes", help="skip documents larger than this")] = DEFAULT_MAX_BYTES,
+    colbert: Annotated[bool, typer.Option("--colbert", help="also store ColBERT vectors (BGE-M3)")] = False,
+    backend: BackendOption = None,
+    precision: PrecisionOption = None,
+    force_precision: ForceOption = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+) -> None:
+    """Index documents: unchanged ones are skipped, changed ones re-embedded; exit 2 if any were skipped."""
+    console = Console(stderr=True)
+    sources = read_sources(paths, max_bytes=max_bytes)
+    encoder = _encoder(model, backend, precision, force_precision)
+    extra: list[Output] = ["colbert"] if colbert else []
+    outputs: list[Output] = [*default_outputs(encoder), *extra]
+    with _open(db) as store, _progress(console, "indexing") as bar:
+        task = bar.add_task("docs", total=len(sources.documents), rate="")
+        state = {"chunks": 0}
+
+        def advance(docs: int, chunks: int) -> None:
+            state["chunks"] += chunks
+            elapsed = bar.tasks[task].elapsed or 1e-9
+            bar.update(task, advance=docs, rate=f"{state['chunks']} chunks, {state['chunks'] / elapsed:.1f}/s")
+
+        report = index_documents(store, encoder, collection, sources.documents, outputs=outputs,
+                                 chunk_tokens=chunk_tokens, overlap=overlap, progress=advance)
+    report.problems = sources.problems
+    if as_json:
+        typer.echo(json.dumps(report.as_dict()))
+    else:
+        typer.echo(f"{collection}: {report.added} added, {report.updated} updated, {report.unchanged} unchanged, "
+                   f"{report.chunks} chunks embedded ({report.truncated} truncated) in {report.seconds:.1f} s")
+        for problem in report.problems:
+            typer.echo(f"skipped {problem.source}: {problem.reason}")
+    if report.problems:
+        raise typer.Exit(2)
+
+
+def delete(
+    doc_ids: Annotated[list[str], typer.Argument(help="document ids")],
+    collection: CollectionOption,
+    db: DbOption = None,
+) -> None:
+    """Delete documents (with their chunks and vectors in every set)."""
+    with _open(db) as store:
+        removed = store.delete_documents(collection, doc_ids)
+    typer.echo(f"{collection}: deleted {removed} of {len(doc_ids)} documents")
+
+
+def reembed(
+    collection: CollectionOption,
+    model: ModelOption = None,
+    db: DbOption = None,
+    drop_old: Annotated[bool, typer.Option("--drop-old", help="delete the retired set's vectors afterwards")] = False,
+    backend: BackendOption = None,
+    precision: PrecisionOption = None,
+    force_precision: ForceOption = False,
+) -> None:
+    """Switch a collection to another model (or precision, or dimension) without downtime; resumable."""
+    console = Console(stderr=True)
+    encoder = _encoder(model, backend, precision, force_precision)
+    with _open(db) as store, _progress(console, "re-embedding") as bar:
+        task = bar.add_task("chunks", total=None, rate="")
+
+        def advance(done: int, total: int) -> None:
+            elapsed = bar.tasks[task].elapsed or 1e-9
+            bar.update(task, completed=done, total=total, rate=f"{done / elapsed:.1f} chunks/s")
+
+        report = run_reembed(store, encoder, collection, progress=advance)
+        dropped = store.gc(collection) if drop_old else 0
+    typer.echo(f"{collection}: {report.embedded} chunks embedded, now active: fingerprint {report.fingerprint}"
+               + (f"; dropped {dropped} retired set(s)" if dropped else "; the old set is retired (m3search gc)"))
+
+
+def gc(collection: CollectionOption, db: DbOption = None) -> None:
+    """Drop retired embedding sets and their vectors."""
+    with _open(db) as store:
+        typer.echo(f"{collection}: dropped {store.gc(collection)} retired set(s)")
+
+
+def status_of(store: SQLiteStore, name: str) -> dict[str, Any]:
+    documents, chunks = store.counts(name)
+    active = store.active_set(name)
+    sets = []
+    for s in store.sets(name):
+        done = store.vector_count(s)
+        sets.append({"id": s.id, "status": s.status, "model": s.config.model, "fingerprint": s.config.fingerprint,
+                     "quantization": s.config.quantization, "dim": s.config.vector_dim, "vectors": done,
+                     "progress": round(done / chunks, 4) if chunks else 1.0})
+    building = store.building_set(name)
+    return {"collection": name, "documents": documents, "chunks": chunks, "model": active.config.model,
+            "fingerprint": active.config.fingerprint, "sets": sets,
+            "pending": store.pending_count(building) if building else 0}
+
+
+def status(
+    collection: Annotated[str | None, typer.Option("--collection", "-c", help="one collection")] = None,
+    db: DbOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON output")] = False,
+) -> None:
+    """Collections, their documents, chunks, model fingerprint and embedding sets."""
+    with _open(db) as store:
+        names = [collection] if collection else store.collections()
+        rows = [status_of(store, n) for n in names]
+    if as_json:
+        typer.echo(json.dumps(rows[0] if collection else rows, indent=2))
+        return
+    for row in rows:
+        typer.echo(f"{row['collection']}: {row['documents']} documents, {row['chunks']} chunks, model "
+                   f"{row['model']} ({row['fingerprint']}), pending {row['pending']}")
+        for s in row["sets"]:
+            typer.echo(f"  set {s['id']} {s['status']}: {s['model']} {s['quantization']} {s['dim']}-d, "
+                       f"{s['vectors']} vectors ({100 * s['progress']:.0f}%)")
+
+
+def search(
+    query: Annotated[str, typer.Argument(help="the query")],
+    collection: CollectionOption,
+    model: ModelOption = None,
+    db: DbOption = None,
+    k: Annotated[int, typer.Option("--k", min=1, help="hits")] = 5,
+    backend: BackendOption = None,
+    precision: PrecisionOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON output")] = False,
+) -> None:
+    """Dense search of a collection's active set (the model must be the one it was built with)."""
+    if not query.strip():
+        raise InputError("the query is empty")
+    encoder = _encoder(model, backend, precision, False)
+    with _open(db) as store:
+        outputs = store.active_set(collection).config.outputs
+        config = config_for(encoder, [o for o in encoder.spec.outputs if o in outputs])
+        if "dense" not in outputs:
+            raise InputError(f"collection '{collection}' has no dense vectors to search")
+        store.check_model(collection, config)  # before the model loads: a mismatch fails fast
+        vector = encoder.encode_queries([query])[0].dense
+        assert vector is not None  # dense was requested by default
+        hits = store.search_dense(collection, config, vector, k)
+    for rank, hit in enumerate(hits, start=1):
+        if as_json:
+            typer.echo(json.dumps({"rank": rank, "doc_id": hit.doc_id, "score": hit.score, "text": hit.text}))
+        else:
+            typer.echo(f"{rank}. {hit.score:.3f} {hit.doc_id}: {hit.text[:100].replace(chr(10), ' ')}")

@@ -1,0 +1,32 @@
+"""Token-aware chunking: windows of the model's own tokens, with overlap, cut at token boundaries."""
+
+from __future__ import annotations
+
+from m3search.errors import ConfigError
+from m3search.models.tokenize import TextTokenizer
+from m3search.store.types import Chunk
+
+
+def chunk_text(text: str, tokenizer: TextTokenizer, chunk_tokens: int, overlap: int) -> list[Chunk]:
+    """Split ``text`` into chunks of at most ``chunk_tokens`` tokens (special tokens included) that overlap.
+
+    Each chunk keeps its character span in ``text``; a text that fits is one chunk (its whole text).
+
+    Raises:
+        ConfigError: the sizes leave no room for content or the overlap is not smaller than the chunk.
+    """
+    content = chunk_tokens - tokenizer.special_count
+    if content < 1 or not 0 <= overlap < content:
+        raise ConfigError(f"chunk size {chunk_tokens} and overlap {overlap} leave no room for content tokens")
+    spans = tokenizer.offsets(text)
+    if len(spans) <= content:
+        return [Chunk(0, text, 0, len(text), len(spans) + tokenizer.special_count)]
+    chunks: list[Chunk] = []
+    start = 0
+    while True:
+        stop = min(start + content, len(spans))
+        begin, end = spans[start][0], spans[stop - 1][1]
+        chunks.append(Chunk(len(chunks), text[begin:end], begin, end, stop - start + tokenizer.special_count))
+        if stop == len(spans):
+            return chunks
+        start = stop - overlap

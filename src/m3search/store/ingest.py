@@ -1,0 +1,225 @@
+"""Reading documents from files, and indexing them: chunk, embed, write one transaction per batch.
+
+Supported files: ``.txt`` and ``.md`` (one document each, id = path relative to the argument), and ``.jsonl`` in
+the BEIR corpus format (``_id`` or ``id``, ``text``, optional ``title`` and ``metadata``). Bad input never stops
+the run and never writes anything partial: each problem is reported with its source and reason.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from m3search.errors import DocumentError
+from m3search.models.encoder import Encoder
+from m3search.store.base import Store
+from m3search.store.chunking import chunk_text
+from m3search.store.types import Document, EmbeddingConfig, PreparedDocument
+from m3search.types import Output
+
+SUFFIXES = (".txt", ".md", ".jsonl")
+DEFAULT_MAX_BYTES = 10_000_000
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Why one file, line or document was skipped."""
+
+    source: str
+    reason: str
+
+
+@dataclass
+class Sources:
+    """Documents read from paths, and what was skipped."""
+
+    documents: list[Document] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+
+def check_text(source: str, raw: bytes, max_bytes: int) -> str:
+    """The text of ``raw`` if it is a usable document, else :class:`DocumentError` saying why."""
+    if len(raw) > max_bytes:
+        raise DocumentError(source, f"larger than {max_bytes} bytes (--max-bytes)")
+    if b"\x00" in raw:
+        raise DocumentError(source, "contains NUL bytes (binary file?)")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DocumentError(source, f"not valid UTF-8 (byte {exc.start})") from exc
+    if not text.strip():
+        raise DocumentError(source, "empty or whitespace only")
+    return text
+
+
+def _jsonl(path: Path, raw: bytes, max_bytes: int, out: Sources) -> None:
+    seen: set[str] = set()
+    for number, line in enumerate(raw.split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise DocumentError(where, "not a JSON object")
+            doc_id = record.get("_id", record.get("id"))
+            if not isinstance(doc_id, str | int) or str(doc_id) == "":
+                raise DocumentError(where, "no '_id' or 'id'")
+            text = record.get("text")
+            if not isinstance(text, str):
+                raise DocumentError(where, "no 'text' string")
+            text = check_text(where, text.encode("utf-8"), max_bytes)
+            metadata = record.get("metadata") or {}
+            if not isinstance(metadata, dict):
+                raise DocumentError(where, "'metadata' must be an object")
+            if str(doc_id) in seen:
+                raise DocumentError(where, f"duplicate id '{doc_id}' in this file")
+        except DocumentError as exc:
+            out.problems.append(Problem(exc.source, exc.reason))
+            continue
+        except (ValueError, UnicodeDecodeError) as exc:
+            out.problems.append(Problem(where, f"invalid JSON ({exc})"))
+            continue
+        seen.add(str(doc_id))
+        title = record.get("title") if isinstance(record.get("title"), str) else ""
+        out.documents.append(Document(str(doc_id), text, str(path), title or "", metadata))
+
+
+def _files(path: Path) -> Iterable[tuple[Path, Path]]:
+    if path.is_dir():
+        for child in sorted(p for p in path.rglob("*") if p.is_file() or p.is_symlink()):
+            yield child, path
+    else:
+        yield path, path.parent
+
+
+def read_sources(paths: Sequence[Path], *, max_bytes: int = DEFAULT_MAX_BYTES) -> Sources:
+    """Documents from files and directories (recursively); problems for everything skipped."""
+    out = Sources()
+    for argument in paths:
+        if not argument.exists():
+            out.problems.append(Problem(str(argument), "no such file or directory"))
+            continue
+        for path, root in _files(argument):
+            if path.suffix.lower() not in SUFFIXES:
+                out.problems.append(Problem(str(path), f"unsupported type (use {', '.join(SUFFIXES)})"))
+                continue
+            try:
+                raw = path.read_bytes()
+            except OSError as exc:
+                out.problems.append(Problem(str(path), f"unreadable ({exc.strerror or exc})"))
+                continue
+            if path.suffix.lower() == ".jsonl":
+                _jsonl(path, raw, max_bytes, out)
+                continue
+            try:
+                text = check_text(str(path), raw, max_bytes)
+            except DocumentError as exc:
+                out.problems.append(Problem(exc.source, exc.reason))
+                continue
+            out.documents.append(Document(path.relative_to(root).as_posix(), text, str(path)))
+    return _dedupe(out)
+
+
+def _dedupe(sources: Sources) -> Sources:
+    first: dict[str, Document] = {}
+    for doc in sources.documents:
+        if doc.doc_id in first:
+            other = first[doc.doc_id].source
+            sources.problems.append(Problem(doc.source, f"duplicate id '{doc.doc_id}' (also in {other})"))
+        else:
+            first[doc.doc_id] = doc
+    sources.documents = list(first.values())
+    return sources
+
+
+def default_outputs(encoder: Encoder) -> tuple[Output, ...]:
+    """Dense and sparse where the model has them (BGE-M3: both; SPLADE: sparse); ColBERT only when asked."""
+    return tuple(o for o in encoder.spec.outputs if o != "colbert")
+
+
+def config_for(encoder: Encoder, outputs: Sequence[Output]) -> EmbeddingConfig:
+    """The embedding configuration (and so the fingerprint) of ``encoder`` producing ``outputs``."""
+    spec = encoder.spec
+    truncate = encoder.dim if encoder.dim != spec.dim else None
+    quantization = str(getattr(encoder, "precision", "none"))
+    return EmbeddingConfig(spec.name, spec.revision, spec.dim, truncate, tuple(outputs), quantization)
+
+
+@dataclass
+class IndexReport:
+    """What an indexing run did."""
+
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    chunks: int = 0
+    truncated: int = 0
+    seconds: float = 0.0
+    problems: list[Problem] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"added": self.added, "updated": self.updated, "unchanged": self.unchanged, "chunks": self.chunks,
+                "truncated": self.truncated, "seconds": round(self.seconds, 3),
+                "problems": [{"source": p.source, "reason": p.reason} for p in self.problems]}
+
+
+def index_documents(
+    store: Store,
+    encoder: Encoder,
+    collection: str,
+    documents: Sequence[Document],
+    *,
+    outputs: Sequence[Output] | None = None,
+    chunk_tokens: int | None = None,
+    overlap: int | None = None,
+    batch_docs: int = 32,
+    progress: Callable[[int, int], None] | None = None,
+) -> IndexReport:
+    """Index ``documents`` into ``collection`` (created on first use with this encoder's configuration).
+
+    Unchanged documents (same content hash) are skipped; changed ones are re-chunked and re-embedded. Each
+    batch of ``batch_docs`` documents is written in one transaction. ``progress(documents, chunks)`` is called
+    after each batch (and once for the unchanged documents).
+    """
+    start = time.perf_counter()
+    wanted = tuple(outputs or default_outputs(encoder))
+    config = config_for(encoder, wanted)
+    if collection in store.collections():
+        target = store.check_model(collection, config)
+        chunk_tokens, overlap = store.collection_settings(collection)
+    else:
+        chunk_tokens = chunk_tokens or encoder.max_length
+        overlap = overlap if overlap is not None else min(64, chunk_tokens // 8)
+        chunk_text("probe", encoder.tokenizer, chunk_tokens, overlap)  # validates the sizes before creating
+        target = store.create_collection(collection, config, chunk_tokens, overlap)
+    known = store.content_hashes(collection)
+    todo = [d for d in documents if known.get(d.doc_id) != d.content_hash]
+    report = IndexReport(unchanged=len(documents) - len(todo))
+    if progress is not None and report.unchanged:
+        progress(report.unchanged, 0)
+    for offset in range(0, len(todo), batch_docs):
+        batch = todo[offset : offset + batch_docs]
+        pieces = [chunk_text(_full_text(d), encoder.tokenizer, chunk_tokens, overlap) for d in batch]
+        texts = [c.text for chunks in pieces for c in chunks]
+        embeddings = iter(encoder.encode_documents(texts, outputs=list(wanted), max_length=chunk_tokens))
+        prepared = [PreparedDocument(d, chunks, [next(embeddings) for _ in chunks]) for d, chunks in
+                    zip(batch, pieces, strict=True)]
+        store.write_documents(target, prepared)
+        for doc in prepared:
+            report.updated += doc.document.doc_id in known
+            report.added += doc.document.doc_id not in known
+            report.chunks += len(doc.chunks)
+            report.truncated += sum(e.truncated for e in doc.embeddings)
+        if progress is not None:
+            progress(len(batch), len(texts))
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _full_text(doc: Document) -> str:
+    return f"{doc.title}\n\n{doc.text}" if doc.title else doc.text

@@ -1,0 +1,69 @@
+"""Switching a collection's model with zero downtime: fill a ``building`` set, then swap it in atomically."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from m3search.errors import StoreError
+from m3search.models.encoder import Encoder
+from m3search.store.base import Store
+from m3search.store.ingest import config_for, default_outputs
+from m3search.types import Output
+
+
+@dataclass
+class ReembedReport:
+    """What a re-embedding run did."""
+
+    fingerprint: str
+    embedded: int = 0
+    truncated: int = 0
+    seconds: float = 0.0
+    activated: bool = False
+
+
+def reembed(
+    store: Store,
+    encoder: Encoder,
+    collection: str,
+    *,
+    outputs: Sequence[Output] | None = None,
+    batch: int = 256,
+    progress: Callable[[int, int], None] | None = None,
+    activate: bool = True,
+) -> ReembedReport:
+    """Embed every chunk of ``collection`` with ``encoder`` into a building set, then make it active.
+
+    Resumable: chunks that already have a vector in the building set are not embedded again, so a killed run
+    continues where it stopped. Searches keep using the active set until the swap. ``progress(done, total)``
+    is called after each batch. Chunks added meanwhile by an indexer are picked up before the swap.
+    """
+    start = time.perf_counter()
+    wanted = tuple(outputs or default_outputs(encoder))
+    chunk_tokens, _ = store.collection_settings(collection)
+    target = store.start_set(collection, config_for(encoder, wanted))
+    report = ReembedReport(target.config.fingerprint)
+    total = store.pending_count(target)
+    while True:
+        while rows := store.pending(target, batch):
+            embeddings = encoder.encode_documents([text for _, text in rows], outputs=list(wanted),
+                                                  max_length=min(chunk_tokens, encoder.max_length))
+            store.write_vectors(target, [(chunk_id, e) for (chunk_id, _), e in zip(rows, embeddings, strict=True)])
+            report.embedded += len(rows)
+            report.truncated += sum(e.truncated for e in embeddings)
+            if progress is not None:
+                progress(report.embedded, max(total, report.embedded))
+        if not activate:
+            break
+        try:
+            store.activate(target)
+        except StoreError:
+            if store.pending_count(target) == 0:
+                raise
+            continue  # an indexer added chunks between the last batch and the swap: embed them too
+        report.activated = True
+        break
+    report.seconds = time.perf_counter() - start
+    return report

@@ -1,0 +1,67 @@
+"""``m3search index / status / search / delete / reembed / gc`` with the hash model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from m3search.cli.app import main
+
+
+def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    out, err = capsys.readouterr()
+    return int(info.value.code or 0), out, err
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    (folder / "debian.txt").write_text("Debian is a free operating system with a package manager", encoding="utf-8")
+    (folder / "flight.md").write_text("Aerodynamic heating of a flat plate in hypersonic flow", encoding="utf-8")
+    (folder / "faq.jsonl").write_text('{"_id": "q1", "title": "Upgrade", "text": "How to upgrade a release"}\n',
+                                      encoding="utf-8")
+    return folder
+
+
+def test_index_status_search_delete(corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = str(tmp_path / "i.sqlite3")
+    code, out, _ = run(["index", str(corpus), "-c", "kb", "-m", "hash", "--db", db], capsys)
+    assert code == 0 and "3 added, 0 updated, 0 unchanged, 3 chunks" in out
+    code, out, _ = run(["index", str(corpus), "-c", "kb", "-m", "hash", "--db", db, "--json"], capsys)
+    assert code == 0 and json.loads(out)["unchanged"] == 3 and json.loads(out)["chunks"] == 0
+    code, out, _ = run(["status", "-c", "kb", "--db", db, "--json"], capsys)
+    status = json.loads(out)
+    assert (status["documents"], status["chunks"], status["model"], status["pending"]) == (3, 3, "hash", 0)
+    assert len(status["fingerprint"]) == 16 and status["sets"][0]["status"] == "active"
+    assert status["sets"][0]["progress"] == 1.0
+    code, out, _ = run(["search", "hypersonic flat plate", "-c", "kb", "-m", "hash", "--db", db, "--k", "1"], capsys)
+    assert code == 0 and "flight.md" in out
+    code, out, _ = run(["delete", "flight.md", "-c", "kb", "--db", db], capsys)
+    assert code == 0 and "deleted 1 of 1" in out
+    code, out, err = run(["search", "x", "-c", "kb", "-m", "all-minilm-l6-v2", "--db", db], capsys)
+    assert code == 2 and "m3search reembed" in err and len(err.strip().splitlines()) == 1
+
+
+def test_index_reports_each_skipped_file_and_exits_2(
+    corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (corpus / "empty.txt").write_text(" ", encoding="utf-8")
+    (corpus / "bin.txt").write_bytes(b"\x00\x01")
+    code, out, err = run(["index", str(corpus), "-c", "kb", "-m", "hash", "--db", str(tmp_path / "i.sqlite3")], capsys)
+    assert code == 2 and "3 added" in out
+    assert "skipped" in out and "empty.txt: empty or whitespace only" in out and "bin.txt: contains NUL" in out
+    assert "Traceback" not in err
+
+
+def test_unknown_collection_and_bad_db_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(["status", "-c", "nope", "--db", str(tmp_path / "i.sqlite3")], capsys)
+    assert code == 2 and "no collection named 'nope'" in err
+    junk = tmp_path / "junk.sqlite3"
+    junk.write_bytes(b"not a database" * 200)
+    code, _, err = run(["status", "--db", str(junk)], capsys)
+    assert code == 2 and "cannot open the index database" in err and len(err.strip().splitlines()) == 1
