@@ -267,3 +267,30 @@ def test_concurrent_readers_search_while_a_writer_ingests(tmp_path: Path) -> Non
     for thread in readers:
         thread.join(timeout=30)
     assert not errors and len(seen) > 3 and min(seen) >= 5 and max(seen) <= 305
+
+
+class _Pieces:
+    """A tokenizer stub that cuts every word into 2-character subword pieces (like WordPiece's ##)."""
+
+    pad_id = 0
+    special_count = 2
+
+    def encode(self, texts: list[str], max_length: int) -> list[object]:
+        raise NotImplementedError
+
+    def offsets(self, text: str) -> list[tuple[int, int]]:
+        import re
+
+        return [(m.start() + i, min(m.end(), m.start() + i + 2)) for m in re.finditer(r"\S+", text)
+                for i in range(0, m.end() - m.start(), 2)]
+
+
+def test_chunks_do_not_split_words() -> None:
+    text = " ".join(["abcdef", "ghij", "klmnopqr"] * 20)
+    chunks = chunk_text(text, _Pieces(), chunk_tokens=12, overlap=3)  # type: ignore[arg-type]
+    words = set(text.split())
+    assert len(chunks) > 5
+    for chunk in chunks:
+        assert chunk.tokens <= 12 and text[chunk.start : chunk.end] == chunk.text
+        assert set(chunk.text.split()) <= words  # every piece of text is a whole word
+    assert chunks[-1].end == len(text)

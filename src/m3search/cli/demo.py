@@ -1,22 +1,24 @@
-"""``m3search demo``: embed the bundled English Debian FAQ and answer three example queries."""
+"""``m3search demo``: index the bundled English Debian FAQ into the store and answer three example queries."""
 
 from __future__ import annotations
 
 import json
-import time
 from importlib import resources
+from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from m3search.cli.options import BackendOption, ForceOption, PrecisionOption, encoder_settings
-from m3search.models.encoder import Encoder, stack_dense
+from m3search.models.encoder import Encoder
 from m3search.models.loader import load_encoder
 from m3search.models.pooled import OnnxEncoder
+from m3search.store.ingest import config_for, default_outputs, index_documents
+from m3search.store.sqlite import SQLiteStore
+from m3search.store.types import Document
 
 QUERIES = (
     "How do I upgrade my system to a new Debian release?",
@@ -37,40 +39,38 @@ def demo(
     precision: PrecisionOption = None,
     force_precision: ForceOption = False,
     k: Annotated[int, typer.Option("--k", min=1, max=20, help="hits per query")] = 3,
+    db: Annotated[Path | None, typer.Option("--db", help="index file (default: M3SEARCH_HOME/demo.sqlite3)")] = None,
 ) -> None:
-    """Embed a small bundled corpus offline and print ranked hits for three example queries."""
+    """Index a small bundled corpus offline into the store, then search it with three example queries."""
     console = Console()
-    docs = load_corpus()
-    _, options = encoder_settings(backend, precision, force_precision)
+    settings, options = encoder_settings(backend, precision, force_precision)
+    docs = [Document(d["_id"], d["text"], "debian_faq_en.jsonl", d.get("title", "")) for d in load_corpus()]
     encoder = load_encoder(model, **options)
     console.print(f"[bold]m3search demo[/]: {len(docs)} Debian FAQ answers, model {model} "
                   f"({_mode(encoder)}, prepared on first use)")
-    texts = [(d.get("title", "") + "\n" + d["text"]).strip() for d in docs]
-    started = time.perf_counter()
-    embeddings = []
-    columns = (TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task("embed", total=len(texts))
-        for emb in encoder.encode_iter(texts, window=32, kind="document"):
-            embeddings.append(emb)
-            progress.advance(task)
-    seconds = time.perf_counter() - started
-    matrix = stack_dense(embeddings)
-    tokens = sum(e.tokens for e in embeddings)
-    truncated = sum(e.truncated for e in embeddings)
-    console.print(f"embedded {len(docs)} documents ({tokens} tokens, {truncated} truncated) in {seconds:.1f} s")
-    for query in QUERIES:
-        vector = stack_dense(encoder.encode_queries([query]))[0]
-        scores = matrix @ vector
-        table = Table(title=f"[bold]{query}", title_justify="left", show_lines=False)
-        table.add_column("rank", justify="right")
-        table.add_column("score", justify="right")
-        table.add_column("document")
-        table.add_column("text")
-        for rank, index in enumerate(np.argsort(-scores)[:k], start=1):
-            snippet = docs[index]["text"].replace("\n", " ")[:110] + "..."
-            table.add_row(str(rank), f"{scores[index]:.3f}", docs[index]["_id"], snippet)
-        console.print(table)
+    collection = f"demo-{encoder.spec.name}"
+    columns = (TextColumn("indexing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with SQLiteStore(db or settings.home / "demo.sqlite3") as store:
+        if collection in store.collections() and store.active_set(collection).config != config_for(
+                encoder, default_outputs(encoder)):
+            store.delete_collection(collection)  # the demo's own collection: rebuilt for another mode
+        with Progress(*columns, console=console, transient=True) as progress:
+            task = progress.add_task("index", total=len(docs))
+            report = index_documents(store, encoder, collection, docs,
+                                     progress=lambda n, _chunks: progress.advance(task, n))
+        console.print(f"indexed into {store.path} (collection {collection}): {report.added} added, "
+                      f"{report.unchanged} unchanged, {report.chunks} chunks embedded "
+                      f"({report.truncated} truncated) in {report.seconds:.1f} s")
+        config = store.active_set(collection).config
+        for query in QUERIES:
+            vector = encoder.encode_queries([query])[0].dense
+            assert vector is not None  # dense models only (the default is MiniLM)
+            table = Table(title=f"[bold]{query}", title_justify="left", show_lines=False)
+            for column, justify in (("rank", "right"), ("score", "right"), ("document", "left"), ("text", "left")):
+                table.add_column(column, justify=justify)  # type: ignore[arg-type]
+            for rank, hit in enumerate(store.search_dense(collection, config, vector, k), start=1):
+                table.add_row(str(rank), f"{hit.score:.3f}", hit.doc_id, hit.text.replace("\n", " ")[:110] + "...")
+            console.print(table)
 
 
 def _mode(encoder: Encoder) -> str:

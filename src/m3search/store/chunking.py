@@ -24,9 +24,29 @@ def chunk_text(text: str, tokenizer: TextTokenizer, chunk_tokens: int, overlap: 
     chunks: list[Chunk] = []
     start = 0
     while True:
-        stop = min(start + content, len(spans))
+        stop = _word_end(spans, start, min(start + content, len(spans)))
         begin, end = spans[start][0], spans[stop - 1][1]
         chunks.append(Chunk(len(chunks), text[begin:end], begin, end, stop - start + tokenizer.special_count))
         if stop == len(spans):
             return chunks
-        start = stop - overlap
+        start = _word_start(spans, chunks[-1], max(start + 1, stop - overlap))
+
+
+def _joined(spans: list[tuple[int, int]], index: int) -> bool:
+    """Whether token ``index`` continues the previous one's word (no space between: a subword piece)."""
+    return 0 < index < len(spans) and spans[index][0] == spans[index - 1][1]
+
+
+def _word_end(spans: list[tuple[int, int]], start: int, stop: int) -> int:
+    """Move a chunk's end back so it does not split a word (unless the word fills the chunk)."""
+    end = stop
+    while end > start + 1 and _joined(spans, end):
+        end -= 1
+    return end if end > start + 1 or not _joined(spans, stop) else stop
+
+
+def _word_start(spans: list[tuple[int, int]], previous: Chunk, start: int) -> int:
+    """Move the next chunk's start back to the beginning of its word (not before the previous chunk's start)."""
+    while _joined(spans, start) and spans[start - 1][0] > previous.start:
+        start -= 1
+    return start

@@ -79,6 +79,15 @@ class SQLiteStore:
                        "VALUES (?, ?, 'active', datetime('now'))", (cid, self._config_id(db, config)))
         return self.active_set(name)
 
+    def delete_collection(self, name: str) -> None:
+        """Delete a collection with its documents, chunks, sets and vectors."""
+        self.collection_settings(name)
+        with self._lock, transaction(self._db) as db:
+            for (set_id,) in db.execute("SELECT s.id FROM embedding_sets s JOIN collections c "
+                                        "ON c.id = s.collection_id WHERE c.name = ?", (name,)).fetchall():
+                self._drop_postings(db, set_id)
+            db.execute("DELETE FROM collections WHERE name = ?", (name,))
+
     def _config_id(self, db: sqlite3.Connection, config: EmbeddingConfig) -> int:
         db.execute(
             "INSERT OR IGNORE INTO embedding_configs(fingerprint, model, revision, dim, truncate_dim, outputs, "
