@@ -100,21 +100,51 @@ def run_m3search(engine: str, texts: list[str], max_length: int, threads: int) -
     }
 
 
-def run_flagembedding(texts: list[str], max_length: int, threads: int, batch: int, bf16: bool) -> dict[str, Any]:
-    import contextlib
+def run_torch_bf16(texts: list[str], max_length: int, threads: int, batch: int) -> dict[str, Any]:
+    """The same network as a plain torch forward in bf16 (weights and activations), all three heads."""
+    import torch
+    from transformers import AutoTokenizer, XLMRobertaModel
 
+    torch.set_num_threads(threads)
+    directory = model_dir()
+    tokenizer = AutoTokenizer.from_pretrained(str(directory))
+    model = XLMRobertaModel.from_pretrained(str(directory), torch_dtype=torch.bfloat16).eval()
+    heads = []
+    for name in ("colbert_linear", "sparse_linear"):
+        state = torch.load(directory / f"{name}.pt", map_location="cpu", weights_only=True)
+        layer = torch.nn.Linear(state["weight"].shape[1], state["weight"].shape[0]).to(torch.bfloat16)
+        layer.load_state_dict(state)
+        heads.append(layer)
+    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+    dense = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
+    tokens = 0
+    with torch.inference_mode():
+        start = time.perf_counter()
+        for offset in range(0, len(texts), batch):
+            rows = order[offset : offset + batch]
+            inputs = tokenizer([texts[i] for i in rows], padding=True, truncation=True, max_length=max_length,
+                               return_tensors="pt")
+            hidden = model(**inputs).last_hidden_state
+            heads[0](hidden[:, 1:])  # ColBERT vectors
+            torch.relu(heads[1](hidden))  # lexical weights
+            cls = torch.nn.functional.normalize(hidden[:, 0].float(), dim=-1)
+            dense[rows] = cls.numpy()
+            tokens += int(inputs["attention_mask"].sum())
+        seconds = time.perf_counter() - start
+    return {"seconds": seconds, "tokens": tokens, "dense": dense, "file_bytes": 2 * 568e6}
+
+
+def run_flagembedding(texts: list[str], max_length: int, threads: int, batch: int) -> dict[str, Any]:
     import torch
     from FlagEmbedding import BGEM3FlagModel
 
     torch.set_num_threads(threads)
     model = BGEM3FlagModel(str(model_dir()), use_fp16=False, devices="cpu")
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-    with autocast:
-        model.encode(texts[:2], batch_size=2, max_length=64, return_sparse=True, return_colbert_vecs=True)
-        start = time.perf_counter()
-        out = model.encode(texts, batch_size=batch, max_length=max_length, return_dense=True, return_sparse=True,
-                           return_colbert_vecs=True)
-        seconds = time.perf_counter() - start
+    model.encode(texts[:2], batch_size=2, max_length=64, return_sparse=True, return_colbert_vecs=True)
+    start = time.perf_counter()
+    out = model.encode(texts, batch_size=batch, max_length=max_length, return_dense=True, return_sparse=True,
+                       return_colbert_vecs=True)
+    seconds = time.perf_counter() - start
     tokens = sum(len(v) + 1 for v in out["colbert_vecs"])  # ColBERT keeps every token but CLS
     size = sum(p.stat().st_size for p in model_dir().glob("*") if p.suffix in (".safetensors", ".pt"))
     return {"seconds": seconds, "tokens": tokens, "dense": np.asarray(out["dense_vecs"]), "file_bytes": size}
@@ -124,11 +154,13 @@ def child(engine: str, case: str, count: int, threads: int) -> None:
     """Run one engine on one case and print a JSON line (vectors saved beside, for fidelity)."""
     texts = make_inputs(case, count)
     max_length = 512 if case == "passages" else 8192
+    batch = 16 if case == "passages" else 1
     if engine.startswith("m3search"):
         result = run_m3search(engine, texts, max_length, threads)
+    elif engine == "torch-bf16":
+        result = run_torch_bf16(texts, max_length, threads, batch)
     else:
-        result = run_flagembedding(texts, max_length, threads, batch=16 if case == "passages" else 1,
-                                   bf16=engine == "torch-bf16")
+        result = run_flagembedding(texts, max_length, threads, batch)
     np.save(CACHE / f"{engine}-{case}.npy", result.pop("dense"))
     print(json.dumps({**result, "texts": len(texts), "peak_rss_mb": peak_rss_mb()}))
 

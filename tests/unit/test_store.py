@@ -294,3 +294,23 @@ def test_chunks_do_not_split_words() -> None:
         assert chunk.tokens <= 12 and text[chunk.start : chunk.end] == chunk.text
         assert set(chunk.text.split()) <= words  # every piece of text is a whole word
     assert chunks[-1].end == len(text)
+
+
+def test_sparse_vectors_are_searchable_through_postings(store: SQLiteStore) -> None:
+    from m3search.store.types import EmbeddingConfig
+    from m3search.types import SparseVector
+
+    def sparse(weights: dict[int, float]) -> SparseVector:
+        keys = sorted(weights)
+        return SparseVector(np.array(keys, dtype=np.int64), np.array([weights[t] for t in keys], dtype=np.float32))
+
+    config = EmbeddingConfig("splade-test", "r", 100, None, ("sparse",), "fp32")
+    target = store.create_collection("lex", config, 64, 8)
+    vectors = {"a": {1: 0.5, 2: 1.0}, "b": {2: 0.2, 3: 2.0}, "c": {4: 1.0}}
+    docs = [PreparedDocument(Document(d, d, "t"), chunk_text(d, _encoder().tokenizer, 64, 8),
+                             [Embedding(1, False, sparse=sparse(w))]) for d, w in vectors.items()]
+    store.write_documents(target, docs)
+    hits = store.search_sparse("lex", config, sparse({2: 1.0, 3: 0.5}), 5)
+    assert [(h.doc_id, round(h.score, 4)) for h in hits] == [("b", 1.2), ("a", 1.0)]
+    store.delete_documents("lex", ["b"])
+    assert [h.doc_id for h in store.search_sparse("lex", config, sparse({3: 1.0}), 5)] == []  # postings went too

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from m3search.store.types import EmbeddingConfig, EmbeddingSet, Hit, PreparedDocument
-from m3search.types import Embedding, FloatArray
+from m3search.types import Embedding, FloatArray, SparseVector
 
 
 class Store(Protocol):
@@ -48,6 +48,8 @@ class Store(Protocol):
     def dense_matrix(self, target: EmbeddingSet) -> tuple[list[int], FloatArray]: ...
 
     def search_dense(self, name: str, config: EmbeddingConfig, query: FloatArray, k: int) -> list[Hit]: ...
+
+    def search_sparse(self, name: str, config: EmbeddingConfig, query: SparseVector, k: int) -> list[Hit]: ...
 
     def search_text(self, name: str, query: str, k: int) -> list[Hit]: ...
 

@@ -21,7 +21,7 @@ from m3search.errors import CollectionNotFoundError, DimensionError, ModelMismat
 from m3search.store import codec
 from m3search.store.schema import connect, transaction
 from m3search.store.types import EmbeddingConfig, EmbeddingSet, Hit, PreparedDocument
-from m3search.types import Embedding, FloatArray
+from m3search.types import Embedding, FloatArray, SparseVector
 
 _SET_QUERY = """
     SELECT s.id, c.name, s.status, e.model, e.revision, e.dim, e.truncate_dim, e.outputs, e.quantization
@@ -293,6 +293,20 @@ class SQLiteStore:
             scores = matrix @ np.asarray(query, dtype=np.float32)
             top = np.argsort(-scores, kind="stable")[:k]
             return self.hits([(ids[i], float(scores[i])) for i in top])
+
+    def search_sparse(self, name: str, config: EmbeddingConfig, query: SparseVector, k: int) -> list[Hit]:
+        """Lexical matching (sum of weight products over shared tokens) through the postings of the active set."""
+        if len(query) == 0:
+            return []
+        with self._lock, transaction(self._db, write=False):
+            active = self.check_model(name, config)
+            values = ",".join("(?, ?)" for _ in range(len(query)))
+            params = [x for t, w in zip(query.indices, query.values, strict=True) for x in (int(t), float(w))]
+            rows = self._rows(
+                f"WITH q(token, weight) AS (VALUES {values}) SELECT p.chunk_id, SUM(p.weight * q.weight) AS score "
+                "FROM postings p JOIN q ON q.token = p.token WHERE p.set_id = ? GROUP BY p.chunk_id "
+                "ORDER BY score DESC, p.chunk_id LIMIT ?", (*params, active.id, k))
+            return self.hits([(int(r[0]), float(r[1])) for r in rows])
 
     def search_text(self, name: str, query: str, k: int) -> list[Hit]:
         """FTS5 (BM25) over chunk text of one collection."""
