@@ -73,7 +73,8 @@ def matmul_peak(precision: str, threads: int, m: int = 2048, k: int = 2048, n: i
     """Measured GFLOP/s (GOP/s for int8) of one large MatMul on OpenVINO CPU, in fp32 or static INT8.
 
     This is the bar for "achieved throughput as a share of the measured peak": the same engine, threads and
-    instructions (AVX-512 FMA for fp32, VNNI for int8) as the model's own MatMuls.
+    instructions (AVX-512 FMA for fp32, VNNI for int8) as the model's own MatMuls. For fp32 the torch (oneDNN)
+    GEMM rate is measured too and the higher of the two is the peak.
     """
     import time
 
@@ -94,10 +95,28 @@ def matmul_peak(precision: str, threads: int, m: int = 2048, k: int = 2048, n: i
     request = compiled.create_infer_request()
     for _ in range(3):
         request.infer({0: sample})
-    rounds, start = 10, time.perf_counter()
-    for _ in range(rounds):
-        request.infer({0: sample})
-    return rounds * 2 * m * k * n / (time.perf_counter() - start) / 1e9
+    best = float("inf")
+    for _ in range(5):  # the best of five rounds: a peak, robust to a moment of other load
+        start = time.perf_counter()
+        for _ in range(5):
+            request.infer({0: sample})
+        best = min(best, (time.perf_counter() - start) / 5)
+    rate = 2 * m * k * n / best / 1e9
+    if precision.startswith("int8"):
+        return rate
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    for _ in range(3):
+        a @ b
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(5):
+            a @ b
+        best = min(best, (time.perf_counter() - start) / 5)
+    return max(rate, 2 * m * k * n / best / 1e9)
 
 
 def openvino_profile(xml: Path, feeds: list[dict[str, Any]], threads: int, top: int = 8) -> list[dict[str, Any]]:
