@@ -101,9 +101,12 @@ def test_cli_embed_json(settings: Settings, capsys: pytest.CaptureFixture[str]) 
     assert len(a) == 384 and float(a @ b) == pytest.approx(0.667, abs=0.012)
 
 
-def test_demo_prints_ranked_hits(settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_indexes_into_the_store_and_searches_it(settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         main(["demo", "--k", "2"])
     out = capsys.readouterr().out
-    assert info.value.code in (0, None) and "embedded 142 documents" in out
+    assert info.value.code in (0, None) and "142 added, 0 unchanged" in out and "demo.sqlite3" in out
     assert "How do I upgrade my system" in out and "0." in out
+    with pytest.raises(SystemExit) as info:
+        main(["demo", "--k", "2"])
+    assert info.value.code in (0, None) and "0 added, 142 unchanged" in capsys.readouterr().out

@@ -278,11 +278,11 @@ class _Pieces:
     def encode(self, texts: list[str], max_length: int) -> list[object]:
         raise NotImplementedError
 
-    def offsets(self, text: str) -> list[tuple[int, int]]:
+    def offsets(self, texts: list[str]) -> list[list[tuple[int, int]]]:
         import re
 
-        return [(m.start() + i, min(m.end(), m.start() + i + 2)) for m in re.finditer(r"\S+", text)
-                for i in range(0, m.end() - m.start(), 2)]
+        return [[(m.start() + i, min(m.end(), m.start() + i + 2)) for m in re.finditer(r"\S+", text)
+                 for i in range(0, m.end() - m.start(), 2)] for text in texts]
 
 
 def test_chunks_do_not_split_words() -> None:

@@ -36,8 +36,8 @@ class TextTokenizer(Protocol):
 
     def encode(self, texts: Sequence[str], max_length: int) -> list[Tokens]: ...
 
-    def offsets(self, text: str) -> list[tuple[int, int]]:
-        """Character span of each content token of ``text`` (no special tokens): for chunking."""
+    def offsets(self, texts: Sequence[str]) -> list[list[tuple[int, int]]]:
+        """Character span of each content token of each text (no special tokens): for chunking."""
         ...
 
 
@@ -68,8 +68,9 @@ class HFTokenizer:
             raise ConfigError(f"max_length must exceed the {self.special_count} special tokens")
         return [_truncate(e.ids, e.special_tokens_mask, max_length) for e in self._tok.encode_batch(texts)]
 
-    def offsets(self, text: str) -> list[tuple[int, int]]:
-        return [tuple(span) for span in self._tok.encode(text, add_special_tokens=False).offsets]
+    def offsets(self, texts: Sequence[str]) -> list[list[tuple[int, int]]]:
+        encodings = self._tok.encode_batch(list(texts), add_special_tokens=False)  # parallel, in Rust
+        return [[(int(a), int(b)) for a, b in e.offsets] for e in encodings]
 
     def token_to_id(self, token: str) -> int | None:
         result: int | None = self._tok.token_to_id(token)
@@ -113,8 +114,8 @@ class HashTokenizer:
         return result
 
 
-    def offsets(self, text: str) -> list[tuple[int, int]]:
-        return [match.span() for match in _WORD.finditer(text)]
+    def offsets(self, texts: Sequence[str]) -> list[list[tuple[int, int]]]:
+        return [[match.span() for match in _WORD.finditer(text)] for text in texts]
 
 
 def _word_id(word: str) -> int:

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from m3search.errors import ConfigError
 from m3search.models.tokenize import TextTokenizer
 from m3search.store.types import Chunk
 
 
 def chunk_text(text: str, tokenizer: TextTokenizer, chunk_tokens: int, overlap: int) -> list[Chunk]:
-    """Split ``text`` into chunks of at most ``chunk_tokens`` tokens (special tokens included) that overlap.
+    """Split ``text`` into chunks of at most ``chunk_tokens`` tokens (special tokens included) that overlap."""
+    return chunk_texts([text], tokenizer, chunk_tokens, overlap)[0]
 
-    Each chunk keeps its character span in ``text``; a text that fits is one chunk (its whole text).
+
+def chunk_texts(texts: Sequence[str], tokenizer: TextTokenizer, chunk_tokens: int, overlap: int) -> list[list[Chunk]]:
+    """Split each text into chunks of at most ``chunk_tokens`` tokens (special tokens included) that overlap.
+
+    Each chunk keeps its character span in its text; a text that fits is one chunk (its whole text). The texts
+    are tokenized in one call (in parallel).
 
     Raises:
         ConfigError: the sizes leave no room for content or the overlap is not smaller than the chunk.
@@ -18,15 +26,19 @@ def chunk_text(text: str, tokenizer: TextTokenizer, chunk_tokens: int, overlap: 
     content = chunk_tokens - tokenizer.special_count
     if content < 1 or not 0 <= overlap < content:
         raise ConfigError(f"chunk size {chunk_tokens} and overlap {overlap} leave no room for content tokens")
-    spans = tokenizer.offsets(text)
+    return [_split(text, spans, content, overlap, tokenizer.special_count)
+            for text, spans in zip(texts, tokenizer.offsets(texts), strict=True)]
+
+
+def _split(text: str, spans: list[tuple[int, int]], content: int, overlap: int, special: int) -> list[Chunk]:
     if len(spans) <= content:
-        return [Chunk(0, text, 0, len(text), len(spans) + tokenizer.special_count)]
+        return [Chunk(0, text, 0, len(text), len(spans) + special)]
     chunks: list[Chunk] = []
     start = 0
     while True:
         stop = _word_end(spans, start, min(start + content, len(spans)))
         begin, end = spans[start][0], spans[stop - 1][1]
-        chunks.append(Chunk(len(chunks), text[begin:end], begin, end, stop - start + tokenizer.special_count))
+        chunks.append(Chunk(len(chunks), text[begin:end], begin, end, stop - start + special))
         if stop == len(spans):
             return chunks
         start = _word_start(spans, chunks[-1], max(start + 1, stop - overlap))

@@ -17,7 +17,7 @@ from typing import Any
 from m3search.errors import DocumentError
 from m3search.models.encoder import Encoder
 from m3search.store.base import Store
-from m3search.store.chunking import chunk_text
+from m3search.store.chunking import chunk_text, chunk_texts
 from m3search.store.types import Document, EmbeddingConfig, PreparedDocument
 from m3search.types import Output
 
@@ -204,7 +204,7 @@ def index_documents(
         progress(report.unchanged, 0)
     for offset in range(0, len(todo), batch_docs):
         batch = todo[offset : offset + batch_docs]
-        pieces = [chunk_text(_full_text(d), encoder.tokenizer, chunk_tokens, overlap) for d in batch]
+        pieces = chunk_texts([_full_text(d) for d in batch], encoder.tokenizer, chunk_tokens, overlap)
         texts = [c.text for chunks in pieces for c in chunks]
         embeddings = iter(encoder.encode_documents(texts, outputs=list(wanted), max_length=chunk_tokens))
         prepared = [PreparedDocument(d, chunks, [next(embeddings) for _ in chunks]) for d, chunks in
