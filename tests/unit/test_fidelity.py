@@ -41,7 +41,7 @@ def test_perturbations_show_per_output() -> None:
     assert figures["dense_cos_min"] == pytest.approx(1 / np.sqrt(2), abs=1e-6)
     assert figures["dense_cos_mean"] == pytest.approx((1 / np.sqrt(2) + 1) / 2, abs=1e-6)
     assert figures["sparse_top10_overlap"] == pytest.approx((1 / 2 + 1) / 2)
-    assert figures["sparse_weight_error"] == pytest.approx((0.4 / 0.7 + 0) / 2, abs=1e-6)
+    assert figures["sparse_weight_error"] == pytest.approx(0.4 / 0.8, abs=1e-6)  # pooled: L1 0.4 of norms 0.8
     assert figures["colbert_maxsim_error_mean"] == pytest.approx(0.6, abs=1e-6)  # MaxSim of the one pair: 0.6 -> 0
 
 
@@ -57,3 +57,9 @@ def test_check_refuses_below_threshold_unless_forced() -> None:
         check("openvino/int8-static", figures, 0.99, force=False)
     check("openvino/int8-static", figures, 0.99, force=True)
     check("openvino/int8-static", figures, 0.95, force=False)
+
+
+def test_an_empty_reference_does_not_blow_up_the_weight_error() -> None:
+    ref = [_emb(sparse={}), _emb(sparse={1: 1.0})]
+    got = [_emb(sparse={5: 1e-3}), _emb(sparse={1: 1.0})]
+    assert measure(ref, got)["sparse_weight_error"] == pytest.approx(1e-3, abs=1e-6)
