@@ -220,7 +220,8 @@ def markdown(result: dict[str, Any]) -> str:
                      f"{row['cos_mean']:.4f} / {row['cos_min']:.4f} |")
     lines += [
         "",
-        f"Best mode: **{result['best']}**. Measured MatMul peaks (OpenVINO, {result['threads']} threads): "
+        f"Best mode: **{result['best']}**. Measured MatMul peaks ({result['threads']} threads; int8: OpenVINO, "
+        "fp32: the faster of OpenVINO and torch): "
         f"fp32 {peaks['fp32']:.0f} GFLOP/s, int8 {peaks['int8']:.0f} GOP/s.",
         "",
         "Where the best mode's time goes (OpenVINO operator types):",

@@ -110,3 +110,31 @@ def test_demo_indexes_into_the_store_and_searches_it(settings: Settings, capsys:
     with pytest.raises(SystemExit) as info:
         main(["demo", "--k", "2"])
     assert info.value.code in (0, None) and "0 added, 142 unchanged" in capsys.readouterr().out
+
+
+def test_cli_reembed_switches_a_collection_to_minilm(
+    settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text("".join(json.dumps({"_id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(TEXTS[:4])),
+                      encoding="utf-8")
+    db = str(tmp_path / "i.sqlite3")
+
+    def cli(*args: str) -> tuple[int, str, str]:
+        with pytest.raises(SystemExit) as info:
+            main(list(args))
+        out, err = capsys.readouterr()
+        return int(info.value.code or 0), out, err
+
+    assert cli("index", str(corpus), "-c", "kb", "-m", "hash", "--db", db)[0] == 0
+    code, _, err = cli("search", "guitar", "-c", "kb", "-m", "all-minilm-l6-v2", "--db", db)
+    assert code == 2 and "m3search reembed" in err
+    code, out, _ = cli("reembed", "-c", "kb", "-m", "all-minilm-l6-v2", "--db", db)
+    assert code == 0 and "4 chunks embedded" in out
+    status = json.loads(cli("status", "-c", "kb", "--db", db, "--json")[1])
+    assert status["model"] == "all-minilm-l6-v2" and [s["status"] for s in status["sets"]] == ["retired", "active"]
+    code, out, _ = cli("search", "a guitar player", "-c", "kb", "-m", "all-minilm-l6-v2", "--db", db, "--k", "1")
+    assert code == 0 and "d0" in out  # "A man is playing a guitar."
+    assert "dropped 1" in cli("gc", "-c", "kb", "--db", db)[1]
+    code, _, err = cli("reembed", "-c", "kb", "-m", "all-minilm-l6-v2", "--db", db)
+    assert code == 2 and "already uses" in err

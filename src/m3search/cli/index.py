@@ -114,7 +114,8 @@ def reembed(
 
         report = run_reembed(store, encoder, collection, progress=advance)
         dropped = store.gc(collection) if drop_old else 0
-    typer.echo(f"{collection}: {report.embedded} chunks embedded, now active: fingerprint {report.fingerprint}"
+    typer.echo(f"{collection}: {report.embedded} chunks embedded ({report.truncated} truncated by the new model), "
+               f"now active: fingerprint {report.fingerprint}"
                + (f"; dropped {dropped} retired set(s)" if dropped else "; the old set is retired (m3search gc)"))
 
 
