@@ -36,6 +36,7 @@ from common import (  # the script's folder is on sys.path
     machine,
     matmul_peak,
     peak_rss_mb,
+    prepare_modes,
     spawn,
     versions,
     write_results,
@@ -169,12 +170,7 @@ def child(engine: str, case: str, count: int, threads: int) -> None:
 
 def prepare(engines: list[str], threads: int) -> None:
     """Build the random full-size model, its ONNX files and every mode once; record fidelity (manifest)."""
-    seconds = {}
-    for engine in engines:
-        if engine.startswith("m3search"):
-            start = time.perf_counter()
-            encoder_for(engine, threads).encode(["x"])
-            seconds[engine] = time.perf_counter() - start
+    seconds = prepare_modes(engines, lambda engine: encoder_for(engine, threads))
     manifest = encoder_for(engines[0], threads).prepared.manifest
     print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_rss_mb(),
                       "bytes": {k: v["bytes"] for k, v in manifest["variants"].items()},

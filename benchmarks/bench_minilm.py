@@ -28,6 +28,7 @@ from common import (  # the script's folder is on sys.path
     base_parser,
     machine,
     peak_rss_mb,
+    prepare_modes,
     spawn,
     versions,
     write_results,
@@ -108,12 +109,7 @@ def prepare(engines: list[str], threads: int) -> None:
     the encoder's alone); also measure the fp32 and int8 MatMul peaks of this machine."""
     from common import matmul_peak
 
-    seconds = {}
-    for engine in engines:
-        if engine.startswith("m3search"):
-            start = time.perf_counter()
-            encoder_for(engine, threads).encode(["x"])
-            seconds[engine] = time.perf_counter() - start
+    seconds = prepare_modes(engines, lambda engine: encoder_for(engine, threads))
     fidelity = {e: encoder_for(e, threads).prepared.variant(*encoder_mode(e)).get("fidelity")
                 for e in seconds}
     peaks = {p: matmul_peak(p, threads) for p in ("fp32", "int8")}

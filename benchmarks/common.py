@@ -135,3 +135,16 @@ def openvino_profile(xml: Path, feeds: list[dict[str, Any]], threads: int, top: 
     whole = sum(totals.values()) or 1.0
     ranked = sorted(totals.items(), key=lambda kv: -kv[1])[:top]
     return [{"op": op, "share": seconds / whole} for op, seconds in ranked]
+
+
+def prepare_modes(engines: list[str], make: Any) -> dict[str, float]:
+    """Build (export, quantize, fidelity-check) each m3search engine's mode once; seconds per engine."""
+    import time
+
+    seconds = {}
+    for engine in engines:
+        if engine.startswith("m3search"):
+            start = time.perf_counter()
+            make(engine).encode(["x"])
+            seconds[engine] = time.perf_counter() - start
+    return seconds

@@ -14,6 +14,7 @@ from m3search.cli.options import BackendOption, ForceOption, PrecisionOption, en
 from m3search.errors import InputError
 from m3search.models.encoder import Encoder
 from m3search.models.loader import load_encoder
+from m3search.settings import get_settings
 from m3search.store.ingest import DEFAULT_MAX_BYTES, config_for, default_outputs, index_documents, read_sources
 from m3search.store.reembed import reembed as run_reembed
 from m3search.store.sqlite import SQLiteStore
@@ -25,8 +26,7 @@ ModelOption = Annotated[str | None, typer.Option("--model", "-m", help="model (d
 
 
 def _open(db: Path | None) -> SQLiteStore:
-    _, options = encoder_settings(None, None, False)
-    return SQLiteStore(db or options["settings"].index_db)
+    return SQLiteStore(db or get_settings().index_db)
 
 
 def _encoder(model: str | None, backend: str | None, precision: str | None, force: bool) -> Encoder:

@@ -62,7 +62,7 @@ class PreparedModel:
         The manifest is re-read first, so records written meanwhile by other processes are kept.
         """
         key = f"{backend}/{precision}"
-        with _lock_for(self.directory):
+        with lock_for(self.directory):
             current = load_prepared(self.directory)
             manifest = current.manifest if current is not None else self.manifest
             manifest["variants"][key] = {**manifest["variants"].get(key, {}), **entry}
@@ -104,7 +104,7 @@ def _weights_sha256(directory: Path) -> str:
     raise ModelFormatError(f"{directory} holds no weights file")
 
 
-def _lock_for(path: Path) -> threading.Lock:
+def lock_for(path: Path) -> threading.Lock:
     with _LOCKS_GUARD:
         return _LOCKS.setdefault(path, threading.Lock())
 
@@ -130,7 +130,7 @@ def prepare_model(resolved: ResolvedModel, home: Path, *, force: bool = False) -
     Concurrent callers in one process wait for the first; files are moved into place atomically.
     """
     target = cache_dir(resolved, home)
-    with _lock_for(target):
+    with lock_for(target):
         existing = None if force else load_prepared(target)
         if existing is not None:
             return existing

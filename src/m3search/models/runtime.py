@@ -21,8 +21,8 @@ from m3search.errors import M3SearchError
 from m3search.models import fidelity
 from m3search.models.backends import Session, available_backends, open_session
 from m3search.models.calibration import bundled, calibration_texts
-from m3search.models.prepare import _lock_for, package_version, write_json
-from m3search.models.variants import Feeds, calibration_digest, ensure_variant
+from m3search.models.prepare import lock_for, package_version, write_json
+from m3search.models.variants import ensure_variant
 from m3search.types import Output
 
 if TYPE_CHECKING:
@@ -49,19 +49,15 @@ def load_session(encoder: OnnxEncoder) -> Session:
     prepared = encoder.prepared
     if encoder.backend == "auto":
         encoder.backend, encoder.batch_tokens = choose_backend(encoder)
-    path = ensure_variant(prepared, encoder.backend, encoder.precision, lambda: _calibration(encoder))
     options = encoder.options
+    path = ensure_variant(prepared, encoder.backend, encoder.precision,
+                          lambda: calibration_texts(options.calibration_file, options.calibration_size), encoder.feeds)
     cache = options.home / "openvino-cache" if options.home is not None else None
     session = open_session(encoder.backend, path, encoder.precision, encoder.threads,
                            spinning=options.spinning, cache_dir=cache)
     if (encoder.backend, encoder.precision) != ("onnxruntime", "fp32"):
         _check_fidelity(encoder, session)
     return session
-
-
-def _calibration(encoder: OnnxEncoder) -> tuple[str, Feeds]:
-    texts = calibration_texts(encoder.options.calibration_file, encoder.options.calibration_size)
-    return calibration_digest(texts), encoder.feeds(texts)
 
 
 def _check_fidelity(encoder: OnnxEncoder, session: Session) -> None:
@@ -122,7 +118,7 @@ def choose_backend(encoder: OnnxEncoder) -> tuple[str, int]:
                               "budgets_tokens_per_s": budgets, "measured": time.strftime("%Y-%m-%dT%H:%M:%S")}
     log.info("auto backend for %s: %s", key, choice)
     if cache_file is not None:
-        with _lock_for(cache_file):
+        with lock_for(cache_file):
             data = _read_cache(cache_file)
             data[key] = choice
             cache_file.parent.mkdir(parents=True, exist_ok=True)

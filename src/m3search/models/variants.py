@@ -29,7 +29,7 @@ from m3search._optional import require
 from m3search.errors import ConfigError
 from m3search.models import onnx as onnx_tools
 from m3search.models.backends import OPENVINO_EXTRA, check_mode
-from m3search.models.prepare import PreparedModel, _lock_for, graph_bytes, package_version
+from m3search.models.prepare import PreparedModel, graph_bytes, lock_for, package_version
 
 log = logging.getLogger(__name__)
 
@@ -52,22 +52,23 @@ def ensure_variant(
     prepared: PreparedModel,
     backend: str,
     precision: str,
-    calibration: Callable[[], tuple[str, Feeds]],
+    calibration: Callable[[], list[str]],
+    to_feeds: Callable[[list[str]], Feeds],
 ) -> Path:
     """The graph file of ``backend``/``precision``, building it first if needed.
 
-    ``calibration`` returns (digest, model inputs); it is called only for int8-static.
+    ``calibration`` returns the calibration texts (read only for int8-static, to compare their digest with the
+    built variant's); ``to_feeds`` turns them into model inputs, only when the variant is (re)built.
     """
     check_mode(backend, precision)
     key = f"{backend}/{precision}"
-    with _lock_for(prepared.directory / key):
+    with lock_for(prepared.directory / key):
         entry = prepared.variant(backend, precision)
-        digest: str | None = None
-        feeds: Feeds = []
-        if precision == "int8-static":
-            digest, feeds = calibration()
+        texts = calibration() if precision == "int8-static" else []
+        digest = calibration_digest(texts) if texts else None
         if entry is not None and (digest is None or entry.get("calibration") == digest):
             return prepared.path(backend, precision)
+        feeds = to_feeds(texts) if texts else []
         if key not in FILES:
             raise ConfigError(f"no recipe builds {key}")
         target = prepared.directory / FILES[key]

@@ -29,6 +29,15 @@ _SET_QUERY = """
 """
 
 
+# Chunks of a collection (?1) without a dense or sparse vector in a set (?2).
+_PENDING = """
+    FROM chunks k JOIN documents d ON d.id = k.document_id JOIN collections c ON c.id = d.collection_id
+    WHERE c.name = ?1
+      AND NOT EXISTS (SELECT 1 FROM dense_vectors v WHERE v.set_id = ?2 AND v.chunk_id = k.id)
+      AND NOT EXISTS (SELECT 1 FROM sparse_vectors v WHERE v.set_id = ?2 AND v.chunk_id = k.id)
+"""
+
+
 class SQLiteStore:
     """The default :class:`~m3search.store.base.Store`."""
 
@@ -233,21 +242,13 @@ class SQLiteStore:
                        (target.id, chunk_id, fp, emb.colbert.shape[0], codec.colbert_blob(emb.colbert)))
 
     def _pending_count(self, db: sqlite3.Connection, target: EmbeddingSet) -> int:
-        return int(db.execute(
-            "SELECT count(*) FROM chunks k JOIN documents d ON d.id = k.document_id JOIN collections c "
-            "ON c.id = d.collection_id WHERE c.name = ? AND NOT EXISTS (SELECT 1 FROM dense_vectors v "
-            "WHERE v.set_id = ? AND v.chunk_id = k.id) AND NOT EXISTS (SELECT 1 FROM sparse_vectors v "
-            "WHERE v.set_id = ? AND v.chunk_id = k.id)", (target.collection, target.id, target.id),
-        ).fetchone()[0])
+        return int(db.execute("SELECT count(*)" + _PENDING, (target.collection, target.id)).fetchone()[0])
 
     def pending(self, target: EmbeddingSet, limit: int) -> list[tuple[int, str]]:
         """Up to ``limit`` (chunk id, text) of the collection that have no vector in ``target`` yet."""
-        return [(int(r[0]), r[1]) for r in self._rows(
-            "SELECT k.id, k.text FROM chunks k JOIN documents d ON d.id = k.document_id JOIN collections c "
-            "ON c.id = d.collection_id WHERE c.name = ? AND NOT EXISTS (SELECT 1 FROM dense_vectors v "
-            "WHERE v.set_id = ? AND v.chunk_id = k.id) AND NOT EXISTS (SELECT 1 FROM sparse_vectors v "
-            "WHERE v.set_id = ? AND v.chunk_id = k.id) ORDER BY k.id LIMIT ?",
-            (target.collection, target.id, target.id, limit))]
+        rows = self._rows("SELECT k.id, k.text" + _PENDING + " ORDER BY k.id LIMIT ?3",
+                          (target.collection, target.id, limit))
+        return [(int(r[0]), r[1]) for r in rows]
 
     def pending_count(self, target: EmbeddingSet) -> int:
         with self._lock:
@@ -275,13 +276,14 @@ class SQLiteStore:
 
     def hits(self, scored: Sequence[tuple[int, float]]) -> list[Hit]:
         """Hits (document id, text, metadata) for scored chunk ids, in the given order."""
-        result = []
-        for chunk_id, score in scored:
-            row = self._rows("SELECT d.doc_id, k.text, d.metadata FROM chunks k JOIN documents d "
-                             "ON d.id = k.document_id WHERE k.id = ?", (chunk_id,))
-            if row:
-                result.append(Hit(chunk_id, row[0][0], float(score), row[0][1], json.loads(row[0][2])))
-        return result
+        if not scored:
+            return []
+        marks = ",".join("?" * len(scored))
+        rows = self._rows(f"SELECT k.id, d.doc_id, k.text, d.metadata FROM chunks k JOIN documents d "
+                          f"ON d.id = k.document_id WHERE k.id IN ({marks})", [c for c, _ in scored])
+        found = {int(r[0]): r[1:] for r in rows}  # one query, not one per hit
+        return [Hit(c, found[c][0], float(score), found[c][1], json.loads(found[c][2]))
+                for c, score in scored if c in found]
 
     def search_dense(self, name: str, config: EmbeddingConfig, query: FloatArray, k: int) -> list[Hit]:
         """Exact dot-product search over the active set, which must have been made by ``config``."""
