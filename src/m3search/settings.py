@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     )
     calibration_size: int = Field(300, ge=1, description="at most this many calibration texts")
     db: Path | None = Field(None, description="the index database; default: HOME/index.sqlite3")
+    ann_threshold: int = Field(
+        50_000, ge=0, description="dense searches of sets this large use an HNSW graph (usearch); 0 = always exact"
+    )
     offline: bool = Field(False, description="never try to download (HF_HUB_OFFLINE=1 implies it)")
 
     @field_validator("home", mode="after")

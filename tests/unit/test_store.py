@@ -71,7 +71,7 @@ def test_older_schema_migrates_without_losing_data(tmp_path: Path) -> None:
         assert store.counts("old") == (2, 2)
         ids, matrix = store.dense_matrix(store.active_set("old"))
         assert ids == [1, 2] and matrix[0, 1] == 1.0 and matrix[1, 2] == 1.0
-        hits = store.search_text("old", "aerodynamic", 5)  # the FTS index was filled from existing chunks
+        hits = store.hits(store.search_text("old", "aerodynamic", 5))  # the FTS index was filled from existing chunks
         assert [h.doc_id for h in hits] == ["doc2"]
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == VERSION
 

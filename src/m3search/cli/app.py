@@ -7,7 +7,7 @@ import sys
 import typer
 from rich.console import Console
 
-from m3search.cli import demo, embed, index, models
+from m3search.cli import demo, embed, index, models, search
 from m3search.errors import M3SearchError
 
 app = typer.Typer(
@@ -25,7 +25,8 @@ app.command("delete")(index.delete)
 app.command("reembed")(index.reembed)
 app.command("status")(index.status)
 app.command("gc")(index.gc)
-app.command("search")(index.search)
+app.command("search")(search.search)
+app.command("eval")(search.eval_command)
 
 
 def main(argv: list[str] | None = None) -> None:

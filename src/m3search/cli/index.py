@@ -1,4 +1,4 @@
-"""``m3search index / delete / reembed / status / gc / search``: the store from the command line."""
+"""``m3search index / delete / reembed / status / gc``: the store from the command line."""
 
 from __future__ import annotations
 
@@ -11,11 +11,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 from m3search.cli.options import BackendOption, ForceOption, PrecisionOption, encoder_settings
-from m3search.errors import InputError
 from m3search.models.encoder import Encoder
 from m3search.models.loader import load_encoder
 from m3search.settings import get_settings
-from m3search.store.ingest import DEFAULT_MAX_BYTES, config_for, default_outputs, index_documents, read_sources
+from m3search.store.ingest import DEFAULT_MAX_BYTES, default_outputs, index_documents, read_sources
 from m3search.store.reembed import reembed as run_reembed
 from m3search.store.sqlite import SQLiteStore
 from m3search.types import Output
@@ -158,33 +157,3 @@ def status(
         for s in row["sets"]:
             typer.echo(f"  set {s['id']} {s['status']}: {s['model']} {s['quantization']} {s['dim']}-d, "
                        f"{s['vectors']} vectors ({100 * s['progress']:.0f}%)")
-
-
-def search(
-    query: Annotated[str, typer.Argument(help="the query")],
-    collection: CollectionOption,
-    model: ModelOption = None,
-    db: DbOption = None,
-    k: Annotated[int, typer.Option("--k", min=1, help="hits")] = 5,
-    backend: BackendOption = None,
-    precision: PrecisionOption = None,
-    as_json: Annotated[bool, typer.Option("--json", help="JSON output")] = False,
-) -> None:
-    """Dense search of a collection's active set (the model must be the one it was built with)."""
-    if not query.strip():
-        raise InputError("the query is empty")
-    encoder = _encoder(model, backend, precision, False)
-    with _open(db) as store:
-        outputs = store.active_set(collection).config.outputs
-        config = config_for(encoder, [o for o in encoder.spec.outputs if o in outputs])
-        if "dense" not in outputs:
-            raise InputError(f"collection '{collection}' has no dense vectors to search")
-        store.check_model(collection, config)  # before the model loads: a mismatch fails fast
-        vector = encoder.encode_queries([query])[0].dense
-        assert vector is not None  # dense was requested by default
-        hits = store.search_dense(collection, config, vector, k)
-    for rank, hit in enumerate(hits, start=1):
-        if as_json:
-            typer.echo(json.dumps({"rank": rank, "doc_id": hit.doc_id, "score": hit.score, "text": hit.text}))
-        else:
-            typer.echo(f"{rank}. {hit.score:.3f} {hit.doc_id}: {hit.text[:100].replace(chr(10), ' ')}")

@@ -15,11 +15,14 @@ and a different calibration set rebuilds the variant.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import shutil
+import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +44,23 @@ FILES = {
     "openvino/int8-dynamic": "openvino/model.int8-dynamic.xml",
     "openvino/int8-static": "openvino/model.int8-static.xml",
 }
+
+
+def _nncf_logs_to_stderr() -> None:
+    for handler in logging.getLogger("nncf").handlers:
+        if isinstance(handler, logging.StreamHandler) and handler.stream in (sys.stdout, sys.__stdout__):
+            handler.setStream(sys.stderr)
+
+
+@contextmanager
+def quiet_stdout() -> Iterator[None]:
+    """Tool chatter (NNCF's log lines and progress bars) goes to stderr: stdout is the commands' output."""
+    _nncf_logs_to_stderr()  # NNCF binds its log handler to the stdout of the moment it is imported
+    with contextlib.redirect_stdout(sys.stderr):
+        try:
+            yield
+        finally:
+            _nncf_logs_to_stderr()
 
 
 def calibration_digest(texts: list[str]) -> str:
@@ -73,10 +93,11 @@ def ensure_variant(
             raise ConfigError(f"no recipe builds {key}")
         target = prepared.directory / FILES[key]
         target.parent.mkdir(parents=True, exist_ok=True)
-        if backend == "openvino":
-            quantization = _build_openvino(prepared, precision, target, feeds)
-        else:
-            quantization = _build_ort_static(prepared.onnx_path("fp32"), target, feeds)
+        with quiet_stdout():
+            if backend == "openvino":
+                quantization = _build_openvino(prepared, precision, target, feeds)
+            else:
+                quantization = _build_ort_static(prepared.onnx_path("fp32"), target, feeds)
         record: dict[str, Any] = {"file": FILES[key], "bytes": graph_bytes(target), "quantization": quantization}
         if digest is not None:
             record["calibration"] = digest

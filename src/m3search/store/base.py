@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from m3search.store.filters import Scalar
+from m3search.store.reads import SparseRows
 from m3search.store.types import EmbeddingConfig, EmbeddingSet, Hit, PreparedDocument
-from m3search.types import Embedding, FloatArray, SparseVector
+from m3search.types import Embedding, FloatArray, IntArray, SparseVector
 
 
 class Store(Protocol):
@@ -51,7 +53,18 @@ class Store(Protocol):
 
     def search_sparse(self, name: str, config: EmbeddingConfig, query: SparseVector, k: int) -> list[Hit]: ...
 
-    def search_text(self, name: str, query: str, k: int) -> list[Hit]: ...
+    def search_text(self, name: str, query: str, k: int,
+                    filters: dict[str, list[Scalar]] | None = None) -> list[tuple[int, float]]: ...
+
+    def hits(self, scored: Sequence[tuple[int, float]]) -> list[Hit]: ...
+
+    def generation(self, target: EmbeddingSet) -> int: ...
+
+    def sparse_rows(self, target: EmbeddingSet) -> SparseRows: ...
+
+    def colbert_vectors(self, target: EmbeddingSet, chunk_ids: Sequence[int]) -> dict[int, FloatArray]: ...
+
+    def filtered_chunk_ids(self, name: str, filters: dict[str, list[Scalar]]) -> IntArray: ...
 
     def counts(self, name: str) -> tuple[int, int]: ...
 

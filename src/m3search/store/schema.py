@@ -86,6 +86,12 @@ def m002_fts(db: sqlite3.Connection) -> None:
     )
 
 
+def m003_generation(db: sqlite3.Connection) -> None:
+    """A per-set counter, bumped by every write that changes the set's vectors: in-memory and on-disk search
+    indexes (HNSW, sparse matrices) built for one generation are known stale at the next."""
+    db.execute("ALTER TABLE embedding_sets ADD COLUMN generation INTEGER NOT NULL DEFAULT 0")
+
+
 def _script(db: sqlite3.Connection, script: str) -> None:
     """Run statements one by one (``executescript`` would COMMIT the migration's transaction first)."""
     statement = ""
@@ -96,7 +102,7 @@ def _script(db: sqlite3.Connection, script: str) -> None:
             statement = ""
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_tables, m002_fts]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_tables, m002_fts, m003_generation]
 VERSION = len(MIGRATIONS)
 
 

@@ -15,13 +15,12 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from m3search.errors import CollectionNotFoundError, DimensionError, ModelMismatchError, StoreError
 from m3search.store import codec
+from m3search.store.reads import SQLiteReads
 from m3search.store.schema import connect, transaction
-from m3search.store.types import EmbeddingConfig, EmbeddingSet, Hit, PreparedDocument
-from m3search.types import Embedding, FloatArray, SparseVector
+from m3search.store.types import EmbeddingConfig, EmbeddingSet, PreparedDocument
+from m3search.types import Embedding
 
 _SET_QUERY = """
     SELECT s.id, c.name, s.status, e.model, e.revision, e.dim, e.truncate_dim, e.outputs, e.quantization
@@ -38,8 +37,12 @@ _PENDING = """
 """
 
 
-class SQLiteStore:
-    """The default :class:`~m3search.store.base.Store`."""
+# Every set of a collection (?) changes when documents are written or deleted (chunks cascade).
+_BUMP_COLLECTION = "UPDATE embedding_sets SET generation = generation + 1 WHERE collection_id = ?"
+
+
+class SQLiteStore(SQLiteReads):
+    """The default :class:`~m3search.store.base.Store` (searches and bulk reads: :class:`SQLiteReads`)."""
 
     def __init__(self, path: Path, *, dense_dtype: str = "float32") -> None:
         if dense_dtype not in codec.DTYPES:
@@ -57,10 +60,6 @@ class SQLiteStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        with self._lock:
-            return self._db.execute(sql, params).fetchall()
 
     # collections and sets ------------------------------------------------------------------------
 
@@ -193,6 +192,7 @@ class SQLiteStore:
                 self._check_dim(target, emb)
         with self._lock, transaction(self._db) as db:
             cid = db.execute("SELECT id FROM collections WHERE name = ?", (target.collection,)).fetchone()[0]
+            db.execute(_BUMP_COLLECTION, (cid,))
             for doc in docs:
                 d = doc.document
                 db.execute("DELETE FROM documents WHERE collection_id = ? AND doc_id = ?", (cid, d.doc_id))
@@ -214,6 +214,7 @@ class SQLiteStore:
         self.collection_settings(name)
         with self._lock, transaction(self._db) as db:
             cid = db.execute("SELECT id FROM collections WHERE name = ?", (name,)).fetchone()[0]
+            db.execute(_BUMP_COLLECTION, (cid,))
             marks = ",".join("?" * len(doc_ids))
             cursor = db.execute(f"DELETE FROM documents WHERE collection_id = ? AND doc_id IN ({marks})",
                                 (cid, *doc_ids))
@@ -259,68 +260,10 @@ class SQLiteStore:
         for _, emb in rows:
             self._check_dim(target, emb)
         with self._lock, transaction(self._db) as db:
+            db.execute("UPDATE embedding_sets SET generation = generation + 1 WHERE id = ?", (target.id,))
             for chunk_id, emb in rows:
                 if db.execute("SELECT 1 FROM chunks WHERE id = ?", (chunk_id,)).fetchone():
                     self._insert_vectors(db, target, chunk_id, emb)
-
-    def dense_matrix(self, target: EmbeddingSet) -> tuple[list[int], FloatArray]:
-        """Chunk ids and their dense vectors in ``target`` (rows of another fingerprint are refused)."""
-        rows = self._rows("SELECT chunk_id, fingerprint, dtype, vector FROM dense_vectors WHERE set_id = ? "
-                          "ORDER BY chunk_id", (target.id,))
-        if any(r[1] != target.config.fingerprint for r in rows):
-            raise StoreError(f"set {target.id} of '{target.collection}' holds vectors of another fingerprint; "
-                             f"run 'm3search reembed --collection {target.collection}'")
-        if not rows:
-            return [], np.zeros((0, target.config.vector_dim), dtype=np.float32)
-        return [int(r[0]) for r in rows], np.stack([codec.dense_from(r[3], r[2]) for r in rows])
-
-    def hits(self, scored: Sequence[tuple[int, float]]) -> list[Hit]:
-        """Hits (document id, text, metadata) for scored chunk ids, in the given order."""
-        if not scored:
-            return []
-        marks = ",".join("?" * len(scored))
-        rows = self._rows(f"SELECT k.id, d.doc_id, k.text, d.metadata FROM chunks k JOIN documents d "
-                          f"ON d.id = k.document_id WHERE k.id IN ({marks})", [c for c, _ in scored])
-        found = {int(r[0]): r[1:] for r in rows}  # one query, not one per hit
-        return [Hit(c, found[c][0], float(score), found[c][1], json.loads(found[c][2]))
-                for c, score in scored if c in found]
-
-    def search_dense(self, name: str, config: EmbeddingConfig, query: FloatArray, k: int) -> list[Hit]:
-        """Exact dot-product search over the active set, which must have been made by ``config``."""
-        with self._lock, transaction(self._db, write=False):  # one snapshot: vectors and texts agree
-            active = self.check_model(name, config)
-            ids, matrix = self.dense_matrix(active)
-            if not ids:
-                return []
-            scores = matrix @ np.asarray(query, dtype=np.float32)
-            top = np.argsort(-scores, kind="stable")[:k]
-            return self.hits([(ids[i], float(scores[i])) for i in top])
-
-    def search_sparse(self, name: str, config: EmbeddingConfig, query: SparseVector, k: int) -> list[Hit]:
-        """Lexical matching (sum of weight products over shared tokens) through the postings of the active set."""
-        if len(query) == 0:
-            return []
-        with self._lock, transaction(self._db, write=False):
-            active = self.check_model(name, config)
-            values = ",".join("(?, ?)" for _ in range(len(query)))
-            params = [x for t, w in zip(query.indices, query.values, strict=True) for x in (int(t), float(w))]
-            rows = self._rows(
-                f"WITH q(token, weight) AS (VALUES {values}) SELECT p.chunk_id, SUM(p.weight * q.weight) AS score "
-                "FROM postings p JOIN q ON q.token = p.token WHERE p.set_id = ? GROUP BY p.chunk_id "
-                "ORDER BY score DESC, p.chunk_id LIMIT ?", (*params, active.id, k))
-            return self.hits([(int(r[0]), float(r[1])) for r in rows])
-
-    def search_text(self, name: str, query: str, k: int) -> list[Hit]:
-        """FTS5 (BM25) over chunk text of one collection."""
-        terms = " OR ".join('"' + t.replace('"', '""') + '"' for t in query.split())
-        if not terms:
-            return []
-        with self._lock, transaction(self._db, write=False):
-            rows = self._rows(
-                "SELECT f.rowid, -bm25(chunks_fts) FROM chunks_fts f JOIN chunks k ON k.id = f.rowid JOIN documents "
-                "d ON d.id = k.document_id JOIN collections c ON c.id = d.collection_id WHERE chunks_fts MATCH ? "
-                "AND c.name = ? ORDER BY bm25(chunks_fts) LIMIT ?", (terms, name, k))
-            return self.hits([(int(r[0]), float(r[1])) for r in rows])
 
     def iter_documents(self, name: str) -> Iterator[tuple[str, str]]:
         for row in self._rows("SELECT d.doc_id, d.source FROM documents d JOIN collections c "

@@ -1,0 +1,152 @@
+"""``m3search search`` (every strategy, with score breakdowns) and ``m3search eval`` (BEIR datasets)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from m3search.cli.index import CollectionOption, DbOption, ModelOption, _encoder, _open
+from m3search.cli.options import BackendOption, PrecisionOption
+from m3search.errors import InputError
+from m3search.retrieval.beir import load_dataset, write_run
+from m3search.retrieval.evaluation import EvalReport, evaluate, metric_names, plot
+from m3search.retrieval.fusion import DEFAULT_RRF_K
+from m3search.retrieval.search import Searcher
+from m3search.retrieval.types import DEFAULT_WEIGHTS, STRATEGIES, SearchRequest, SearchResult
+from m3search.store.filters import parse_filter
+
+StrategyOption = Annotated[str, typer.Option("--strategy", "-s", help=f"one of {', '.join(STRATEGIES)}")]
+FilterOption = Annotated[list[str] | None, typer.Option("--filter", "-f", help="metadata key=value (repeatable)")]
+RrfOption = Annotated[int, typer.Option("--rrf-k", help="reciprocal rank fusion constant (hybrid)")]
+WeightsOption = Annotated[str | None, typer.Option("--weights", help="e.g. dense=0.4,sparse=0.2 (weighted, all)")]
+CandidatesOption = Annotated[int, typer.Option("--candidates", help="depth of each retriever in fusions/reranks")]
+CoarseDimOption = Annotated[int | None, typer.Option("--coarse-dim", help="Matryoshka dimension (two_stage)")]
+CoarseKOption = Annotated[int, typer.Option("--coarse-k", help="candidates of the first stage (two_stage)")]
+
+
+def parse_weights(text: str | None) -> dict[str, float] | None:
+    """``dense=0.4,sparse=0.2`` -> a dict; :class:`InputError` for anything else."""
+    if text is None:
+        return None
+    weights = {}
+    for part in text.split(","):
+        name, sep, value = part.partition("=")
+        try:
+            weights[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or name.strip() not in DEFAULT_WEIGHTS:
+            raise InputError(f"--weights is name=number,... with names {', '.join(DEFAULT_WEIGHTS)}; not {part!r}")
+    return weights
+
+
+def make_request(strategy: str, k: int, filters: list[str] | None, rrf_k: int, weights: str | None,
+                 candidates: int, coarse_dim: int | None, coarse_k: int) -> SearchRequest:
+    grouped: dict[str, list[Any]] = {}
+    for key, value in (parse_filter(f) for f in filters or []):
+        grouped.setdefault(key, []).append(value)  # a key given twice matches either value
+    chosen = {key: values[0] if len(values) == 1 else values for key, values in grouped.items()}
+    request = SearchRequest(strategy, k, chosen or None, rrf_k, parse_weights(weights),  # type: ignore[arg-type]
+                            candidates, coarse_dim, coarse_k)
+    return request.checked()[0]
+
+
+def _describe(result: SearchResult) -> None:
+    console = Console(highlight=False)
+    console.print(f"[bold]{result.strategy}[/] over {', '.join(result.retrievers)} in {result.collection} "
+                  f"({result.took_ms:.1f} ms)")
+    for rank, hit in enumerate(result.hits, start=1):
+        parts = "  ".join(f"{name} #{c.rank} {c.score:.4g}" for name, c in hit.breakdown.items())
+        console.print(f"{rank:>2}. {hit.score:.4f} [bold]{hit.document_id}[/]  [dim]{parts}[/]", markup=True)
+        console.print("    " + hit.text.replace("\n", " ")[:110], markup=False)
+
+
+def search(
+    query: Annotated[str, typer.Argument(help="the query")],
+    collection: CollectionOption,
+    strategy: StrategyOption = "hybrid",
+    k: Annotated[int, typer.Option("--k", help="hits")] = 10,
+    filters: FilterOption = None,
+    rrf_k: RrfOption = DEFAULT_RRF_K,
+    weights: WeightsOption = None,
+    candidates: CandidatesOption = 100,
+    coarse_dim: CoarseDimOption = None,
+    coarse_k: CoarseKOption = 100,
+    model: ModelOption = None,
+    db: DbOption = None,
+    backend: BackendOption = None,
+    precision: PrecisionOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """Search a collection (the query is embedded with the model the collection was built with)."""
+    if not query.strip():
+        raise InputError("the query is empty")
+    request = make_request(strategy, k, filters, rrf_k, weights, candidates, coarse_dim, coarse_k)
+    with _open(db) as store:
+        chosen = model or store.active_set(collection).config.model  # default: the collection's own model
+        result = Searcher(store, _encoder(chosen, backend, precision, False)).search(collection, query, request)
+    if as_json:
+        typer.echo(json.dumps(result.as_dict(), ensure_ascii=False))
+    else:
+        _describe(result)
+
+
+def _print_report(report: EvalReport) -> None:
+    table = Table(title=f"{report.dataset}: {report.model}, {report.documents} documents ({report.chunks} chunks), "
+                        f"{report.queries} queries", title_justify="left")
+    table.add_column("strategy")
+    for name in metric_names(report.k):
+        table.add_column(name, justify="right")
+    table.add_column("queries/s", justify="right")
+    best = {m: max(s.metrics[m] for s in report.scores) for m in metric_names(report.k)}
+    for score in report.scores:
+        cells = [f"[bold]{v:.4f}[/]" if v == best[m] else f"{v:.4f}" for m, v in score.metrics.items()]
+        table.add_row(score.strategy, *cells, f"{report.queries / max(score.seconds, 1e-9):.0f}")
+    Console(highlight=False).print(table)
+
+
+def _run_path(path: Path, strategy: str, many: bool) -> Path:
+    return path.with_name(f"{path.stem}.{strategy}{path.suffix}") if many else path
+
+
+def eval_command(
+    dataset: Annotated[Path, typer.Argument(help="a BEIR directory: corpus.jsonl, queries.jsonl, qrels/test.tsv")],
+    model: ModelOption = None,
+    strategy: Annotated[str, typer.Option("--strategy", "-s", help="comma-separated")] = "bm25,dense,hybrid",
+    k: Annotated[int, typer.Option("--k", help="cutoff of nDCG and MRR")] = 10,
+    queries: Annotated[Path | None, typer.Option("--queries", help="other queries.jsonl (cross-lingual)")] = None,
+    db: Annotated[Path | None, typer.Option("--db", help="index into this database (default: a temporary one)")]
+    = None,
+    collection: Annotated[str | None, typer.Option("--collection", "-c", help="collection (default eval-NAME)")]
+    = None,
+    rrf_k: RrfOption = DEFAULT_RRF_K,
+    weights: WeightsOption = None,
+    coarse_dim: CoarseDimOption = None,
+    backend: BackendOption = None,
+    precision: PrecisionOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+    plot_file: Annotated[Path | None, typer.Option("--plot", help="draw a bar chart (PNG)")] = None,
+    save_run: Annotated[Path | None, typer.Option("--save-run", help="write TREC run file(s)")] = None,
+) -> None:
+    """Evaluate strategies on a BEIR dataset: nDCG@k, MRR@k, Recall@100, MAP (pytrec_eval)."""
+    strategies = [s.strip() for s in strategy.split(",") if s.strip()]
+    request = make_request(strategies[0] if strategies else "", k, None, rrf_k, weights, 100, coarse_dim, 100)
+    data = load_dataset(dataset, queries=queries)
+    encoder = _encoder(model, backend, precision, False)
+    console = Console(stderr=True)
+    report = evaluate(data, encoder, strategies, k=k, db=db, collection=collection, request=request,
+                      progress=lambda s: console.print(f"running {s}", highlight=False))
+    if save_run is not None:
+        for score in report.scores:
+            write_run(_run_path(save_run, score.strategy, len(report.scores) > 1), score.run, score.strategy)
+    if plot_file is not None:
+        plot(report, plot_file)
+    if as_json:
+        typer.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        _print_report(report)

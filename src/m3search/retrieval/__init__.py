@@ -1,0 +1,1 @@
+"""Retrieval: strategies, fusion, in-memory indexes, evaluation."""

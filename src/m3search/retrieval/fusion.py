@@ -1,0 +1,74 @@
+"""Fusing ranked lists: reciprocal rank fusion and normalised weighted score sums.
+
+A ranking is a sequence of ``(id, score)``, best first. Ties in the fused list are broken by id, so results
+are deterministic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from m3search.errors import InputError
+
+Ranking = Sequence[tuple[int, float]]
+
+# RRF's k: 60 is the value of the original paper (Cormack et al., 2009) and the default of Elasticsearch,
+# OpenSearch, Azure AI Search, Milvus and Qdrant's server-side RRF; smaller values favour the top ranks.
+DEFAULT_RRF_K = 60
+
+
+def _check_weights(names: Sequence[str], weights: Mapping[str, float] | None) -> dict[str, float]:
+    chosen = {name: 1.0 for name in names} if weights is None else {n: float(weights.get(n, 0.0)) for n in names}
+    if any(w < 0 for w in chosen.values()) or sum(chosen.values()) <= 0:
+        raise InputError(f"weights must be non-negative and not all zero, not {chosen}")
+    return chosen
+
+
+def _sorted(scores: dict[int, float]) -> list[tuple[int, float]]:
+    return sorted(scores.items(), key=lambda item: (-item[1], item[0]))
+
+
+def rrf(rankings: Mapping[str, Ranking], k: int = DEFAULT_RRF_K,
+        weights: Mapping[str, float] | None = None) -> list[tuple[int, float]]:
+    """Reciprocal rank fusion: each id scores ``sum(weight / (k + rank))`` over the rankings it appears in.
+
+    Only ranks matter, so retrievers with incomparable score scales (cosine, lexical weights, BM25) fuse
+    without tuning. An id repeated within one ranking counts once, at its best rank.
+    """
+    if k < 0:
+        raise InputError(f"rrf_k must be >= 0, not {k}")
+    chosen = _check_weights(list(rankings), weights)
+    scores: dict[int, float] = {}
+    for name, ranking in rankings.items():
+        seen: set[int] = set()
+        for rank, (item, _) in enumerate(ranking, start=1):
+            if item in seen:
+                continue
+            seen.add(item)
+            scores[item] = scores.get(item, 0.0) + chosen[name] / (k + rank)
+    return _sorted(scores)
+
+
+def min_max(ranking: Ranking) -> dict[int, float]:
+    """Scores scaled to [0, 1] within the ranking (all equal: 1)."""
+    if not ranking:
+        return {}
+    values = [score for _, score in ranking]
+    low, high = min(values), max(values)
+    span = high - low
+    return {item: (score - low) / span if span > 0 else 1.0 for item, score in ranking}
+
+
+def weighted(rankings: Mapping[str, Ranking], weights: Mapping[str, float] | None = None
+             ) -> list[tuple[int, float]]:
+    """Weighted sum of min-max normalised scores, divided by the sum of weights (a result in [0, 1]).
+
+    An id missing from a ranking gets 0 from it (it scored below that retriever's candidates).
+    """
+    chosen = _check_weights(list(rankings), weights)
+    total = sum(chosen.values())
+    scores: dict[int, float] = {}
+    for name, ranking in rankings.items():
+        for item, value in min_max(ranking).items():
+            scores[item] = scores.get(item, 0.0) + chosen[name] * value / total
+    return _sorted(scores)

@@ -1,0 +1,235 @@
+"""Memory-resident indexes of one embedding set: the dense matrix, a CSC sparse matrix, an HNSW graph.
+
+The store stays the system of record; these are loaded from it on first use and reused while the set's
+generation (bumped by every write) is unchanged. The HNSW graph (usearch) is used for unfiltered dense searches
+of sets with at least ``ann_threshold`` vectors; it is saved beside the database and rebuilt from the store
+when missing or stale.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import sparse as sp
+
+from m3search.errors import StoreError
+from m3search.models.encoder import l2_normalize
+from m3search.store.base import Store
+from m3search.store.types import EmbeddingSet
+from m3search.types import FloatArray, IntArray, SparseVector
+
+Ranking = list[tuple[int, float]]
+
+# HNSW parameters: recall@10 >= 0.95 of exact at 1M vectors (benchmarks/results/latency.md).
+CONNECTIVITY = 16
+EXPANSION_ADD = 128
+EXPANSION_SEARCH = 96
+
+
+def _top(scores: FloatArray, ids: IntArray, k: int, *, positive: bool = False) -> Ranking:
+    """The ``k`` best (id, score), best first, ties by id; with ``positive``, only scores > 0."""
+    if positive:
+        keep = scores > 0
+        scores, ids = scores[keep], ids[keep]
+    if scores.shape[0] == 0 or k <= 0:
+        return []
+    if scores.shape[0] > k:
+        part = np.argpartition(-scores, k - 1)[:k]
+        scores, ids = scores[part], ids[part]
+    order = np.lexsort((ids, -scores))
+    return [(int(ids[i]), float(scores[i])) for i in order]
+
+
+class SetIndex:
+    """The in-memory search structures of one set at one generation (thread-safe, built lazily)."""
+
+    def __init__(self, store: Store, target: EmbeddingSet, generation: int, ann_dir: Path | None,
+                 ann_threshold: int) -> None:
+        self.target = target
+        self.generation = generation
+        self._store = store
+        self._ann_dir = ann_dir
+        self._ann_threshold = ann_threshold
+        self._lock = threading.Lock()
+        self._dense: tuple[IntArray, FloatArray] | None = None
+        self._sparse: tuple[IntArray, Any] | None = None
+        self._coarse: dict[int, FloatArray] = {}
+        self._hnsw: Any = None
+        self.hnsw_built = False
+
+    # dense -----------------------------------------------------------------------------------------
+
+    def dense_arrays(self) -> tuple[IntArray, FloatArray]:
+        """Chunk ids (ascending) and the matrix of their dense vectors."""
+        if self._dense is None:
+            with self._lock:
+                if self._dense is None:
+                    ids, matrix = self._store.dense_matrix(self.target)
+                    self._dense = (np.asarray(ids, dtype=np.int64), np.ascontiguousarray(matrix))
+        return self._dense
+
+    def _rows(self, ids: IntArray, chunk_ids: IntArray) -> IntArray:
+        rows = np.searchsorted(ids, chunk_ids)
+        rows = np.minimum(rows, max(len(ids) - 1, 0))
+        return rows[ids[rows] == chunk_ids] if len(ids) else rows[:0]
+
+    def dense(self, query: FloatArray, k: int, allowed: IntArray | None = None) -> Ranking:
+        """Top ``k`` by dot product: HNSW for large unfiltered sets, else exact."""
+        ids, matrix = self.dense_arrays()
+        if allowed is None and self._ann_threshold and len(ids) >= self._ann_threshold:
+            return self._dense_hnsw(query, k)
+        if allowed is not None:
+            rows = self._rows(ids, allowed)
+            return _top(matrix[rows] @ query, ids[rows], k)
+        return _top(matrix @ query, ids, k)
+
+    def dense_scores(self, query: FloatArray, chunk_ids: IntArray) -> dict[int, float]:
+        ids, matrix = self.dense_arrays()
+        rows = self._rows(ids, chunk_ids)
+        return dict(zip(ids[rows].tolist(), (matrix[rows] @ query).tolist(), strict=True))
+
+    def coarse(self, query: FloatArray, dim: int, k: int, allowed: IntArray | None) -> Ranking:
+        """Top ``k`` on the first ``dim`` dimensions, each vector re-normalised (Matryoshka truncation)."""
+        ids, matrix = self.dense_arrays()
+        if dim not in self._coarse:
+            with self._lock:
+                self._coarse.setdefault(dim, l2_normalize(np.ascontiguousarray(matrix[:, :dim])))
+        small = self._coarse[dim]
+        head = query[:dim] / max(float(np.linalg.norm(query[:dim])), 1e-12)
+        if allowed is not None:
+            rows = self._rows(ids, allowed)
+            return _top(small[rows] @ head, ids[rows], k)
+        return _top(small @ head, ids, k)
+
+    # HNSW ------------------------------------------------------------------------------------------
+
+    def _dense_hnsw(self, query: FloatArray, k: int) -> Ranking:
+        index = self.hnsw()
+        ids, matrix = self.dense_arrays()
+        rows = np.asarray(index.search(query, min(k, len(ids))).keys, dtype=np.int64)
+        return _top(matrix[rows] @ query, ids[rows], k)  # exact scores of the found rows
+
+    def _hnsw_paths(self) -> tuple[Path, Path] | None:
+        if self._ann_dir is None:
+            return None
+        stem = self._ann_dir / f"set-{self.target.id}"
+        return stem.with_suffix(".usearch"), stem.with_suffix(".json")
+
+    def _meta(self) -> dict[str, Any]:
+        ids, matrix = self.dense_arrays()
+        return {"set": self.target.id, "fingerprint": self.target.config.fingerprint, "generation": self.generation,
+                "count": len(ids), "dim": int(matrix.shape[1]), "connectivity": CONNECTIVITY,
+                "expansion_add": EXPANSION_ADD}
+
+    def hnsw(self) -> Any:
+        """The HNSW graph (keys = matrix rows): loaded if saved for this generation, else built and saved."""
+        if self._hnsw is None:
+            with self._lock:
+                if self._hnsw is None:
+                    self._hnsw = self._load_hnsw() or self._build_hnsw()
+                    self._hnsw.expansion_search = EXPANSION_SEARCH
+        return self._hnsw
+
+    def _load_hnsw(self) -> Any:
+        from usearch.index import Index
+
+        paths = self._hnsw_paths()
+        if paths is None or not paths[0].exists() or not paths[1].exists():
+            return None
+        try:
+            if json.loads(paths[1].read_text()) != self._meta():
+                return None  # stale: written for another generation or configuration
+            return Index.restore(str(paths[0]))
+        except (OSError, ValueError, RuntimeError):
+            return None  # unreadable: rebuilt from the store
+
+    def _build_hnsw(self) -> Any:
+        from usearch.index import Index
+
+        ids, matrix = self.dense_arrays()
+        index = Index(ndim=matrix.shape[1], metric="ip", dtype="f32", connectivity=CONNECTIVITY,
+                      expansion_add=EXPANSION_ADD, expansion_search=EXPANSION_SEARCH)
+        index.add(np.arange(len(ids), dtype=np.int64), matrix, threads=0)
+        self.hnsw_built = True
+        paths = self._hnsw_paths()
+        if paths is not None:
+            try:
+                paths[0].parent.mkdir(parents=True, exist_ok=True)
+                for path, write in ((paths[0], lambda p: index.save(str(p))),
+                                    (paths[1], lambda p: p.write_text(json.dumps(self._meta())))):
+                    partial = path.with_suffix(path.suffix + ".tmp")
+                    write(partial)
+                    os.replace(partial, path)  # never a half-written file under the real name
+            except OSError:
+                pass  # a read-only location: the graph is still used in memory
+        return index
+
+    # sparse ----------------------------------------------------------------------------------------
+
+    def _sparse_arrays(self) -> tuple[IntArray, Any]:
+        if self._sparse is None:
+            with self._lock:
+                if self._sparse is None:
+                    rows = self._store.sparse_rows(self.target)
+                    width = int(rows.indices.max()) + 1 if len(rows.indices) else 1
+                    matrix = sp.csr_matrix((rows.values, rows.indices, rows.indptr),
+                                           shape=(len(rows.chunk_ids), width)).tocsc()
+                    self._sparse = (rows.chunk_ids, matrix)
+        return self._sparse
+
+    def _sparse_all(self, query: SparseVector) -> tuple[IntArray, FloatArray]:
+        ids, matrix = self._sparse_arrays()
+        keep = query.indices < matrix.shape[1]
+        if not keep.any():
+            return ids, np.zeros(len(ids), dtype=np.float32)
+        scores = matrix[:, query.indices[keep]] @ query.values[keep].astype(np.float32)
+        return ids, np.asarray(scores, dtype=np.float32).ravel()
+
+    def sparse(self, query: SparseVector, k: int, allowed: IntArray | None = None) -> Ranking:
+        """Top ``k`` by lexical matching score (sum of weight products over shared tokens); only scores > 0."""
+        ids, scores = self._sparse_all(query)
+        if allowed is not None:
+            keep = np.isin(ids, allowed)
+            ids, scores = ids[keep], scores[keep]
+        return _top(scores, ids, k, positive=True)
+
+    def sparse_scores(self, query: SparseVector, chunk_ids: IntArray) -> dict[int, float]:
+        ids, scores = self._sparse_all(query)
+        rows = self._rows(ids, chunk_ids)
+        return dict(zip(ids[rows].tolist(), scores[rows].tolist(), strict=True))
+
+
+class IndexCache:
+    """Set indexes by (database, set), replaced when the set's generation moves; least recently used evicted."""
+
+    def __init__(self, capacity: int = 4) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[tuple[str, int], SetIndex] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, store: Store, target: EmbeddingSet, ann_dir: Path | None, ann_threshold: int) -> SetIndex:
+        generation = store.generation(target)
+        key = (str(getattr(store, "path", id(store))), target.id)
+        with self._lock:
+            found = self._items.get(key)
+            if found is not None and found.generation == generation and found.target == target:
+                self._items.move_to_end(key)
+                return found
+            fresh = SetIndex(store, target, generation, ann_dir, ann_threshold)
+            self._items[key] = fresh
+            self._items.move_to_end(key)
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+            return fresh
+
+
+def check_query_dim(target: EmbeddingSet, vector: FloatArray) -> None:
+    if vector.shape[0] != target.config.vector_dim:
+        raise StoreError(f"a {vector.shape[0]}-d query cannot search set {target.id} of '{target.collection}', "
+                         f"which holds {target.config.vector_dim}-d vectors")

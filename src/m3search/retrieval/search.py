@@ -1,0 +1,129 @@
+"""The one search call: every strategy over a collection's active set, each hit with its score breakdown."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from m3search.errors import ConfigError, InputError, UnknownModelError
+from m3search.models.encoder import Encoder
+from m3search.models.registry import ModelSpec, get_spec
+from m3search.retrieval.memory import IndexCache, check_query_dim
+from m3search.retrieval.strategies import STRATEGY_FUNCTIONS, Context, Outcome, required_outputs, retrievers_of
+from m3search.retrieval.types import Contribution, SearchHit, SearchRequest, SearchResult
+from m3search.settings import get_settings
+from m3search.store.base import Store
+from m3search.store.ingest import config_for
+from m3search.store.types import EmbeddingSet
+from m3search.types import Embedding
+
+_CACHE = IndexCache()
+
+
+def ann_dir_for(store: Store) -> Path | None:
+    """Where HNSW graphs of a store's sets are kept: beside its database file (``index.sqlite3.ann/``)."""
+    path = getattr(store, "path", None)
+    return Path(f"{path}.ann") if isinstance(path, Path) else None
+
+
+class Searcher:
+    """Searches the collections of ``store``; ``encoder`` embeds queries (it must be the collection's model).
+
+    Without an encoder only pre-computed query embeddings (:meth:`search_embedded`) and ``bm25`` work; ``spec``
+    then names the model facts (Matryoshka dimensions) when the registry does not know the collection's model.
+    """
+
+    def __init__(self, store: Store, encoder: Encoder | None = None, *, spec: ModelSpec | None = None,
+                 ann_threshold: int | None = None, ann_dir: Path | None = None, cache: IndexCache | None = None
+                 ) -> None:
+        self.store = store
+        self.encoder = encoder
+        self.spec = spec or (encoder.spec if encoder is not None else None)
+        settings = get_settings()
+        self.ann_threshold = settings.ann_threshold if ann_threshold is None else ann_threshold
+        self.ann_dir = ann_dir if ann_dir is not None else ann_dir_for(store)
+        self._cache = cache or _CACHE
+
+    def _target(self, collection: str) -> EmbeddingSet:
+        active = self.store.active_set(collection)
+        if self.encoder is not None:
+            config = config_for(self.encoder, [o for o in self.encoder.spec.outputs if o in active.config.outputs])
+            self.store.check_model(collection, config)  # a query of another model never searches these vectors
+        return active
+
+    def encode_queries(self, collection: str, texts: Sequence[str], strategies: Sequence[str]
+                       ) -> list[Embedding | None]:
+        """Query embeddings with every output ``strategies`` need, in one pass (None each if only bm25)."""
+        target = self._target(collection)
+        needed: set[str] = set()
+        for strategy in strategies:
+            SearchRequest(strategy).checked()  # type: ignore[arg-type]
+            needed.update(required_outputs(strategy, target))
+        if not needed:
+            return [None] * len(texts)
+        if self.encoder is None:
+            raise ConfigError(f"strategies {', '.join(strategies)} embed the query: give the Searcher an encoder")
+        outputs = [o for o in ("dense", "sparse", "colbert") if o in needed]
+        return list(self.encoder.encode_queries(list(texts), outputs=outputs))
+
+    def search(self, collection: str, query: str, request: SearchRequest | None = None) -> SearchResult:
+        """Search ``collection`` for ``query`` (embedded here with the collection's model)."""
+        request = request or SearchRequest()
+        if not isinstance(query, str) or not query.strip():
+            raise InputError("the query is empty")
+        request.checked()  # before the model loads
+        start = time.perf_counter()
+        embedding = self.encode_queries(collection, [query], [request.strategy])[0]
+        result = self.search_embedded(collection, query, embedding, request)
+        return SearchResult(result.collection, result.strategy, result.retrievers, result.hits,
+                            (time.perf_counter() - start) * 1000, result.details)
+
+    def _mrl_dims(self, target: EmbeddingSet) -> tuple[int, ...]:
+        if self.spec is not None:
+            return self.spec.mrl_dims
+        try:
+            return get_spec(target.config.model).mrl_dims
+        except UnknownModelError:
+            return ()
+
+    def search_embedded(self, collection: str, text: str, embedding: Embedding | None,
+                        request: SearchRequest | None = None) -> SearchResult:
+        """Search with a query embedding computed beforehand (``text`` serves bm25)."""
+        start = time.perf_counter()
+        request, filters = (request or SearchRequest()).checked()
+        target = self._target(collection)
+        needed = required_outputs(request.strategy, target)
+        if needed and (embedding is None or any(getattr(embedding, o) is None for o in needed)):
+            raise InputError(f"strategy '{request.strategy}' needs the query's {', '.join(needed)} output(s)")
+        if embedding is not None and embedding.dense is not None and "dense" in needed:
+            check_query_dim(target, embedding.dense)
+        allowed = self.store.filtered_chunk_ids(collection, filters) if filters else None
+        index = self._cache.get(self.store, target, self.ann_dir, self.ann_threshold)
+        ctx = Context(self.store, target, index, text, embedding, request, filters, allowed, self._mrl_dims(target))
+        outcome = STRATEGY_FUNCTIONS[request.strategy](ctx)
+        hits = self._hits(outcome, request.k)
+        return SearchResult(collection, request.strategy, retrievers_of(request.strategy, target.config.outputs),
+                            hits, (time.perf_counter() - start) * 1000, _details(request, outcome))
+
+    def _hits(self, outcome: Outcome, k: int) -> list[SearchHit]:
+        positions = {name: {item: (rank, score) for rank, (item, score) in enumerate(ranking, start=1)}
+                     for name, ranking in outcome.parts.items()}
+        result = []
+        for hit in self.store.hits(outcome.final[:k]):
+            breakdown = {name: Contribution(*found[hit.chunk_id]) for name, found in positions.items()
+                         if hit.chunk_id in found}
+            result.append(SearchHit(hit.doc_id, hit.chunk_id, hit.score, hit.text, hit.metadata, breakdown))
+        return result
+
+
+def _details(request: SearchRequest, outcome: Outcome) -> dict[str, object]:
+    details: dict[str, object] = {"k": request.k}
+    if request.strategy == "hybrid":
+        details["rrf_k"] = request.rrf_k
+    if request.strategy in ("hybrid", "weighted", "all", "colbert"):
+        details["candidates"] = request.candidates
+    if request.strategy == "two_stage":
+        details["coarse_dim"] = int(next(n for n in outcome.parts if n.startswith("coarse@")).split("@")[1])
+        details["coarse_k"] = request.coarse_k
+    return details

@@ -1,0 +1,178 @@
+"""The search strategies: each turns a query into a final ranking plus the rankings it was made from.
+
+Base retrievers are ``dense`` (dot product over the memory-resident matrix, HNSW above a size threshold),
+``sparse`` (lexical weights, BGE-M3 or SPLADE), ``bm25`` (SQLite FTS5) and ``colbert`` (MaxSim over stored
+multi-vectors, a reranker of candidates). The strategies combine them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from m3search.errors import ConfigError, InputError
+from m3search.models.scores import colbert_score
+from m3search.retrieval.fusion import Ranking, rrf, weighted
+from m3search.retrieval.memory import SetIndex
+from m3search.retrieval.types import DEFAULT_WEIGHTS, SearchRequest
+from m3search.store.base import Store
+from m3search.store.filters import Scalar
+from m3search.store.types import EmbeddingSet
+from m3search.types import Embedding, FloatArray, IntArray, Output, SparseVector
+
+
+@dataclass(frozen=True)
+class Context:
+    """Everything one search needs."""
+
+    store: Store
+    target: EmbeddingSet
+    index: SetIndex
+    text: str
+    embedding: Embedding | None
+    request: SearchRequest
+    filters: dict[str, list[Scalar]]
+    allowed: IntArray | None
+    mrl_dims: tuple[int, ...]
+
+    def dense_query(self) -> FloatArray:
+        assert self.embedding is not None and self.embedding.dense is not None  # required_outputs asked for it
+        return self.embedding.dense
+
+    def sparse_query(self) -> SparseVector:
+        assert self.embedding is not None and self.embedding.sparse is not None
+        return self.embedding.sparse
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The final ranking (best first) and the named rankings behind it."""
+
+    final: Ranking
+    parts: dict[str, Ranking]
+
+
+def fusion_retrievers(outputs: tuple[str, ...]) -> tuple[str, ...]:
+    """What ``hybrid`` and ``weighted`` fuse: dense and sparse, with bm25 standing in for a missing one."""
+    base = tuple(r for r in ("dense", "sparse") if r in outputs)
+    return base if len(base) == 2 else (*base, "bm25")
+
+
+def retrievers_of(strategy: str, outputs: tuple[str, ...]) -> tuple[str, ...]:
+    """The base retrievers ``strategy`` uses on a set with ``outputs``."""
+    first = "dense" if "dense" in outputs else "sparse"
+    return {
+        "dense": ("dense",), "sparse": ("sparse",), "bm25": ("bm25",), "two_stage": ("dense",),
+        "colbert": (first, "colbert"), "all": ("dense", "sparse", "colbert"),
+    }.get(strategy, fusion_retrievers(outputs))
+
+
+def required_outputs(strategy: str, target: EmbeddingSet) -> list[Output]:
+    """The query outputs ``strategy`` needs; :class:`InputError` if the set lacks the stored vectors."""
+    outputs = target.config.outputs
+    needed = [r for r in retrievers_of(strategy, outputs) if r != "bm25"]
+    missing = [r for r in needed if r not in outputs]
+    if missing:
+        hint = " (index with --colbert to store ColBERT vectors)" if "colbert" in missing else ""
+        raise InputError(f"strategy '{strategy}' needs {', '.join(missing)} vectors, and collection "
+                         f"'{target.collection}' ({target.config.model}) holds {', '.join(outputs)}{hint}")
+    return [o for o in ("dense", "sparse", "colbert") if o in needed]
+
+
+def retrieve(ctx: Context, name: str, depth: int) -> Ranking:
+    """The top ``depth`` of one base retriever (filters applied)."""
+    if name == "dense":
+        return ctx.index.dense(ctx.dense_query(), depth, ctx.allowed)
+    if name == "sparse":
+        return ctx.index.sparse(ctx.sparse_query(), depth, ctx.allowed)
+    if name == "bm25":
+        return ctx.store.search_text(ctx.target.collection, ctx.text, depth, ctx.filters)
+    raise InputError(f"'{name}' is not a first-stage retriever")
+
+
+def _single(name: str) -> Callable[[Context], Outcome]:
+    def run(ctx: Context) -> Outcome:
+        ranking = retrieve(ctx, name, ctx.request.k)
+        return Outcome(ranking, {name: ranking})
+
+    return run
+
+
+def _depth(ctx: Context) -> int:
+    return max(ctx.request.candidates, ctx.request.k)
+
+
+def _hybrid(ctx: Context) -> Outcome:
+    parts = {name: retrieve(ctx, name, _depth(ctx)) for name in fusion_retrievers(ctx.target.config.outputs)}
+    return Outcome(rrf(parts, ctx.request.rrf_k), parts)
+
+
+def _weights(ctx: Context, names: tuple[str, ...]) -> dict[str, float]:
+    given = ctx.request.weights
+    return {n: float(given.get(n, 0.0)) if given is not None else DEFAULT_WEIGHTS[n] for n in names}
+
+
+def _weighted(ctx: Context) -> Outcome:
+    names = fusion_retrievers(ctx.target.config.outputs)
+    parts = {name: retrieve(ctx, name, _depth(ctx)) for name in names}
+    return Outcome(weighted(parts, _weights(ctx, names)), parts)
+
+
+def _ranked(scores: dict[int, float]) -> Ranking:
+    return sorted(scores.items(), key=lambda item: (-item[1], item[0]))
+
+
+def _maxsim(ctx: Context, ids: list[int]) -> dict[int, float]:
+    assert ctx.embedding is not None and ctx.embedding.colbert is not None
+    query = ctx.embedding.colbert
+    stored = ctx.store.colbert_vectors(ctx.target, ids)
+    return {i: colbert_score(query, stored[i]) for i in ids if i in stored}
+
+
+def _colbert(ctx: Context) -> Outcome:
+    first = retrievers_of("colbert", ctx.target.config.outputs)[0]
+    candidates = retrieve(ctx, first, _depth(ctx))
+    reranked = _ranked(_maxsim(ctx, [i for i, _ in candidates]))
+    return Outcome(reranked, {first: candidates, "colbert": reranked})
+
+
+def _all(ctx: Context) -> Outcome:
+    """The BGE-M3 paper's mode: dense and sparse candidates, rescored by the weighted sum of all three scores."""
+    pool = {i for name in ("dense", "sparse") for i, _ in retrieve(ctx, name, _depth(ctx))}
+    ids = np.array(sorted(pool), dtype=np.int64)
+    dense = ctx.index.dense_scores(ctx.dense_query(), ids)
+    lexical = ctx.index.sparse_scores(ctx.sparse_query(), ids)
+    colbert = _maxsim(ctx, ids.tolist())
+    weights = _weights(ctx, ("dense", "sparse", "colbert"))
+    total = sum(weights.values())
+    if total <= 0 or min(weights.values()) < 0:
+        raise InputError(f"weights must be non-negative and not all zero, not {weights}")
+    final = {i: (weights["dense"] * dense.get(i, 0.0) + weights["sparse"] * lexical.get(i, 0.0)
+                 + weights["colbert"] * colbert.get(i, 0.0)) / total for i in ids.tolist()}
+    return Outcome(_ranked(final), {"dense": _ranked(dense), "sparse": _ranked(lexical),
+                                    "colbert": _ranked(colbert)})
+
+
+def _two_stage(ctx: Context) -> Outcome:
+    """Matryoshka: the first ``coarse_dim`` dimensions pick ``coarse_k`` candidates, full vectors rescore them."""
+    request, full = ctx.request, ctx.target.config.vector_dim
+    if not ctx.mrl_dims:
+        raise ConfigError(f"two_stage needs a Matryoshka-trained model; '{ctx.target.config.model}' is not, and "
+                          f"truncating its vectors would ruin them (use the 'dense' strategy)")
+    valid = [d for d in ctx.mrl_dims if d < full]
+    coarse_dim = request.coarse_dim or (valid[len(valid) // 2] if valid else None)
+    if coarse_dim is None or coarse_dim not in valid:
+        raise ConfigError(f"coarse_dim must be one of the Matryoshka dimensions below {full} of "
+                          f"'{ctx.target.config.model}': {', '.join(map(str, valid)) or 'none'}; not {coarse_dim}")
+    coarse = ctx.index.coarse(ctx.dense_query(), coarse_dim, max(request.coarse_k, request.k), ctx.allowed)
+    ids = np.array([i for i, _ in coarse], dtype=np.int64)
+    rescored = _ranked(ctx.index.dense_scores(ctx.dense_query(), ids))
+    return Outcome(rescored, {f"coarse@{coarse_dim}": coarse, "dense": rescored})
+
+
+STRATEGY_FUNCTIONS: dict[str, Callable[[Context], Outcome]] = {
+    "dense": _single("dense"), "sparse": _single("sparse"), "bm25": _single("bm25"), "colbert": _colbert,
+    "hybrid": _hybrid, "weighted": _weighted, "all": _all, "two_stage": _two_stage,
+}

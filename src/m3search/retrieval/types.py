@@ -1,0 +1,100 @@
+"""Search requests and results: what a caller asks for and what each hit says about why it ranked."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
+
+from m3search.errors import InputError
+from m3search.retrieval.fusion import DEFAULT_RRF_K
+from m3search.store.filters import Filters, Scalar, check_filters
+
+Strategy = Literal["dense", "sparse", "bm25", "colbert", "hybrid", "weighted", "all", "two_stage"]
+STRATEGIES: tuple[str, ...] = get_args(Strategy)
+
+# The BGE-M3 README's weights for dense, sparse and ColBERT scores; bm25 stands in for sparse when a model has
+# no sparse output.
+DEFAULT_WEIGHTS: dict[str, float] = {"dense": 0.4, "sparse": 0.2, "colbert": 0.4, "bm25": 0.2}
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    """One search.
+
+    Attributes:
+        strategy: see :data:`STRATEGIES` and the README's strategy table.
+        k: hits to return.
+        filters: metadata filters (``{"key": value}`` or ``{"key": [values]}``), applied by every strategy.
+        rrf_k: the constant of reciprocal rank fusion (``hybrid``).
+        weights: per-retriever weights (``weighted``, ``all``); missing names weigh 0, None = the defaults.
+        candidates: how deep each retriever of a fusion or rerank looks.
+        coarse_dim: Matryoshka dimension of the first stage (``two_stage``); must be one of the model's.
+        coarse_k: candidates kept by the first stage (``two_stage``).
+    """
+
+    strategy: Strategy = "hybrid"
+    k: int = 10
+    filters: Filters | None = None
+    rrf_k: int = DEFAULT_RRF_K
+    weights: Mapping[str, float] | None = None
+    candidates: int = 100
+    coarse_dim: int | None = None
+    coarse_k: int = 100
+
+    def checked(self) -> tuple[SearchRequest, dict[str, list[Scalar]]]:
+        """Validate; returns the request and its normalised filters, or raises :class:`InputError`."""
+        if self.strategy not in STRATEGIES:
+            raise InputError(f"unknown strategy {self.strategy!r}; use one of {', '.join(STRATEGIES)}")
+        for name in ("k", "candidates", "coarse_k"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1 or value > 10_000:
+                raise InputError(f"{name} must be an integer from 1 to 10000, not {value!r}")
+        if not isinstance(self.rrf_k, int) or self.rrf_k < 0:
+            raise InputError(f"rrf_k must be an integer >= 0, not {self.rrf_k!r}")
+        if self.weights is not None:
+            unknown = sorted(set(self.weights) - set(DEFAULT_WEIGHTS))
+            if unknown:
+                raise InputError(f"unknown weight(s) {', '.join(unknown)}; use {', '.join(DEFAULT_WEIGHTS)}")
+        return self, check_filters(self.filters)
+
+
+@dataclass(frozen=True)
+class Contribution:
+    """A retriever's view of one hit: its rank (1 = best) and raw score there."""
+
+    rank: int
+    score: float
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    """One result: the chunk, its document, the final score and the per-retriever breakdown."""
+
+    document_id: str
+    chunk_id: int
+    score: float
+    text: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+    breakdown: dict[str, Contribution] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"document_id": self.document_id, "chunk_id": self.chunk_id, "score": self.score, "text": self.text,
+                "metadata": self.metadata,
+                "breakdown": {name: {"rank": c.rank, "score": c.score} for name, c in self.breakdown.items()}}
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """The hits of one search, and what produced them."""
+
+    collection: str
+    strategy: str
+    retrievers: tuple[str, ...]
+    hits: list[SearchHit]
+    took_ms: float = 0.0
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"collection": self.collection, "strategy": self.strategy, "retrievers": list(self.retrievers),
+                "took_ms": round(self.took_ms, 3), **self.details, "hits": [h.as_dict() for h in self.hits]}

@@ -1,0 +1,179 @@
+"""The SQLite store's reads: bulk vector loads for in-memory indexes, hits, filters, and plain searches.
+
+Every read of several statements runs in one deferred transaction, so it sees one snapshot (WAL) even while
+another connection writes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from m3search.errors import StoreError
+from m3search.store import codec
+from m3search.store.filters import Scalar, filter_sql
+from m3search.store.schema import transaction
+from m3search.store.types import EmbeddingConfig, EmbeddingSet, Hit
+from m3search.types import FloatArray, IntArray, SparseVector
+
+_WORD = re.compile(r"\w+")
+
+
+@dataclass(frozen=True)
+class SparseRows:
+    """A set's sparse vectors as CSR arrays: row ``i`` is chunk ``chunk_ids[i]``."""
+
+    chunk_ids: IntArray
+    indptr: IntArray
+    indices: IntArray
+    values: FloatArray
+
+
+def fts_query(text: str) -> str:
+    """An FTS5 query matching any word of ``text`` (words as ``\\w+``, each quoted, duplicates dropped)."""
+    words = dict.fromkeys(w.lower() for w in _WORD.findall(text))
+    return " OR ".join('"' + w + '"' for w in words)
+
+
+class SQLiteReads:
+    """Read methods of :class:`~m3search.store.sqlite.SQLiteStore`."""
+
+    _db: sqlite3.Connection
+    _lock: threading.RLock
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
+
+    def check_model(self, name: str, config: EmbeddingConfig) -> EmbeddingSet:
+        raise NotImplementedError  # the store's own
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[None]:
+        """One read snapshot: a deferred transaction, or the one already open on this connection."""
+        with self._lock:
+            if self._db.in_transaction:
+                yield
+            else:
+                with transaction(self._db, write=False):
+                    yield
+
+    def generation(self, target: EmbeddingSet) -> int:
+        """The set's change counter: anything built from its vectors at another generation is stale."""
+        rows = self._rows("SELECT generation FROM embedding_sets WHERE id = ?", (target.id,))
+        if not rows:
+            raise StoreError(f"set {target.id} of '{target.collection}' no longer exists")
+        return int(rows[0][0])
+
+    def _check_fingerprints(self, table: str, target: EmbeddingSet) -> None:
+        other = self._rows(f"SELECT 1 FROM {table} WHERE set_id = ? AND fingerprint != ? LIMIT 1",
+                           (target.id, target.config.fingerprint))
+        if other:
+            raise StoreError(f"set {target.id} of '{target.collection}' holds vectors of another fingerprint; "
+                             f"run 'm3search reembed --collection {target.collection}'")
+
+    def dense_matrix(self, target: EmbeddingSet) -> tuple[list[int], FloatArray]:
+        """Chunk ids and their dense vectors in ``target`` (rows of another fingerprint are refused)."""
+        with self._snapshot():
+            self._check_fingerprints("dense_vectors", target)
+            rows = self._rows("SELECT chunk_id, dtype, vector FROM dense_vectors WHERE set_id = ? "
+                              "ORDER BY chunk_id", (target.id,))
+        if not rows:
+            return [], np.zeros((0, target.config.vector_dim), dtype=np.float32)
+        dtypes = {r[1] for r in rows}
+        if len(dtypes) == 1:  # one decode of all rows, not one per row
+            flat = np.frombuffer(b"".join(r[2] for r in rows), dtype=codec.DTYPES[dtypes.pop()])
+            matrix = flat.astype(np.float32).reshape(len(rows), -1)
+        else:
+            matrix = np.stack([codec.dense_from(r[2], r[1]) for r in rows])
+        return [int(r[0]) for r in rows], matrix
+
+    def sparse_rows(self, target: EmbeddingSet) -> SparseRows:
+        """Every sparse vector of ``target``, ordered by chunk id, as CSR arrays."""
+        with self._snapshot():
+            self._check_fingerprints("sparse_vectors", target)
+            rows = self._rows("SELECT chunk_id, indices, weights FROM sparse_vectors WHERE set_id = ? "
+                              "ORDER BY chunk_id", (target.id,))
+        lengths = np.array([len(r[1]) // 8 for r in rows], dtype=np.int64)
+        indptr = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=indptr[1:])
+        indices = np.frombuffer(b"".join(r[1] for r in rows), dtype="<i8").astype(np.int64)
+        values = np.frombuffer(b"".join(r[2] for r in rows), dtype="<f4").astype(np.float32)
+        return SparseRows(np.array([r[0] for r in rows], dtype=np.int64), indptr, indices, values)
+
+    def colbert_vectors(self, target: EmbeddingSet, chunk_ids: Sequence[int]) -> dict[int, FloatArray]:
+        """The ColBERT vectors of some chunks of ``target`` (chunks without any are absent)."""
+        if not chunk_ids:
+            return {}
+        marks = ",".join("?" * len(chunk_ids))
+        rows = self._rows(f"SELECT chunk_id, fingerprint, rows, vectors FROM colbert_vectors WHERE set_id = ? "
+                          f"AND chunk_id IN ({marks})", (target.id, *chunk_ids))
+        if any(r[1] != target.config.fingerprint for r in rows):
+            raise StoreError(f"set {target.id} of '{target.collection}' holds ColBERT vectors of another "
+                             f"fingerprint; run 'm3search reembed --collection {target.collection}'")
+        return {int(r[0]): codec.colbert_from(r[3], int(r[2])) for r in rows}
+
+    def filtered_chunk_ids(self, name: str, filters: dict[str, list[Scalar]]) -> IntArray:
+        """Ids of the chunks of ``name`` whose document metadata matches every filter."""
+        condition, params = filter_sql(filters)
+        rows = self._rows("SELECT k.id FROM chunks k JOIN documents d ON d.id = k.document_id JOIN collections c "
+                          f"ON c.id = d.collection_id WHERE c.name = ? AND {condition or '1'} ORDER BY k.id",
+                          (name, *params))
+        return np.array([r[0] for r in rows], dtype=np.int64)
+
+    def hits(self, scored: Sequence[tuple[int, float]]) -> list[Hit]:
+        """Hits (document id, text, metadata) for scored chunk ids, in the given order."""
+        if not scored:
+            return []
+        marks = ",".join("?" * len(scored))
+        rows = self._rows(f"SELECT k.id, d.doc_id, k.text, d.metadata FROM chunks k JOIN documents d "
+                          f"ON d.id = k.document_id WHERE k.id IN ({marks})", [c for c, _ in scored])
+        found = {int(r[0]): r[1:] for r in rows}  # one query, not one per hit
+        return [Hit(c, found[c][0], float(score), found[c][1], json.loads(found[c][2]))
+                for c, score in scored if c in found]
+
+    def search_dense(self, name: str, config: EmbeddingConfig, query: FloatArray, k: int) -> list[Hit]:
+        """Exact dot-product search over the active set, which must have been made by ``config``."""
+        with self._snapshot():  # one snapshot: vectors and texts agree
+            active = self.check_model(name, config)
+            ids, matrix = self.dense_matrix(active)
+            if not ids:
+                return []
+            scores = matrix @ np.asarray(query, dtype=np.float32)
+            top = np.argsort(-scores, kind="stable")[:k]
+            return self.hits([(ids[i], float(scores[i])) for i in top])
+
+    def search_sparse(self, name: str, config: EmbeddingConfig, query: SparseVector, k: int) -> list[Hit]:
+        """Lexical matching (sum of weight products over shared tokens) through the postings of the active set."""
+        if len(query) == 0:
+            return []
+        with self._snapshot():
+            active = self.check_model(name, config)
+            values = ",".join("(?, ?)" for _ in range(len(query)))
+            params = [x for t, w in zip(query.indices, query.values, strict=True) for x in (int(t), float(w))]
+            rows = self._rows(
+                f"WITH q(token, weight) AS (VALUES {values}) SELECT p.chunk_id, SUM(p.weight * q.weight) AS score "
+                "FROM postings p JOIN q ON q.token = p.token WHERE p.set_id = ? GROUP BY p.chunk_id "
+                "ORDER BY score DESC, p.chunk_id LIMIT ?", (*params, active.id, k))
+            return self.hits([(int(r[0]), float(r[1])) for r in rows])
+
+    def search_text(self, name: str, query: str, k: int,
+                    filters: dict[str, list[Scalar]] | None = None) -> list[tuple[int, float]]:
+        """BM25 (FTS5, k1 = 1.2, b = 0.75) over the chunk text of one collection: (chunk id, score), best first."""
+        terms = fts_query(query)
+        if not terms:
+            return []
+        condition, params = filter_sql(filters or {})
+        return [(int(r[0]), float(r[1])) for r in self._rows(
+            "SELECT f.rowid, -bm25(chunks_fts) FROM chunks_fts f JOIN chunks k ON k.id = f.rowid JOIN documents "
+            "d ON d.id = k.document_id JOIN collections c ON c.id = d.collection_id WHERE chunks_fts MATCH ? "
+            f"AND c.name = ? AND {condition or '1'} ORDER BY bm25(chunks_fts), f.rowid LIMIT ?",
+            (terms, name, *params, k))]

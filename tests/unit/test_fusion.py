@@ -1,0 +1,91 @@
+"""Properties of reciprocal rank fusion and weighted fusion (hypothesis), and filter parsing."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from m3search.errors import InputError
+from m3search.retrieval.fusion import min_max, rrf, weighted
+from m3search.store.filters import check_filters, filter_sql, parse_filter
+
+ids = st.lists(st.integers(0, 40), unique=True, max_size=25)
+
+
+def _ranking(items: list[int]) -> list[tuple[int, float]]:
+    return [(item, float(len(items) - rank)) for rank, item in enumerate(items)]
+
+
+rankings = st.dictionaries(st.sampled_from(["dense", "sparse", "bm25"]), ids.map(_ranking), min_size=1)
+
+
+@given(rankings, st.integers(0, 100))
+def test_rrf_covers_every_id_once_and_is_sorted(parts: dict[str, list[tuple[int, float]]], k: int) -> None:
+    fused = rrf(parts, k)
+    assert sorted(i for i, _ in fused) == sorted({i for r in parts.values() for i, _ in r})
+    assert all(a[1] >= b[1] for a, b in zip(fused, fused[1:], strict=False))
+    assert all(0 < s <= len(parts) / (k + 1) for _, s in fused)
+
+
+@given(rankings, st.integers(0, 100))
+def test_rrf_does_not_depend_on_the_order_of_retrievers(parts: dict[str, list[tuple[int, float]]], k: int) -> None:
+    assert rrf(parts, k) == rrf(dict(reversed(list(parts.items()))), k)
+
+
+@given(rankings)
+def test_an_id_first_everywhere_is_first(parts: dict[str, list[tuple[int, float]]]) -> None:
+    top = [(999, 1e9)]
+    boosted = {name: top + list(r) for name, r in parts.items()}
+    assert rrf(boosted)[0][0] == 999
+    assert weighted(boosted)[0][0] == 999
+
+
+@given(ids.filter(lambda x: len(x) >= 2), ids, st.data())
+def test_moving_an_id_up_never_lowers_its_rrf_score(first: list[int], second: list[int], data: st.DataObject) -> None:
+    position = data.draw(st.integers(1, len(first) - 1))
+    moved = first[:position - 1] + [first[position], first[position - 1]] + first[position + 1:]
+    before = dict(rrf({"a": _ranking(first), "b": _ranking(second)}))
+    after = dict(rrf({"a": _ranking(moved), "b": _ranking(second)}))
+    assert after[first[position]] >= before[first[position]]
+
+
+@given(ids.filter(bool), st.floats(0.1, 100), st.floats(-100, 100))
+def test_weighted_ignores_the_scale_of_scores(items: list[int], scale: float, shift: float) -> None:
+    ranking = _ranking(items)
+    scaled = [(i, s * scale + shift) for i, s in ranking]
+    assert [i for i, _ in weighted({"a": ranking})] == [i for i, _ in weighted({"a": scaled})]
+    assert min_max(scaled) == pytest.approx(min_max(ranking))
+
+
+@given(rankings, st.floats(0.1, 10))
+def test_weighted_order_is_invariant_to_scaling_all_weights(parts: dict[str, list[tuple[int, float]]],
+                                                             c: float) -> None:
+    weights = {name: 1.0 + n for n, name in enumerate(parts)}
+    one = weighted(parts, weights)
+    other = weighted(parts, {n: w * c for n, w in weights.items()})
+    assert [s for _, s in one] == pytest.approx([s for _, s in other])
+    assert all(0.0 <= s <= 1.0 + 1e-9 for _, s in one)
+
+
+def test_rrf_known_values_and_bad_arguments() -> None:
+    fused = dict(rrf({"a": [(1, 0.9), (2, 0.8)], "b": [(2, 5.0), (3, 1.0)]}, k=60))
+    assert fused[2] == pytest.approx(1 / 62 + 1 / 61) and fused[1] == pytest.approx(1 / 61)
+    with pytest.raises(InputError):
+        rrf({"a": [(1, 1.0)]}, k=-1)
+    with pytest.raises(InputError):
+        weighted({"a": [(1, 1.0)]}, {"a": 0.0})
+
+
+def test_filters_are_validated_and_parameterised() -> None:
+    assert parse_filter("year=1999") == ("year", 1999)
+    assert parse_filter("lang=en") == ("lang", "en")
+    assert parse_filter("draft=false") == ("draft", False)
+    with pytest.raises(InputError, match="key=value"):
+        parse_filter("nokey")
+    with pytest.raises(InputError, match="values must be"):
+        check_filters({"a": {"nested": 1}})
+    with pytest.raises(InputError, match="empty list"):
+        check_filters({"a": []})
+    sql, params = filter_sql(check_filters({"x'; DROP TABLE chunks; --": "v", "b": [True, None]}))
+    assert "DROP" not in sql and params[0] == "$.\"x'; DROP TABLE chunks; --\"" and 1 in params

@@ -1,0 +1,268 @@
+"""Search strategies over a store of synthetic vectors: each checked against a brute-force computation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from m3search.errors import ConfigError, InputError
+from m3search.models.hashing import HashEncoder
+from m3search.models.pooled import OnnxEncoder
+from m3search.models.registry import get_spec
+from m3search.models.scores import colbert_score, lexical_matching_score
+from m3search.retrieval.fusion import rrf
+from m3search.retrieval.memory import IndexCache
+from m3search.retrieval.search import Searcher
+from m3search.retrieval.types import SearchRequest
+from m3search.store.ingest import index_documents
+from m3search.store.sqlite import SQLiteStore
+from m3search.store.types import Chunk, Document, EmbeddingConfig, PreparedDocument
+from m3search.types import Embedding, SparseVector
+
+CONFIG = EmbeddingConfig("synthetic", "0" * 40, 16, None, ("dense", "sparse", "colbert"), "fp32")
+WORDS = ["wing", "flow", "heat", "plate", "shock", "wave", "boundary", "layer", "jet", "nozzle"]
+
+
+def _sparse(rng: np.random.Generator) -> SparseVector:
+    tokens = np.sort(rng.choice(50, size=int(rng.integers(1, 8)), replace=False)).astype(np.int64)
+    return SparseVector(tokens, rng.uniform(0.05, 1.0, len(tokens)).astype(np.float32))
+
+
+def _embedding(rng: np.random.Generator) -> Embedding:
+    dense = rng.standard_normal(16).astype(np.float32)
+    colbert = rng.standard_normal((int(rng.integers(2, 6)), 16)).astype(np.float32)
+    return Embedding(8, False, dense / np.linalg.norm(dense), _sparse(rng), colbert)
+
+
+def _fill(store: SQLiteStore, n: int, seed: int = 0, name: str = "kb", config: EmbeddingConfig = CONFIG) -> list[
+        PreparedDocument]:
+    rng = np.random.default_rng(seed)
+    target = store.create_collection(name, config, 64, 0) if name not in store.collections() \
+        else store.active_set(name)
+    docs = []
+    for i in range(n):
+        text = " ".join(rng.choice(WORDS, 6))
+        doc = Document(f"d{i}", text, "test", metadata={"group": "even" if i % 2 == 0 else "odd", "n": i})
+        emb = _embedding(rng)
+        if config.outputs == ("dense",):
+            emb = Embedding(8, False, emb.dense)
+        docs.append(PreparedDocument(doc, [Chunk(0, text, 0, len(text), 8)], [emb]))
+    store.write_documents(target, docs)
+    return docs
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> SQLiteStore:
+    with SQLiteStore(tmp_path / "index.sqlite3") as opened:
+        yield opened  # type: ignore[misc]
+
+
+@pytest.fixture
+def filled(store: SQLiteStore) -> tuple[SQLiteStore, list[PreparedDocument]]:
+    return store, _fill(store, 60)
+
+
+def _query(seed: int = 99) -> Embedding:
+    return _embedding(np.random.default_rng(seed))
+
+
+def _by_doc(docs: list[PreparedDocument]) -> dict[str, Embedding]:
+    return {d.document.doc_id: d.embeddings[0] for d in docs}
+
+
+def _searcher(store: SQLiteStore, **kwargs: object) -> Searcher:
+    return Searcher(store, cache=IndexCache(), **kwargs)  # type: ignore[arg-type]
+
+
+def test_dense_is_exact_top_k_with_filters(filled: tuple[SQLiteStore, list[PreparedDocument]]) -> None:
+    store, docs = filled
+    query = _query()
+    assert query.dense is not None
+    result = _searcher(store).search_embedded("kb", "", query, SearchRequest("dense", k=5))
+    truth = sorted(_by_doc(docs).items(), key=lambda kv: -float(kv[1].dense @ query.dense))  # type: ignore[operator]
+    assert [h.document_id for h in result.hits] == [d for d, _ in truth[:5]]
+    assert result.hits[0].breakdown["dense"].rank == 1
+    filtered = _searcher(store).search_embedded("kb", "", query, SearchRequest("dense", k=5, filters={"group": "odd"}))
+    assert [h.document_id for h in filtered.hits] == [d for d, _ in truth if int(d[1:]) % 2 == 1][:5]
+    assert all(h.metadata["group"] == "odd" for h in filtered.hits)
+
+
+def test_sparse_matches_lexical_score_and_the_postings_search(
+        filled: tuple[SQLiteStore, list[PreparedDocument]]) -> None:
+    store, docs = filled
+    query = _query(5)
+    assert query.sparse is not None
+    result = _searcher(store).search_embedded("kb", "", query, SearchRequest("sparse", k=8))
+    truth = {d: lexical_matching_score(query.sparse, e.sparse) for d, e in _by_doc(docs).items()}  # type: ignore[arg-type]
+    expected = sorted((d for d in truth if truth[d] > 0), key=lambda d: (-truth[d], int(d[1:])))[:8]
+    assert [h.document_id for h in result.hits] == expected
+    assert [h.score for h in result.hits] == pytest.approx([truth[d] for d in expected], rel=1e-5)
+    postings = store.search_sparse("kb", CONFIG, query.sparse, 8)
+    assert [h.doc_id for h in postings] == expected
+
+
+def test_bm25_with_filters(filled: tuple[SQLiteStore, list[PreparedDocument]]) -> None:
+    store, docs = filled
+    result = _searcher(store).search_embedded("kb", "shock nozzle", None,
+                                              SearchRequest("bm25", k=50, filters={"n": [3, 4, 5, 6]}))
+    words = {d.document.doc_id: set(d.document.text.split()) for d in docs}
+    expected = {d for d in ("d3", "d4", "d5", "d6") if words[d] & {"shock", "nozzle"}}
+    assert {h.document_id for h in result.hits} == expected
+    assert all(h.breakdown["bm25"].score > 0 for h in result.hits)
+
+
+def test_hybrid_is_rrf_of_dense_and_sparse_and_explains_each_hit(
+        filled: tuple[SQLiteStore, list[PreparedDocument]]) -> None:
+    store, _ = filled
+    query = _query(7)
+    searcher = _searcher(store)
+    dense = searcher.search_embedded("kb", "", query, SearchRequest("dense", k=100))
+    sparse = searcher.search_embedded("kb", "", query, SearchRequest("sparse", k=100))
+    hybrid = searcher.search_embedded("kb", "", query, SearchRequest("hybrid", k=10, rrf_k=30))
+    expected = rrf({"dense": [(h.chunk_id, h.score) for h in dense.hits],
+                    "sparse": [(h.chunk_id, h.score) for h in sparse.hits]}, 30)[:10]
+    assert [(h.chunk_id, h.score) for h in hybrid.hits] == [(c, pytest.approx(s)) for c, s in expected]
+    assert hybrid.retrievers == ("dense", "sparse") and hybrid.details["rrf_k"] == 30
+    for hit in hybrid.hits:
+        parts = hit.breakdown
+        assert hit.score == pytest.approx(sum(1 / (30 + c.rank) for c in parts.values()))
+        assert parts["dense"].score == pytest.approx(next(h.score for h in dense.hits if h.chunk_id == hit.chunk_id))
+
+
+def test_weighted_uses_normalised_scores(filled: tuple[SQLiteStore, list[PreparedDocument]]) -> None:
+    store, _ = filled
+    query = _query(8)
+    only_dense = _searcher(store).search_embedded("kb", "", query,
+                                                  SearchRequest("weighted", k=5, weights={"dense": 1.0}))
+    dense = _searcher(store).search_embedded("kb", "", query, SearchRequest("dense", k=5))
+    assert [h.chunk_id for h in only_dense.hits] == [h.chunk_id for h in dense.hits]
+    assert only_dense.hits[0].score == pytest.approx(1.0)
+    mixed = _searcher(store).search_embedded("kb", "", query, SearchRequest("weighted", k=5))
+    assert all(0.0 <= h.score <= 1.0 for h in mixed.hits)
+    with pytest.raises(InputError, match="unknown weight"):
+        _searcher(store).search_embedded("kb", "", query, SearchRequest("weighted", weights={"dnese": 1.0}))
+
+
+def test_colbert_reranks_dense_candidates_by_maxsim(filled: tuple[SQLiteStore, list[PreparedDocument]]) -> None:
+    store, docs = filled
+    query = _query(9)
+    assert query.colbert is not None
+    result = _searcher(store).search_embedded("kb", "", query, SearchRequest("colbert", k=5, candidates=60))
+    truth = {d: colbert_score(query.colbert, e.colbert) for d, e in _by_doc(docs).items()}  # type: ignore[arg-type]
+    assert [h.document_id for h in result.hits] == sorted(truth, key=lambda d: -truth[d])[:5]
+    assert set(result.hits[0].breakdown) == {"dense", "colbert"}
+
+
+def test_all_is_the_weighted_sum_of_the_three_bge_m3_scores(
+        filled: tuple[SQLiteStore, list[PreparedDocument]]) -> None:
+    store, docs = filled
+    query = _query(10)
+    result = _searcher(store).search_embedded("kb", "", query, SearchRequest("all", k=5, candidates=60))
+    by_doc = _by_doc(docs)
+    for hit in result.hits:
+        e = by_doc[hit.document_id]
+        dense = float(query.dense @ e.dense)  # type: ignore[operator]
+        lexical = lexical_matching_score(query.sparse, e.sparse)  # type: ignore[arg-type]
+        maxsim = colbert_score(query.colbert, e.colbert)  # type: ignore[arg-type]
+        # ColBERT vectors are stored as float16: agreement to 1e-3
+        assert hit.score == pytest.approx((0.4 * dense + 0.2 * lexical + 0.4 * maxsim) / 1.0, rel=1e-3)
+        assert hit.breakdown["colbert"].score == pytest.approx(maxsim, rel=1e-3)
+
+
+def test_strategies_needing_missing_vectors_are_refused(store: SQLiteStore) -> None:
+    dense_only = replace(CONFIG, outputs=("dense",))
+    _fill(store, 10, config=dense_only)
+    searcher = _searcher(store)
+    for strategy in ("sparse", "colbert", "all"):
+        with pytest.raises(InputError, match="holds dense"):
+            searcher.search_embedded("kb", "wing", _query(), SearchRequest(strategy))  # type: ignore[arg-type]
+    hybrid = searcher.search_embedded("kb", "wing flow", Embedding(8, False, _query().dense), SearchRequest("hybrid"))
+    assert hybrid.retrievers == ("dense", "bm25")
+    with pytest.raises(InputError, match="unknown strategy"):
+        SearchRequest("fuzzy").checked()  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="k must be"):
+        SearchRequest(k=0).checked()
+
+
+def test_new_writes_are_seen_by_the_next_search(filled: tuple[SQLiteStore, list[PreparedDocument]]) -> None:
+    store, _ = filled
+    searcher = _searcher(store)
+    query = _query(11)
+    before = searcher.search_embedded("kb", "", query, SearchRequest("dense", k=1)).hits[0]
+    target = store.active_set("kb")
+    twin = PreparedDocument(Document("twin", "twin", "test"), [Chunk(0, "twin", 0, 4, 1)], [query])
+    store.write_documents(target, [twin])
+    after = searcher.search_embedded("kb", "", query, SearchRequest("dense", k=1)).hits[0]
+    assert after.document_id == "twin" and after.score == pytest.approx(1.0) and before.document_id != "twin"
+    store.delete_documents("kb", ["twin"])
+    assert searcher.search_embedded("kb", "", query, SearchRequest("dense", k=1)).hits[0].document_id != "twin"
+
+
+def test_two_stage_uses_matryoshka_dims_and_refuses_others(
+        tiny_encoder: Callable[..., OnnxEncoder], store: SQLiteStore) -> None:
+    encoder = tiny_encoder()
+    texts = ["the man is playing guitar", "a cat sat on a mat", "someone plays an instrument", "the dog runs fast"]
+    index_documents(store, encoder, "tiny", [Document(f"t{i}", t, "test") for i, t in enumerate(texts)])
+    searcher = Searcher(store, encoder, cache=IndexCache())
+    full = searcher.search("tiny", "a man plays guitar", SearchRequest("dense", k=4))
+    two = searcher.search("tiny", "a man plays guitar", SearchRequest("two_stage", k=4, coarse_dim=4, coarse_k=4))
+    assert [h.chunk_id for h in two.hits] == [h.chunk_id for h in full.hits]  # rescored at full dimension
+    assert two.details["coarse_dim"] == 4 and "coarse@4" in two.hits[0].breakdown
+    with pytest.raises(ConfigError, match="Matryoshka dimensions below 8 of 'tiny': 4; not 3"):
+        searcher.search("tiny", "guitar", SearchRequest("two_stage", coarse_dim=3))
+    hashing = HashEncoder(replace(get_spec("hash"), dim=32), max_length=32)
+    index_documents(store, hashing, "plain", [Document("p", "wing flow", "test")])
+    with pytest.raises(ConfigError, match="not, and truncating"):
+        Searcher(store, hashing, cache=IndexCache()).search("plain", "wing", SearchRequest("two_stage", coarse_dim=16))
+
+
+def test_a_query_of_another_model_is_refused(tiny_encoder: Callable[..., OnnxEncoder], store: SQLiteStore) -> None:
+    hashing = HashEncoder(replace(get_spec("hash"), dim=8), max_length=32)
+    index_documents(store, hashing, "h", [Document("p", "the cat sat", "test")])
+    with pytest.raises(Exception, match="reembed"):
+        Searcher(store, tiny_encoder(), cache=IndexCache()).search("h", "cat", SearchRequest("dense"))
+
+
+def test_hnsw_is_persisted_reused_and_rebuilt_when_stale(store: SQLiteStore, tmp_path: Path) -> None:
+    config = replace(CONFIG, outputs=("dense",))
+    target = store.create_collection("big", config, 64, 0)
+    rng = np.random.default_rng(1)
+    centers = rng.standard_normal((20, 16))
+    vectors = (centers[rng.integers(0, 20, 3000)] + 0.3 * rng.standard_normal((3000, 16))).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    store.write_documents(target, [PreparedDocument(Document(f"v{i}", "x", "t"), [Chunk(0, "x", 0, 1, 1)],
+                                                    [Embedding(1, False, v)]) for i, v in enumerate(vectors)])
+    ann_dir = tmp_path / "ann"
+    searcher = Searcher(store, ann_threshold=1000, ann_dir=ann_dir, cache=IndexCache())
+    exact = Searcher(store, ann_threshold=0, cache=IndexCache())
+    recall = []
+    for q in rng.standard_normal((30, 16)).astype(np.float32):
+        q /= np.linalg.norm(q)
+        found = {h.chunk_id for h in searcher.search_embedded("big", "", Embedding(1, False, q),
+                                                              SearchRequest("dense")).hits}
+        truth = {h.chunk_id for h in exact.search_embedded("big", "", Embedding(1, False, q),
+                                                           SearchRequest("dense")).hits}
+        recall.append(len(found & truth) / 10)
+    assert np.mean(recall) >= 0.95
+    assert (ann_dir / f"set-{target.id}.usearch").exists()
+    cache = IndexCache()
+    again = Searcher(store, ann_threshold=1000, ann_dir=ann_dir, cache=cache)
+    again.search_embedded("big", "", Embedding(1, False, vectors[0]), SearchRequest("dense"))
+    assert not cache.get(store, target, ann_dir, 1000).hnsw_built  # loaded from disk, not rebuilt
+    store.delete_documents("big", ["v0"])
+    hits = again.search_embedded("big", "", Embedding(1, False, vectors[0]), SearchRequest("dense")).hits
+    assert "v0" not in {h.document_id for h in hits}
+    assert cache.get(store, target, ann_dir, 1000).hnsw_built  # stale: rebuilt from the store
+
+
+def test_result_json_shape(filled: tuple[SQLiteStore, list[PreparedDocument]]) -> None:
+    store, _ = filled
+    payload = _searcher(store).search_embedded("kb", "wing", _query(), SearchRequest("hybrid", k=3)).as_dict()
+    assert set(payload) >= {"hits", "strategy", "collection", "retrievers", "took_ms"}
+    hit = payload["hits"][0]
+    assert set(hit) == {"document_id", "chunk_id", "score", "text", "metadata", "breakdown"}
+    assert set(hit["breakdown"][next(iter(hit["breakdown"]))]) == {"rank", "score"}
