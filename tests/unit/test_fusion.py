@@ -30,7 +30,9 @@ def test_rrf_covers_every_id_once_and_is_sorted(parts: dict[str, list[tuple[int,
 
 @given(rankings, st.integers(0, 100))
 def test_rrf_does_not_depend_on_the_order_of_retrievers(parts: dict[str, list[tuple[int, float]]], k: int) -> None:
-    assert rrf(parts, k) == rrf(dict(reversed(list(parts.items()))), k)
+    one, other = dict(rrf(parts, k)), dict(rrf(dict(reversed(list(parts.items()))), k))
+    assert one.keys() == other.keys()  # sums in another order may differ in the last bit, not more
+    assert all(one[i] == pytest.approx(other[i], rel=1e-12) for i in one)
 
 
 @given(rankings)
