@@ -50,7 +50,8 @@ def cranfield(source: Path, target: Path) -> None:
         if 1 <= int(grade) <= 4:
             rows.append(f"{qid}\t{docid}\t{5 - int(grade)}")
     (target / "qrels" / "test.tsv").write_text("\n".join(rows) + "\n")
-    print(f"cranfield: {sum(1 for d in docs if d.get('W') or d.get('T'))} documents, {len(queries)} queries, {len(rows) - 1} judgements")
+    kept = sum(1 for d in docs if d.get("W") or d.get("T"))
+    print(f"cranfield: {kept} documents, {len(queries)} queries, {len(rows) - 1} judgements")
 
 
 def main() -> None:

@@ -70,7 +70,7 @@ def test_bad_datasets_are_input_errors(tmp_path: Path) -> None:
         load_dataset(tmp_path / "missing")
     folder = _write_beir(tmp_path / "ds")
     (folder / "queries.jsonl").write_text('{"_id": "q1", "text": "x"}\nnot json\n')
-    with pytest.raises(InputError, match="queries.jsonl:2: invalid JSON"):
+    with pytest.raises(InputError, match=r"queries\.jsonl:2: invalid JSON"):
         load_dataset(folder)
     (folder / "queries.jsonl").write_text('{"_id": "zz", "text": "x"}\n')
     with pytest.raises(InputError, match="no query"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -24,7 +26,7 @@ rankings = st.dictionaries(st.sampled_from(["dense", "sparse", "bm25"]), ids.map
 def test_rrf_covers_every_id_once_and_is_sorted(parts: dict[str, list[tuple[int, float]]], k: int) -> None:
     fused = rrf(parts, k)
     assert sorted(i for i, _ in fused) == sorted({i for r in parts.values() for i, _ in r})
-    assert all(a[1] >= b[1] for a, b in zip(fused, fused[1:], strict=False))
+    assert all(a[1] >= b[1] for a, b in itertools.pairwise(fused))
     assert all(0 < s <= len(parts) / (k + 1) for _, s in fused)
 
 
@@ -46,7 +48,7 @@ def test_an_id_first_everywhere_is_first(parts: dict[str, list[tuple[int, float]
 @given(ids.filter(lambda x: len(x) >= 2), ids, st.data())
 def test_moving_an_id_up_never_lowers_its_rrf_score(first: list[int], second: list[int], data: st.DataObject) -> None:
     position = data.draw(st.integers(1, len(first) - 1))
-    moved = first[:position - 1] + [first[position], first[position - 1]] + first[position + 1:]
+    moved = [*first[:position - 1], first[position], first[position - 1], *first[position + 1:]]
     before = dict(rrf({"a": _ranking(first), "b": _ranking(second)}))
     after = dict(rrf({"a": _ranking(moved), "b": _ranking(second)}))
     assert after[first[position]] >= before[first[position]]

@@ -266,3 +266,61 @@ def test_result_json_shape(filled: tuple[SQLiteStore, list[PreparedDocument]]) -
     hit = payload["hits"][0]
     assert set(hit) == {"document_id", "chunk_id", "score", "text", "metadata", "breakdown"}
     assert set(hit["breakdown"][next(iter(hit["breakdown"]))]) == {"rank", "score"}
+
+
+@pytest.mark.parametrize("lang", ["de", "fr"])
+def test_memory_bm25_equals_fts5_bm25(store: SQLiteStore, lang: str) -> None:
+    data = Path(__file__).parent.parent.parent / "benchmarks" / "data" / "debian-faq" / lang
+    from m3search.retrieval.beir import load_dataset
+
+    dataset = load_dataset(data)
+    hashing = HashEncoder(replace(get_spec("hash"), dim=16), max_length=8192)
+    index_documents(store, hashing, "faq", dataset.corpus)
+    searcher = _searcher(store)
+    for query in list(dataset.queries.values())[:40]:
+        ours = searcher.search_embedded("faq", query, None, SearchRequest("bm25", k=10)).hits
+        fts5 = store.search_text("faq", query, 10)  # SQLite's own bm25(), one collection: same statistics
+        assert [h.chunk_id for h in ours] == [c for c, _ in fts5], query
+        assert [h.score for h in ours] == pytest.approx([s for _, s in fts5], rel=1e-4)
+
+
+def test_memory_filters_match_the_sql_filters(store: SQLiteStore) -> None:
+    from m3search.retrieval.filtering import MetadataIndex
+    from m3search.store.filters import check_filters
+
+    rng = np.random.default_rng(3)
+    values: list[object] = ["a", "b", 1, 1.0, 2, True, False, None, [1], {"x": 1}, "1"]
+    target = store.create_collection("meta", replace(CONFIG, outputs=("dense",)), 64, 0)
+    docs = []
+    for i in range(120):
+        metadata = {key: values[int(rng.integers(len(values)))] for key in ("k1", "k2") if rng.random() < 0.8}
+        docs.append(PreparedDocument(Document(f"m{i}", "x", "t", metadata=metadata), [Chunk(0, "x", 0, 1, 1)],
+                                     [Embedding(1, False, np.ones(16, dtype=np.float32) / 4)]))
+    store.write_documents(target, docs)
+    memory = MetadataIndex(*store.chunk_metadata("meta"))
+    for filters in ({"k1": "a"}, {"k1": 1}, {"k1": True}, {"k1": None}, {"k1": [False, "b"], "k2": 2},
+                    {"k2": [None, "1", 1.0]}, {"absent": 1}, {"k1": 2.0}):
+        checked = check_filters(filters)
+        sql = set(store.filtered_chunk_ids("meta", checked).tolist())
+        assert set(np.flatnonzero(memory.lookup(checked)).tolist()) == sql, filters
+
+
+def test_filtered_search_on_the_hnsw_path_equals_exact(store: SQLiteStore, tmp_path: Path) -> None:
+    config = replace(CONFIG, outputs=("dense",))
+    target = store.create_collection("big", config, 64, 0)
+    rng = np.random.default_rng(4)
+    vectors = rng.standard_normal((2000, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    store.write_documents(target, [PreparedDocument(Document(f"v{i}", "x", "t", metadata={"part": i % 4}),
+                                                    [Chunk(0, "x", 0, 1, 1)], [Embedding(1, False, v)])
+                                   for i, v in enumerate(vectors)])
+    graph = Searcher(store, ann_threshold=500, ann_dir=tmp_path / "ann", cache=IndexCache())
+    exact = Searcher(store, ann_threshold=0, cache=IndexCache())
+    overlap = []
+    for q in vectors[:20]:
+        request = SearchRequest("dense", k=10, filters={"part": [1, 2]})
+        found = graph.search_embedded("big", "", Embedding(1, False, q), request).hits
+        truth = exact.search_embedded("big", "", Embedding(1, False, q), request).hits
+        assert len(found) == 10 and all(h.metadata["part"] in (1, 2) for h in found)
+        overlap.append(len({h.chunk_id for h in found} & {h.chunk_id for h in truth}) / 10)
+    assert np.mean(overlap) >= 0.9

@@ -1,4 +1,5 @@
-"""``m3search demo``: index the bundled English Debian FAQ into the store and answer three example queries."""
+"""``m3search demo``: index the bundled English Debian FAQ into the store and answer three example queries with a
+hybrid search (dense + bm25 fused by RRF), showing why each hit ranked."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from m3search.cli.options import BackendOption, ForceOption, PrecisionOption, en
 from m3search.models.encoder import Encoder
 from m3search.models.loader import load_encoder
 from m3search.models.pooled import OnnxEncoder
+from m3search.retrieval.search import Searcher
+from m3search.retrieval.types import SearchRequest
 from m3search.store.ingest import config_for, default_outputs, index_documents
 from m3search.store.sqlite import SQLiteStore
 from m3search.store.types import Document
@@ -61,15 +64,18 @@ def demo(
         console.print(f"indexed into {store.path} (collection {collection}): {report.added} added, "
                       f"{report.unchanged} unchanged, {report.chunks} chunks embedded "
                       f"({report.truncated} truncated) in {report.seconds:.1f} s")
-        config = store.active_set(collection).config
+        searcher = Searcher(store, encoder)
         for query in QUERIES:
-            vector = encoder.encode_queries([query])[0].dense
-            assert vector is not None  # dense models only (the default is MiniLM)
-            table = Table(title=f"[bold]{query}", title_justify="left", show_lines=False)
-            for column, justify in (("rank", "right"), ("score", "right"), ("document", "left"), ("text", "left")):
+            result = searcher.search(collection, query, SearchRequest("hybrid", k=k))
+            table = Table(title=f"[bold]{query}[/]  [dim]hybrid (RRF of {' + '.join(result.retrievers)}), "
+                                f"{result.took_ms:.0f} ms[/]", title_justify="left")
+            for column, justify in (("rank", "right"), ("score", "right"), ("document", "left"),
+                                    ("why", "left"), ("text", "left")):
                 table.add_column(column, justify=justify)  # type: ignore[arg-type]
-            for rank, hit in enumerate(store.search_dense(collection, config, vector, k), start=1):
-                table.add_row(str(rank), f"{hit.score:.3f}", hit.doc_id, hit.text.replace("\n", " ")[:110] + "...")
+            for rank, hit in enumerate(result.hits, start=1):
+                why = ", ".join(f"{name} #{c.rank} ({c.score:.2f})" for name, c in hit.breakdown.items())
+                table.add_row(str(rank), f"{hit.score:.4f}", hit.document_id, why,
+                              hit.text.replace("\n", " ")[:80] + "...")
             console.print(table)
 
 

@@ -20,16 +20,23 @@ from scipy import sparse as sp
 
 from m3search.errors import StoreError
 from m3search.models.encoder import l2_normalize
+from m3search.retrieval.filtering import BoolArray, MetadataIndex, allowed_rows
+from m3search.retrieval.lexical import Bm25Index
 from m3search.store.base import Store
+from m3search.store.filters import Scalar
 from m3search.store.types import EmbeddingSet
 from m3search.types import FloatArray, IntArray, SparseVector
 
 Ranking = list[tuple[int, float]]
 
-# HNSW parameters: recall@10 >= 0.95 of exact at 1M vectors (benchmarks/results/latency.md).
+# HNSW parameters (benchmarks/results/latency.md): the graph holds int8-quantised vectors (4x less memory than
+# float32, 2.4x faster to build, faster to walk) and each search takes OVERSAMPLE x k candidates from it, then
+# rescores them exactly on the float32 matrix, which restores the order the quantisation blurs.
 CONNECTIVITY = 16
 EXPANSION_ADD = 128
-EXPANSION_SEARCH = 96
+EXPANSION_SEARCH = 192
+GRAPH_DTYPE = "i8"
+OVERSAMPLE = 3
 
 
 def _top(scores: FloatArray, ids: IntArray, k: int, *, positive: bool = False) -> Ranking:
@@ -56,12 +63,17 @@ class SetIndex:
         self._store = store
         self._ann_dir = ann_dir
         self._ann_threshold = ann_threshold
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entrant: building the graph loads the matrix
         self._dense: tuple[IntArray, FloatArray] | None = None
         self._sparse: tuple[IntArray, Any] | None = None
+        self._bm25: Bm25Index | None = None
+        self._metadata: MetadataIndex | None = None
         self._coarse: dict[int, FloatArray] = {}
         self._hnsw: Any = None
         self.hnsw_built = False
+
+    def rebind(self, store: Store) -> None:
+        self._store = store
 
     # dense -----------------------------------------------------------------------------------------
 
@@ -79,22 +91,27 @@ class SetIndex:
         rows = np.minimum(rows, max(len(ids) - 1, 0))
         return rows[ids[rows] == chunk_ids] if len(ids) else rows[:0]
 
-    def dense(self, query: FloatArray, k: int, allowed: IntArray | None = None) -> Ranking:
-        """Top ``k`` by dot product: HNSW for large unfiltered sets, else exact."""
+    def dense(self, query: FloatArray, k: int, allowed: BoolArray | None = None) -> Ranking:
+        """Top ``k`` by dot product: HNSW for large sets (post-filtered when filters leave enough), else exact."""
         ids, matrix = self.dense_arrays()
-        if allowed is None and self._ann_threshold and len(ids) >= self._ann_threshold:
-            return self._dense_hnsw(query, k)
-        if allowed is not None:
-            rows = self._rows(ids, allowed)
-            return _top(matrix[rows] @ query, ids[rows], k)
-        return _top(matrix @ query, ids, k)
+        large = bool(self._ann_threshold) and len(ids) >= self._ann_threshold
+        if allowed is None:
+            return self._dense_hnsw(query, k) if large else _top(matrix @ query, ids, k)
+        keep = allowed_rows(allowed, ids)
+        share = keep.mean() if len(ids) else 0.0
+        if large and share >= 0.05:  # oversample the graph, keep the allowed: exact work only if too few
+            found = [hit for hit in self._dense_hnsw(query, int(k / share * 3) + 10) if allowed[hit[0]]]
+            if len(found) >= k:
+                return found[:k]
+        rows = np.flatnonzero(keep)
+        return _top(matrix[rows] @ query, ids[rows], k)
 
     def dense_scores(self, query: FloatArray, chunk_ids: IntArray) -> dict[int, float]:
         ids, matrix = self.dense_arrays()
         rows = self._rows(ids, chunk_ids)
         return dict(zip(ids[rows].tolist(), (matrix[rows] @ query).tolist(), strict=True))
 
-    def coarse(self, query: FloatArray, dim: int, k: int, allowed: IntArray | None) -> Ranking:
+    def coarse(self, query: FloatArray, dim: int, k: int, allowed: BoolArray | None) -> Ranking:
         """Top ``k`` on the first ``dim`` dimensions, each vector re-normalised (Matryoshka truncation)."""
         ids, matrix = self.dense_arrays()
         if dim not in self._coarse:
@@ -103,7 +120,7 @@ class SetIndex:
         small = self._coarse[dim]
         head = query[:dim] / max(float(np.linalg.norm(query[:dim])), 1e-12)
         if allowed is not None:
-            rows = self._rows(ids, allowed)
+            rows = np.flatnonzero(allowed_rows(allowed, ids))
             return _top(small[rows] @ head, ids[rows], k)
         return _top(small @ head, ids, k)
 
@@ -112,7 +129,8 @@ class SetIndex:
     def _dense_hnsw(self, query: FloatArray, k: int) -> Ranking:
         index = self.hnsw()
         ids, matrix = self.dense_arrays()
-        rows = np.asarray(index.search(query, min(k, len(ids))).keys, dtype=np.int64)
+        count = min(max(OVERSAMPLE * k, 30), len(ids))
+        rows = np.asarray(index.search(query, count).keys, dtype=np.int64)
         return _top(matrix[rows] @ query, ids[rows], k)  # exact scores of the found rows
 
     def _hnsw_paths(self) -> tuple[Path, Path] | None:
@@ -125,7 +143,7 @@ class SetIndex:
         ids, matrix = self.dense_arrays()
         return {"set": self.target.id, "fingerprint": self.target.config.fingerprint, "generation": self.generation,
                 "count": len(ids), "dim": int(matrix.shape[1]), "connectivity": CONNECTIVITY,
-                "expansion_add": EXPANSION_ADD}
+                "expansion_add": EXPANSION_ADD, "dtype": GRAPH_DTYPE}
 
     def hnsw(self) -> Any:
         """The HNSW graph (keys = matrix rows): loaded if saved for this generation, else built and saved."""
@@ -153,7 +171,10 @@ class SetIndex:
         from usearch.index import Index
 
         ids, matrix = self.dense_arrays()
-        index = Index(ndim=matrix.shape[1], metric="ip", dtype="f32", connectivity=CONNECTIVITY,
+        sample = np.linalg.norm(matrix[:: max(1, len(ids) // 1000)], axis=1)
+        unit = bool(np.all(np.abs(sample - 1) < 1e-3))  # int8 quantisation assumes unit vectors
+        index = Index(ndim=matrix.shape[1], metric="ip", dtype=GRAPH_DTYPE if unit else "f32",
+                      connectivity=CONNECTIVITY,
                       expansion_add=EXPANSION_ADD, expansion_search=EXPANSION_SEARCH)
         index.add(np.arange(len(ids), dtype=np.int64), matrix, threads=0)
         self.hnsw_built = True
@@ -191,11 +212,11 @@ class SetIndex:
         scores = matrix[:, query.indices[keep]] @ query.values[keep].astype(np.float32)
         return ids, np.asarray(scores, dtype=np.float32).ravel()
 
-    def sparse(self, query: SparseVector, k: int, allowed: IntArray | None = None) -> Ranking:
+    def sparse(self, query: SparseVector, k: int, allowed: BoolArray | None = None) -> Ranking:
         """Top ``k`` by lexical matching score (sum of weight products over shared tokens); only scores > 0."""
         ids, scores = self._sparse_all(query)
         if allowed is not None:
-            keep = np.isin(ids, allowed)
+            keep = allowed_rows(allowed, ids)
             ids, scores = ids[keep], scores[keep]
         return _top(scores, ids, k, positive=True)
 
@@ -203,6 +224,32 @@ class SetIndex:
         ids, scores = self._sparse_all(query)
         rows = self._rows(ids, chunk_ids)
         return dict(zip(ids[rows].tolist(), scores[rows].tolist(), strict=True))
+
+
+    # bm25 ------------------------------------------------------------------------------------------
+
+    def bm25(self, text: str, k: int, allowed: BoolArray | None = None) -> Ranking:
+        """Top ``k`` chunks by BM25 for any word of ``text``; only chunks holding one (score > 0)."""
+        if self._bm25 is None:
+            with self._lock:
+                if self._bm25 is None:
+                    self._bm25 = Bm25Index.build(self._store.term_counts(self.target.collection))
+        ids, scores = self._bm25.chunk_ids, self._bm25.scores(text)
+        if allowed is not None:
+            keep = allowed_rows(allowed, ids)
+            ids, scores = ids[keep], scores[keep]
+        return _top(scores, ids, k, positive=True)
+
+
+    # filters ---------------------------------------------------------------------------------------
+
+    def allowed(self, filters: dict[str, list[Scalar]]) -> BoolArray:
+        """A table indexed by chunk id: which chunks' documents match ``filters``."""
+        if self._metadata is None:
+            with self._lock:
+                if self._metadata is None:
+                    self._metadata = MetadataIndex(*self._store.chunk_metadata(self.target.collection))
+        return self._metadata.lookup(filters)
 
 
 class IndexCache:
@@ -219,6 +266,7 @@ class IndexCache:
         with self._lock:
             found = self._items.get(key)
             if found is not None and found.generation == generation and found.target == target:
+                found.rebind(store)  # lazy loads go through the caller's (open) connection
                 self._items.move_to_end(key)
                 return found
             fresh = SetIndex(store, target, generation, ann_dir, ann_threshold)

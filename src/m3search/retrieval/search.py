@@ -98,8 +98,8 @@ class Searcher:
             raise InputError(f"strategy '{request.strategy}' needs the query's {', '.join(needed)} output(s)")
         if embedding is not None and embedding.dense is not None and "dense" in needed:
             check_query_dim(target, embedding.dense)
-        allowed = self.store.filtered_chunk_ids(collection, filters) if filters else None
         index = self._cache.get(self.store, target, self.ann_dir, self.ann_threshold)
+        allowed = index.allowed(filters) if filters else None
         ctx = Context(self.store, target, index, text, embedding, request, filters, allowed, self._mrl_dims(target))
         outcome = STRATEGY_FUNCTIONS[request.strategy](ctx)
         hits = self._hits(outcome, request.k)

@@ -14,13 +14,14 @@ import numpy as np
 
 from m3search.errors import ConfigError, InputError
 from m3search.models.scores import colbert_score
+from m3search.retrieval.filtering import BoolArray
 from m3search.retrieval.fusion import Ranking, rrf, weighted
 from m3search.retrieval.memory import SetIndex
 from m3search.retrieval.types import DEFAULT_WEIGHTS, SearchRequest
 from m3search.store.base import Store
 from m3search.store.filters import Scalar
 from m3search.store.types import EmbeddingSet
-from m3search.types import Embedding, FloatArray, IntArray, Output, SparseVector
+from m3search.types import Embedding, FloatArray, Output, SparseVector
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class Context:
     embedding: Embedding | None
     request: SearchRequest
     filters: dict[str, list[Scalar]]
-    allowed: IntArray | None
+    allowed: BoolArray | None
     mrl_dims: tuple[int, ...]
 
     def dense_query(self) -> FloatArray:
@@ -88,7 +89,7 @@ def retrieve(ctx: Context, name: str, depth: int) -> Ranking:
     if name == "sparse":
         return ctx.index.sparse(ctx.sparse_query(), depth, ctx.allowed)
     if name == "bm25":
-        return ctx.store.search_text(ctx.target.collection, ctx.text, depth, ctx.filters)
+        return ctx.index.bm25(ctx.text, depth, ctx.allowed)
     raise InputError(f"'{name}' is not a first-stage retriever")
 
 

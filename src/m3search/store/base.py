@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from m3search.store.filters import Scalar
-from m3search.store.reads import SparseRows
+from m3search.store.reads import SparseRows, TermCounts
 from m3search.store.types import EmbeddingConfig, EmbeddingSet, Hit, PreparedDocument
 from m3search.types import Embedding, FloatArray, IntArray, SparseVector
 
@@ -63,6 +63,10 @@ class Store(Protocol):
     def sparse_rows(self, target: EmbeddingSet) -> SparseRows: ...
 
     def colbert_vectors(self, target: EmbeddingSet, chunk_ids: Sequence[int]) -> dict[int, FloatArray]: ...
+
+    def chunk_metadata(self, name: str) -> tuple[IntArray, list[dict[str, Any]]]: ...
+
+    def term_counts(self, name: str) -> TermCounts: ...
 
     def filtered_chunk_ids(self, name: str, filters: dict[str, list[Scalar]]) -> IntArray: ...
 

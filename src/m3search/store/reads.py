@@ -37,6 +37,17 @@ class SparseRows:
     values: FloatArray
 
 
+@dataclass(frozen=True)
+class TermCounts:
+    """How often each FTS5 term occurs in each chunk of a collection, as CSR arrays (rows: ``chunk_ids``)."""
+
+    chunk_ids: IntArray
+    terms: list[str]
+    indptr: IntArray
+    term_ids: IntArray
+    counts: IntArray
+
+
 def fts_query(text: str) -> str:
     """An FTS5 query matching any word of ``text`` (words as ``\\w+``, each quoted, duplicates dropped)."""
     words = dict.fromkeys(w.lower() for w in _WORD.findall(text))
@@ -121,6 +132,28 @@ class SQLiteReads:
                              f"fingerprint; run 'm3search reembed --collection {target.collection}'")
         return {int(r[0]): codec.colbert_from(r[3], int(r[2])) for r in rows}
 
+    def term_counts(self, name: str) -> TermCounts:
+        """The FTS5 index's term counts of every chunk of ``name`` (read through ``fts5vocab``)."""
+        with self._lock:
+            self._db.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.m3_terms USING fts5vocab(main, chunks_fts, "
+                             "instance)")
+            with self._snapshot():
+                chunk_ids = self.filtered_chunk_ids(name, {})
+                rows = self._rows("SELECT doc, term FROM temp.m3_terms")
+        vocabulary: dict[str, int] = {}
+        docs = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        terms = np.fromiter((vocabulary.setdefault(r[1], len(vocabulary)) for r in rows), dtype=np.int64,
+                            count=len(rows))
+        keep = np.isin(docs, chunk_ids)  # the FTS table holds every collection's chunks
+        positions = np.searchsorted(chunk_ids, docs[keep])
+        width = max(len(vocabulary), 1)
+        keys, counts = np.unique(positions * width + terms[keep], return_counts=True)
+        rows_of = keys // width
+        indptr = np.zeros(len(chunk_ids) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(rows_of, minlength=len(chunk_ids)), out=indptr[1:])
+        return TermCounts(chunk_ids, list(vocabulary), indptr, (keys % width).astype(np.int64),
+                          counts.astype(np.int64))
+
     def filtered_chunk_ids(self, name: str, filters: dict[str, list[Scalar]]) -> IntArray:
         """Ids of the chunks of ``name`` whose document metadata matches every filter."""
         condition, params = filter_sql(filters)
@@ -128,6 +161,12 @@ class SQLiteReads:
                           f"ON c.id = d.collection_id WHERE c.name = ? AND {condition or '1'} ORDER BY k.id",
                           (name, *params))
         return np.array([r[0] for r in rows], dtype=np.int64)
+
+    def chunk_metadata(self, name: str) -> tuple[IntArray, list[dict[str, Any]]]:
+        """Chunk ids of ``name`` (ascending) and their documents' metadata."""
+        rows = self._rows("SELECT k.id, d.metadata FROM chunks k JOIN documents d ON d.id = k.document_id JOIN "
+                          "collections c ON c.id = d.collection_id WHERE c.name = ? ORDER BY k.id", (name,))
+        return np.array([r[0] for r in rows], dtype=np.int64), [json.loads(r[1]) for r in rows]
 
     def hits(self, scored: Sequence[tuple[int, float]]) -> list[Hit]:
         """Hits (document id, text, metadata) for scored chunk ids, in the given order."""
