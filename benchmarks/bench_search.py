@@ -6,9 +6,10 @@ real 1M-embedding set can be obtained offline here, so HNSW recall on real data 
 
 Part 1 (100k): a synthetic SQLite collection of 100k chunks with such dense vectors, sparse vectors (12-60
 tokens drawn from a Zipf law over a 30k vocabulary, as lexical weights are) and texts (for bm25). 1000 queries
-with precomputed embeddings. Per strategy: p50 / p99 of ``Searcher.search_embedded`` (the whole call: fusion, hits fetched from
-SQLite, breakdowns), vs the plain numpy exact baseline (``matrix @ q`` + ``argpartition`` on an in-memory matrix,
-no store, no texts). Dense at this size uses the HNSW graph (threshold 50k), whose recall@10 vs exact is given.
+with precomputed embeddings. Per strategy: p50 / p99 of ``Searcher.search_embedded`` (the whole call: fusion, hits
+fetched from SQLite, breakdowns), vs the plain numpy exact baseline (``matrix @ q`` + ``argpartition`` on an
+in-memory matrix, no store, no texts). Dense at this size uses the HNSW graph (threshold 50k), whose recall@10 vs
+exact is given.
 
 Part 2 (1M): 1M vectors of the same kind; the dense index of m3search (``SetIndex.dense``: usearch HNSW search
 + exact rescoring of the found rows) vs numpy exact; recall@10 vs exact. The store is left out at this size
