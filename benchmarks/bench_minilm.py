@@ -26,6 +26,7 @@ import numpy as np
 from common import (  # the script's folder is on sys.path
     ROOT,
     base_parser,
+    cranfield_texts,
     machine,
     peak_rss_mb,
     prepare_modes,
@@ -47,7 +48,7 @@ ATTENTION_FLOPS_PER_POSITION = 6 * 2 * 2 * 384
 
 
 def passages(count: int) -> list[str]:
-    words = (ROOT / "data" / "cranfield_abstracts.txt").read_text(encoding="utf-8").split()
+    words = " ".join(cranfield_texts()).split()
     rng = random.Random(2000)
     result = []
     for _ in range(count):

@@ -22,6 +22,7 @@ from typing import Any
 from common import (  # the script's folder is on sys.path
     ROOT,
     base_parser,
+    cranfield_texts,
     machine,
     peak_rss_mb,
     versions,
@@ -34,14 +35,13 @@ CACHE = ROOT / ".cache" / "minilm"  # shares the prepared MiniLM with bench_mini
 def cranfield() -> list[Any]:
     from m3search.store.types import Document
 
-    lines = (ROOT / "data" / "cranfield_abstracts.txt").read_text(encoding="utf-8").splitlines()
-    return [Document(f"cran{i}", line, "cranfield") for i, line in enumerate(lines) if line.strip()]
+    return [Document(f"cran{i}", text, "cranfield") for i, text in enumerate(cranfield_texts())]
 
 
 def synthetic(chunks: int) -> list[Any]:
     from m3search.store.types import Document
 
-    words = (ROOT / "data" / "cranfield_abstracts.txt").read_text(encoding="utf-8").split()
+    words = " ".join(cranfield_texts()).split()
     rng = random.Random(100)
     docs, per_doc = [], 8  # about 300 words make about 8 chunks of 48 tokens
     for i in range(chunks // per_doc):

@@ -16,6 +16,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent
 
 
+def cranfield_texts() -> list[str]:
+    """The 1398 Cranfield abstracts (``data/cranfield/corpus.jsonl``, built by ``data/make_data.py``)."""
+    lines = (ROOT / "data" / "cranfield" / "corpus.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line)["text"] for line in lines if line.strip()]
+
+
 def cpu_model() -> str:
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):

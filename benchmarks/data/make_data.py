@@ -22,11 +22,16 @@ LANGUAGES = ("en", "de", "fr")
 
 
 def _records(text: str) -> list[dict[str, str]]:
+    """SMART records. The text field runs from ``.W`` to the next ``.I``: a few abstracts (e.g. 240) hold stray
+    ``.A``/``.B`` lines inside their text, which are dropped, not taken as the end of the text."""
     records = []
-    for block in re.split(r"^\.I ", text, flags=re.M)[1:]:
-        fields: dict[str, str] = {"id": block.split("\n", 1)[0].strip()}
-        for tag, body in re.findall(r"^\.([TABW])\n(.*?)(?=^\.[TABWI] |^\.[TABW]\n|\Z)", block, flags=re.M | re.S):
-            fields[tag] = " ".join(body.split())
+    for block in re.split(r"^\.I (?=\d)", text.replace("\r\n", "\n"), flags=re.M)[1:]:
+        head, _, body = block.partition("\n.W\n")
+        fields = {"id": head.split("\n", 1)[0].strip()}
+        title = re.search(r"^\.T\n(.*?)(?=^\.[AB]\n|\Z)", head, flags=re.M | re.S)
+        fields["T"] = " ".join(title.group(1).split()) if title else ""
+        fields["W"] = " ".join(line for line in body.split("\n") if line.strip() not in (".A", ".B", ".T"))
+        fields["W"] = " ".join(fields["W"].split())
         records.append(fields)
     return records
 
