@@ -1,15 +1,13 @@
 """Memory-resident indexes of one embedding set: the dense matrix, a CSC sparse matrix, an HNSW graph.
 
 The store stays the system of record; these are loaded from it on first use and reused while the set's
-generation (bumped by every write) is unchanged. The HNSW graph (usearch) is used for unfiltered dense searches
-of sets with at least ``ann_threshold`` vectors; it is saved beside the database and rebuilt from the store
-when missing or stale.
+generation (bumped by every write) is unchanged. The HNSW graph (:mod:`m3search.retrieval.ann`) serves dense
+searches of sets with at least ``ann_threshold`` vectors; it is saved beside the database and rebuilt from the
+store when missing or stale.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -20,6 +18,7 @@ from scipy import sparse as sp
 
 from m3search.errors import StoreError
 from m3search.models.encoder import l2_normalize
+from m3search.retrieval import ann
 from m3search.retrieval.filtering import BoolArray, MetadataIndex, allowed_rows
 from m3search.retrieval.lexical import Bm25Index
 from m3search.store.base import Store
@@ -28,16 +27,6 @@ from m3search.store.types import EmbeddingSet
 from m3search.types import FloatArray, IntArray, SparseVector
 
 Ranking = list[tuple[int, float]]
-
-# HNSW parameters (benchmarks/results/latency.md): the graph holds int8-quantised vectors (4x less memory than
-# float32, 2.4x faster to build, faster to walk) and each search takes OVERSAMPLE x k candidates from it, then
-# rescores them exactly on the float32 matrix, which restores the order the quantisation blurs.
-CONNECTIVITY = 16
-EXPANSION_ADD = 128
-EXPANSION_SEARCH = 192
-GRAPH_DTYPE = "i8"
-OVERSAMPLE = 3
-
 
 def _top(scores: FloatArray, ids: IntArray, k: int, *, positive: bool = False) -> Ranking:
     """The ``k`` best (id, score), best first, ties by id; with ``positive``, only scores > 0."""
@@ -69,7 +58,7 @@ class SetIndex:
         self._bm25: Bm25Index | None = None
         self._metadata: MetadataIndex | None = None
         self._coarse: dict[int, FloatArray] = {}
-        self._hnsw: Any = None
+        self._hnsw: ann.Graph | None = None
         self.hnsw_built = False
 
     def rebind(self, store: Store) -> None:
@@ -127,69 +116,28 @@ class SetIndex:
     # HNSW ------------------------------------------------------------------------------------------
 
     def _dense_hnsw(self, query: FloatArray, k: int) -> Ranking:
-        index = self.hnsw()
+        graph = self.hnsw()
         ids, matrix = self.dense_arrays()
-        count = min(max(OVERSAMPLE * k, 30), len(ids))
-        rows = np.asarray(index.search(query, count).keys, dtype=np.int64)
+        rows = graph.search(query, k)
         return _top(matrix[rows] @ query, ids[rows], k)  # exact scores of the found rows
 
-    def _hnsw_paths(self) -> tuple[Path, Path] | None:
-        if self._ann_dir is None:
-            return None
-        stem = self._ann_dir / f"set-{self.target.id}"
-        return stem.with_suffix(".usearch"), stem.with_suffix(".json")
-
-    def _meta(self) -> dict[str, Any]:
-        ids, matrix = self.dense_arrays()
-        return {"set": self.target.id, "fingerprint": self.target.config.fingerprint, "generation": self.generation,
-                "count": len(ids), "dim": int(matrix.shape[1]), "connectivity": CONNECTIVITY,
-                "expansion_add": EXPANSION_ADD, "dtype": GRAPH_DTYPE}
-
-    def hnsw(self) -> Any:
+    def hnsw(self) -> ann.Graph:
         """The HNSW graph (keys = matrix rows): loaded if saved for this generation, else built and saved."""
         if self._hnsw is None:
             with self._lock:
                 if self._hnsw is None:
-                    self._hnsw = self._load_hnsw() or self._build_hnsw()
-                    self._hnsw.expansion_search = EXPANSION_SEARCH
+                    _, matrix = self.dense_arrays()
+                    stamp = {"set": self.target.id, "fingerprint": self.target.config.fingerprint,
+                             "generation": self.generation}
+                    stem = self._ann_dir / f"set-{self.target.id}" if self._ann_dir is not None else None
+                    graph = ann.load(stem, stamp, matrix) if stem is not None else None
+                    if graph is None:
+                        graph = ann.build(matrix)
+                        self.hnsw_built = True
+                        if stem is not None:
+                            ann.save(graph, stem, stamp)
+                    self._hnsw = graph
         return self._hnsw
-
-    def _load_hnsw(self) -> Any:
-        from usearch.index import Index
-
-        paths = self._hnsw_paths()
-        if paths is None or not paths[0].exists() or not paths[1].exists():
-            return None
-        try:
-            if json.loads(paths[1].read_text()) != self._meta():
-                return None  # stale: written for another generation or configuration
-            return Index.restore(str(paths[0]))
-        except (OSError, ValueError, RuntimeError):
-            return None  # unreadable: rebuilt from the store
-
-    def _build_hnsw(self) -> Any:
-        from usearch.index import Index
-
-        ids, matrix = self.dense_arrays()
-        sample = np.linalg.norm(matrix[:: max(1, len(ids) // 1000)], axis=1)
-        unit = bool(np.all(np.abs(sample - 1) < 1e-3))  # int8 quantisation assumes unit vectors
-        index = Index(ndim=matrix.shape[1], metric="ip", dtype=GRAPH_DTYPE if unit else "f32",
-                      connectivity=CONNECTIVITY,
-                      expansion_add=EXPANSION_ADD, expansion_search=EXPANSION_SEARCH)
-        index.add(np.arange(len(ids), dtype=np.int64), matrix, threads=0)
-        self.hnsw_built = True
-        paths = self._hnsw_paths()
-        if paths is not None:
-            try:
-                paths[0].parent.mkdir(parents=True, exist_ok=True)
-                for path, write in ((paths[0], lambda p: index.save(str(p))),
-                                    (paths[1], lambda p: p.write_text(json.dumps(self._meta())))):
-                    partial = path.with_suffix(path.suffix + ".tmp")
-                    write(partial)
-                    os.replace(partial, path)  # never a half-written file under the real name
-            except OSError:
-                pass  # a read-only location: the graph is still used in memory
-        return index
 
     # sparse ----------------------------------------------------------------------------------------
 
