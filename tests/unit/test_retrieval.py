@@ -240,7 +240,8 @@ def test_hnsw_is_persisted_reused_and_rebuilt_when_stale(store: SQLiteStore, tmp
     searcher = Searcher(store, ann_threshold=1000, ann_dir=ann_dir, cache=IndexCache())
     exact = Searcher(store, ann_threshold=0, cache=IndexCache())
     recall = []
-    for q in rng.standard_normal((30, 16)).astype(np.float32):
+    queries = (centers[rng.integers(0, 20, 30)] + 0.3 * rng.standard_normal((30, 16))).astype(np.float32)
+    for q in queries:  # drawn like the data, as real queries are
         q /= np.linalg.norm(q)
         found = {h.chunk_id for h in searcher.search_embedded("big", "", Embedding(1, False, q),
                                                               SearchRequest("dense")).hits}
@@ -324,3 +325,24 @@ def test_filtered_search_on_the_hnsw_path_equals_exact(store: SQLiteStore, tmp_p
         assert len(found) == 10 and all(h.metadata["part"] in (1, 2) for h in found)
         overlap.append(len({h.chunk_id for h in found} & {h.chunk_id for h in truth}) / 10)
     assert np.mean(overlap) >= 0.9
+
+
+def test_ann_graph_is_tuned_and_a_bad_file_is_rebuilt(tmp_path: Path) -> None:
+    from m3search.retrieval import ann
+
+    rng = np.random.default_rng(5)
+    matrix = rng.standard_normal((3000, 16)).astype(np.float32)
+    matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+    graph = ann.build(matrix)
+    assert graph.dtype == "i8" and graph.ef in ann.EF_CHOICES
+    assert graph.recall >= ann.RECALL_TARGET or graph.ef == ann.EF_CHOICES[-1]
+    stamp = {"set": 1, "fingerprint": "f", "generation": 3}
+    ann.save(graph, tmp_path / "set-1", stamp)
+    loaded = ann.load(tmp_path / "set-1", stamp, matrix)
+    assert loaded is not None and loaded.ef == graph.ef and loaded.index.expansion_search == graph.ef
+    assert ann.load(tmp_path / "set-1", {**stamp, "generation": 4}, matrix) is None  # stale
+    assert ann.load(tmp_path / "set-1", stamp, matrix[:-1]) is None  # another matrix
+    (tmp_path / "set-1.usearch").write_bytes(b"garbage")
+    assert ann.load(tmp_path / "set-1", stamp, matrix) is None  # unreadable: the caller rebuilds
+    raw = matrix * 3  # not unit vectors: a float32 graph
+    assert ann.build(raw).dtype == "f32"

@@ -1,7 +1,7 @@
 """The HNSW graph of a set's dense vectors (usearch), its search breadth tuned to a recall target, kept on disk.
 
 - The graph holds int8-quantised copies of unit vectors (4x less memory than float32, about 2.4x faster to build);
-  each search takes ``OVERSAMPLE x k`` candidates (at least 30) from it and the caller rescores them exactly on the
+  each search takes k + 20 candidates from it (3 x k below k = 10) and the caller rescores them exactly on the
   float32 matrix, which restores the order the quantisation blurs. Vectors that are not unit length get a
   float32 graph.
 - ``ef`` (the search breadth) is chosen when the graph is built: the smallest of :data:`EF_CHOICES` whose
@@ -41,8 +41,9 @@ class Graph:
     dtype: str
 
     def search(self, query: FloatArray, k: int) -> IntArray:
-        """Rows of the approximate top ``OVERSAMPLE * k`` (at least 30) for ``query``."""
-        count = min(max(OVERSAMPLE * k, 30), len(self.index))
+        """Rows of the approximate top ``k + margin`` for ``query``: the margin (``OVERSAMPLE - 1`` times k up to
+        k = 10, at least 20) is what exact rescoring needs to repair the quantised order near the cut."""
+        count = min(k + max(20, (OVERSAMPLE - 1) * min(k, 10)), len(self.index))
         return np.asarray(self.index.search(query, count).keys, dtype=np.int64)
 
     def parameters(self) -> dict[str, Any]:

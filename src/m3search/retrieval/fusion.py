@@ -13,7 +13,7 @@ from m3search.errors import InputError
 Ranking = Sequence[tuple[int, float]]
 
 # RRF's k: 60 is the value of the original paper (Cormack et al., 2009) and the default of Elasticsearch,
-# OpenSearch, Azure AI Search, Milvus and Qdrant's server-side RRF; smaller values favour the top ranks.
+# OpenSearch, Azure AI Search, Milvus, Qdrant and LanceDB; smaller values favour the top ranks.
 DEFAULT_RRF_K = 60
 
 

@@ -25,6 +25,22 @@ B = 0.75
 _TOKEN = re.compile(r"[^\W_]+")  # unicode61: runs of letters and digits; '_' and marks separate
 
 
+def column_scores(matrix: Any, columns: IntArray, weights: FloatArray) -> FloatArray:
+    """``matrix[:, columns] @ weights`` for a CSC matrix, as a dense vector over its rows.
+
+    Gathers the columns' postings and sums them with one ``bincount``: several times faster than scipy's column
+    slicing when common terms have long postings.
+    """
+    keep = columns < matrix.shape[1]
+    columns, weights = columns[keep], weights[keep]
+    starts, ends = matrix.indptr[columns], matrix.indptr[columns + 1]
+    if columns.size == 0 or int((ends - starts).sum()) == 0:
+        return np.zeros(matrix.shape[0], dtype=np.float32)
+    rows = np.concatenate([matrix.indices[a:b] for a, b in zip(starts, ends, strict=True)])
+    values = np.concatenate([matrix.data[a:b] * w for a, b, w in zip(starts, ends, weights, strict=True)])
+    return np.bincount(rows, weights=values, minlength=matrix.shape[0]).astype(np.float32)
+
+
 def fts_tokens(text: str) -> list[str]:
     """Tokens as FTS5's default ``unicode61`` tokenizer makes them: case-folded, diacritics removed."""
     folded = unicodedata.normalize("NFKD", text.lower())
@@ -62,4 +78,4 @@ class Bm25Index:
         terms = np.array([self.vocabulary[t] for t in fts_tokens(text) if t in self.vocabulary], dtype=np.int64)
         if terms.size == 0:
             return np.zeros(len(self.chunk_ids), dtype=np.float32)
-        return np.asarray(self.weights[:, terms] @ self.idf[terms], dtype=np.float32).ravel()
+        return column_scores(self.weights, terms, self.idf[terms])

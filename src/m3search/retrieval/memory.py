@@ -20,7 +20,7 @@ from m3search.errors import StoreError
 from m3search.models.encoder import l2_normalize
 from m3search.retrieval import ann
 from m3search.retrieval.filtering import BoolArray, MetadataIndex, allowed_rows
-from m3search.retrieval.lexical import Bm25Index
+from m3search.retrieval.lexical import Bm25Index, column_scores
 from m3search.store.base import Store
 from m3search.store.filters import Scalar
 from m3search.store.types import EmbeddingSet
@@ -154,11 +154,7 @@ class SetIndex:
 
     def _sparse_all(self, query: SparseVector) -> tuple[IntArray, FloatArray]:
         ids, matrix = self._sparse_arrays()
-        keep = query.indices < matrix.shape[1]
-        if not keep.any():
-            return ids, np.zeros(len(ids), dtype=np.float32)
-        scores = matrix[:, query.indices[keep]] @ query.values[keep].astype(np.float32)
-        return ids, np.asarray(scores, dtype=np.float32).ravel()
+        return ids, column_scores(matrix, query.indices, query.values.astype(np.float32))
 
     def sparse(self, query: SparseVector, k: int, allowed: BoolArray | None = None) -> Ranking:
         """Top ``k`` by lexical matching score (sum of weight products over shared tokens); only scores > 0."""
@@ -172,7 +168,6 @@ class SetIndex:
         ids, scores = self._sparse_all(query)
         rows = self._rows(ids, chunk_ids)
         return dict(zip(ids[rows].tolist(), scores[rows].tolist(), strict=True))
-
 
     # bm25 ------------------------------------------------------------------------------------------
 
