@@ -26,19 +26,12 @@ _TOKEN = re.compile(r"[^\W_]+")  # unicode61: runs of letters and digits; '_' an
 
 
 def column_scores(matrix: Any, columns: IntArray, weights: FloatArray) -> FloatArray:
-    """``matrix[:, columns] @ weights`` for a CSC matrix, as a dense vector over its rows.
-
-    Gathers the columns' postings and sums them with one ``bincount``: several times faster than scipy's column
-    slicing when common terms have long postings.
-    """
+    """``matrix[:, columns] @ weights`` for a CSC matrix, as a dense vector over its rows (columns beyond the
+    matrix are ignored). scipy's column slicing measured faster than gathering postings into a ``bincount``."""
     keep = columns < matrix.shape[1]
-    columns, weights = columns[keep], weights[keep]
-    starts, ends = matrix.indptr[columns], matrix.indptr[columns + 1]
-    if columns.size == 0 or int((ends - starts).sum()) == 0:
+    if not keep.any():
         return np.zeros(matrix.shape[0], dtype=np.float32)
-    rows = np.concatenate([matrix.indices[a:b] for a, b in zip(starts, ends, strict=True)])
-    values = np.concatenate([matrix.data[a:b] * w for a, b, w in zip(starts, ends, weights, strict=True)])
-    return np.bincount(rows, weights=values, minlength=matrix.shape[0]).astype(np.float32)
+    return np.asarray(matrix[:, columns[keep]] @ weights[keep], dtype=np.float32).ravel()
 
 
 def fts_tokens(text: str) -> list[str]:
