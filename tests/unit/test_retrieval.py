@@ -255,9 +255,16 @@ def test_hnsw_is_persisted_reused_and_rebuilt_when_stale(store: SQLiteStore, tmp
     again.search_embedded("big", "", Embedding(1, False, vectors[0]), SearchRequest("dense"))
     assert not cache.get(store, target, ann_dir, 1000).hnsw_built  # loaded from disk, not rebuilt
     store.delete_documents("big", ["v0"])
+    twin = PreparedDocument(Document("twin", "x", "t"), [Chunk(0, "x", 0, 1, 1)], [Embedding(1, False, vectors[0])])
+    store.write_documents(target, [twin])
     hits = again.search_embedded("big", "", Embedding(1, False, vectors[0]), SearchRequest("dense")).hits
-    assert "v0" not in {h.document_id for h in hits}
-    assert cache.get(store, target, ann_dir, 1000).hnsw_built  # stale: rebuilt from the store
+    assert hits[0].document_id == "twin" and "v0" not in {h.document_id for h in hits}
+    updated = cache.get(store, target, ann_dir, 1000)
+    assert updated.hnsw_updated and not updated.hnsw_built  # a small change: the graph was updated in place
+    store.delete_documents("big", [f"v{i}" for i in range(1, 1000)])
+    hits = again.search_embedded("big", "", Embedding(1, False, vectors[5]), SearchRequest("dense")).hits
+    assert {h.document_id for h in hits}.isdisjoint({f"v{i}" for i in range(1000)})
+    assert cache.get(store, target, ann_dir, 1000).hnsw_built  # a third of the set changed: rebuilt
 
 
 def test_result_json_shape(filled: tuple[SQLiteStore, list[PreparedDocument]]) -> None:
@@ -333,7 +340,8 @@ def test_ann_graph_is_tuned_and_a_bad_file_is_rebuilt(tmp_path: Path) -> None:
     rng = np.random.default_rng(5)
     matrix = rng.standard_normal((3000, 16)).astype(np.float32)
     matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
-    graph = ann.build(matrix)
+    ids = np.arange(3000, dtype=np.int64) * 2  # chunk ids need not be dense
+    graph = ann.build(ids, matrix)
     assert graph.dtype == "i8" and graph.ef in ann.EF_CHOICES
     assert graph.recall >= ann.RECALL_TARGET or graph.ef == ann.EF_CHOICES[-1]
     stamp = {"set": 1, "fingerprint": "f", "generation": 3}
@@ -345,4 +353,23 @@ def test_ann_graph_is_tuned_and_a_bad_file_is_rebuilt(tmp_path: Path) -> None:
     (tmp_path / "set-1.usearch").write_bytes(b"garbage")
     assert ann.load(tmp_path / "set-1", stamp, matrix) is None  # unreadable: the caller rebuilds
     raw = matrix * 3  # not unit vectors: a float32 graph
-    assert ann.build(raw).dtype == "f32"
+    assert ann.build(ids, raw).dtype == "f32"
+
+
+def test_ann_update_handles_reused_removed_and_new_ids() -> None:
+    from m3search.retrieval import ann
+
+    rng = np.random.default_rng(6)
+    matrix = rng.standard_normal((2000, 16)).astype(np.float32)
+    matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+    ids = np.arange(2000, dtype=np.int64)
+    graph = ann.build(ids, matrix)
+    fresh = -matrix[5]  # id 5 reused for another vector; id 7 gone; id 5000 new
+    new_ids = np.append(np.delete(ids, 7), 5000)
+    new_matrix = np.vstack([np.delete(matrix, 7, axis=0), matrix[7:8] * 0 + matrix[9]])
+    new_matrix[5] = fresh
+    updated = ann.update(graph, (ids, matrix), (new_ids, new_matrix))
+    assert updated is not None
+    assert updated.search(fresh, 1)[0] == 5 and 7 not in set(updated.search(matrix[7], 10).tolist())
+    assert 5000 in set(updated.search(matrix[9], 2).tolist())
+    assert ann.update(graph, (new_ids, new_matrix), (new_ids[:1000], new_matrix[:1000])) is None  # too much

@@ -7,6 +7,8 @@
 - ``ef`` (the search breadth) is chosen when the graph is built: the smallest of :data:`EF_CHOICES` whose
   recall@10 against exact search, on a sample of 200 stored vectors used as queries (each one's own row left out
   of both answers), reaches :data:`RECALL_TARGET`. Easy data gets a fast search, hard data a wide one.
+- After a write, the next search updates the previous generation's graph in place (removes vanished or changed
+  chunks, adds new ones) instead of rebuilding it, unless more than 20 % of the set changed.
 - Saved as ``STEM.usearch`` plus a JSON stamp (set, fingerprint, generation, parameters, ``ef``, the measured
   recall); a stamp that does not match the set's current state means stale: the caller rebuilds.
 """
@@ -29,11 +31,12 @@ EF_CHOICES = (64, 96, 128, 192, 256, 384)
 RECALL_TARGET = 0.97
 OVERSAMPLE = 3
 SAMPLE = 200
+MAX_CHANGE = 0.2  # beyond this share of changed vectors a graph is rebuilt, not updated
 
 
 @dataclass
 class Graph:
-    """A usearch index over matrix rows 0..n-1, with the breadth it was tuned to."""
+    """A usearch index whose keys are chunk ids, with the breadth it was tuned to."""
 
     index: Any
     ef: int
@@ -41,7 +44,7 @@ class Graph:
     dtype: str
 
     def search(self, query: FloatArray, k: int) -> IntArray:
-        """Rows of the approximate top ``k + margin`` for ``query``: the margin (``OVERSAMPLE - 1`` times k up to
+        """Chunk ids of the approximate top ``k + margin`` for ``query``: the margin (``OVERSAMPLE - 1`` times k up to
         k = 10, at least 20) is what exact rescoring needs to repair the quantised order near the cut."""
         count = min(k + max(20, (OVERSAMPLE - 1) * min(k, 10)), len(self.index))
         return np.asarray(self.index.search(query, count).keys, dtype=np.int64)
@@ -51,18 +54,18 @@ class Graph:
                 "recall@10_sample": round(self.recall, 4), "oversample": OVERSAMPLE}
 
 
-def _recall(graph: Graph, matrix: FloatArray, rows: IntArray, truth: list[set[int]]) -> float:
+def _recall(graph: Graph, ids: IntArray, matrix: FloatArray, rows: IntArray, truth: list[set[int]]) -> float:
     found = []
     for row, want in zip(rows, truth, strict=True):
         query = matrix[row]
-        candidates = graph.search(query, 11)
+        candidates = np.searchsorted(ids, graph.search(query, 11))
         candidates = candidates[candidates != row]
         best = candidates[np.argsort(-(matrix[candidates] @ query), kind="stable")[:10]]
         found.append(len(set(best.tolist()) & want) / 10)
     return float(np.mean(found))
 
 
-def tune(graph: Graph, matrix: FloatArray, seed: int = 0) -> Graph:
+def tune(graph: Graph, ids: IntArray, matrix: FloatArray, seed: int = 0) -> Graph:
     """Set ``graph.ef`` to the smallest choice reaching :data:`RECALL_TARGET` on a sample (else the largest)."""
     rows = np.random.default_rng(seed).choice(len(matrix), size=min(SAMPLE, len(matrix)), replace=False)
     truth = []
@@ -73,22 +76,41 @@ def tune(graph: Graph, matrix: FloatArray, seed: int = 0) -> Graph:
         truth.append(set(top.tolist()) - {int(row)})
     for ef in EF_CHOICES:
         graph.index.expansion_search = ef
-        graph.ef, graph.recall = ef, _recall(graph, matrix, rows, truth)
+        graph.ef, graph.recall = ef, _recall(graph, ids, matrix, rows, truth)
         if graph.recall >= RECALL_TARGET:
             break
     return graph
 
 
-def build(matrix: FloatArray) -> Graph:
-    """A graph over every row of ``matrix``, tuned."""
+def build(ids: IntArray, matrix: FloatArray) -> Graph:
+    """A graph over the rows of ``matrix`` keyed by ``ids`` (ascending), tuned."""
     from usearch.index import Index
 
     sample = np.linalg.norm(matrix[:: max(1, len(matrix) // 1000)], axis=1)
     dtype = "i8" if bool(np.all(np.abs(sample - 1) < 1e-3)) else "f32"  # int8 quantisation assumes unit vectors
     index = Index(ndim=matrix.shape[1], metric="ip", dtype=dtype, connectivity=CONNECTIVITY,
                   expansion_add=EXPANSION_ADD)
-    index.add(np.arange(len(matrix), dtype=np.int64), matrix, threads=0)
-    return tune(Graph(index, EF_CHOICES[0], 0.0, dtype), matrix)
+    index.add(ids, matrix, threads=0)
+    return tune(Graph(index, EF_CHOICES[0], 0.0, dtype), ids, matrix)
+
+
+def update(graph: Graph, old: tuple[IntArray, FloatArray], new: tuple[IntArray, FloatArray]) -> Graph | None:
+    """``graph`` (built for ``old`` ids and vectors) brought to ``new`` in place: vanished or changed chunks
+    removed, new or changed ones added. None when more than :data:`MAX_CHANGE` of the set changed (rebuild)."""
+    (old_ids, old_matrix), (ids, matrix) = old, new
+    if old_matrix.shape[1] != matrix.shape[1]:
+        return None
+    common, old_rows, new_rows = np.intersect1d(old_ids, ids, assume_unique=True, return_indices=True)
+    changed = common[np.any(old_matrix[old_rows] != matrix[new_rows], axis=1)]  # a reused chunk id
+    removed = np.union1d(np.setdiff1d(old_ids, ids, assume_unique=True), changed)
+    added = np.union1d(np.setdiff1d(ids, old_ids, assume_unique=True), changed)
+    if len(removed) + len(added) > MAX_CHANGE * max(len(ids), 1):
+        return None
+    if len(removed):
+        graph.index.remove(removed)
+    if len(added):
+        graph.index.add(added, matrix[np.searchsorted(ids, added)], threads=0)
+    return graph
 
 
 def _stamp(graph: Graph, stamp: dict[str, Any], matrix_shape: tuple[int, ...]) -> dict[str, Any]:

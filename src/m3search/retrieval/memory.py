@@ -46,8 +46,9 @@ class SetIndex:
     """The in-memory search structures of one set at one generation (thread-safe, built lazily)."""
 
     def __init__(self, store: Store, target: EmbeddingSet, generation: int, ann_dir: Path | None,
-                 ann_threshold: int) -> None:
+                 ann_threshold: int, previous: SetIndex | None = None) -> None:
         self.target = target
+        self._previous = previous  # an older generation whose HNSW graph can be updated instead of rebuilt
         self.generation = generation
         self._store = store
         self._ann_dir = ann_dir
@@ -60,6 +61,7 @@ class SetIndex:
         self._coarse: dict[int, FloatArray] = {}
         self._hnsw: ann.Graph | None = None
         self.hnsw_built = False
+        self.hnsw_updated = False
 
     def rebind(self, store: Store) -> None:
         self._store = store
@@ -118,26 +120,42 @@ class SetIndex:
     def _dense_hnsw(self, query: FloatArray, k: int) -> Ranking:
         graph = self.hnsw()
         ids, matrix = self.dense_arrays()
-        rows = graph.search(query, k)
+        rows = self._rows(ids, graph.search(query, k))
         return _top(matrix[rows] @ query, ids[rows], k)  # exact scores of the found rows
 
     def hnsw(self) -> ann.Graph:
-        """The HNSW graph (keys = matrix rows): loaded if saved for this generation, else built and saved."""
+        """The HNSW graph: loaded if saved for this generation, else the previous generation's updated, else built;
+        then saved."""
         if self._hnsw is None:
             with self._lock:
                 if self._hnsw is None:
-                    _, matrix = self.dense_arrays()
+                    ids, matrix = self.dense_arrays()
                     stamp = {"set": self.target.id, "fingerprint": self.target.config.fingerprint,
                              "generation": self.generation}
                     stem = self._ann_dir / f"set-{self.target.id}" if self._ann_dir is not None else None
                     graph = ann.load(stem, stamp, matrix) if stem is not None else None
                     if graph is None:
-                        graph = ann.build(matrix)
-                        self.hnsw_built = True
+                        graph = self._updated_previous(ids, matrix)
+                        self.hnsw_updated = graph is not None
+                        if graph is None:
+                            graph = ann.build(ids, matrix)
+                            self.hnsw_built = True
                         if stem is not None:
                             ann.save(graph, stem, stamp)
-                    self._hnsw = graph
+                    self._hnsw, self._previous = graph, None
         return self._hnsw
+
+    @property
+    def has_graph(self) -> bool:
+        return self._hnsw is not None
+
+    def _updated_previous(self, ids: IntArray, matrix: FloatArray) -> ann.Graph | None:
+        previous, self._previous = self._previous, None
+        if previous is None or previous._hnsw is None or previous._dense is None:
+            return None
+        graph = ann.update(previous._hnsw, previous._dense, (ids, matrix))
+        previous._hnsw = None  # the graph now belongs to this generation
+        return graph
 
     # sparse ----------------------------------------------------------------------------------------
 
@@ -212,7 +230,8 @@ class IndexCache:
                 found.rebind(store)  # lazy loads go through the caller's (open) connection
                 self._items.move_to_end(key)
                 return found
-            fresh = SetIndex(store, target, generation, ann_dir, ann_threshold)
+            previous = found if found is not None and found.has_graph else None
+            fresh = SetIndex(store, target, generation, ann_dir, ann_threshold, previous=previous)
             self._items[key] = fresh
             self._items.move_to_end(key)
             while len(self._items) > self.capacity:
