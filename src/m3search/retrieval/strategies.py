@@ -7,7 +7,9 @@ multi-vectors, a reranker of candidates). The strategies combine them.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -105,8 +107,23 @@ def _depth(ctx: Context) -> int:
     return max(ctx.request.candidates, ctx.request.k)
 
 
+_POOL: list[ThreadPoolExecutor] = []
+_POOL_LOCK = threading.Lock()
+
+
+def _retrieve_all(ctx: Context, names: tuple[str, ...]) -> dict[str, Ranking]:
+    """The first stages of a fusion, side by side: HNSW search and sparse products run outside the GIL."""
+    if len(names) < 2:
+        return {name: retrieve(ctx, name, _depth(ctx)) for name in names}
+    with _POOL_LOCK:
+        if not _POOL:
+            _POOL.append(ThreadPoolExecutor(max_workers=2, thread_name_prefix="m3search-retrieve"))
+    found = _POOL[0].map(lambda name: retrieve(ctx, name, _depth(ctx)), names)
+    return dict(zip(names, found, strict=True))
+
+
 def _hybrid(ctx: Context) -> Outcome:
-    parts = {name: retrieve(ctx, name, _depth(ctx)) for name in fusion_retrievers(ctx.target.config.outputs)}
+    parts = _retrieve_all(ctx, fusion_retrievers(ctx.target.config.outputs))
     return Outcome(rrf(parts, ctx.request.rrf_k), parts)
 
 
@@ -117,7 +134,7 @@ def _weights(ctx: Context, names: tuple[str, ...]) -> dict[str, float]:
 
 def _weighted(ctx: Context) -> Outcome:
     names = fusion_retrievers(ctx.target.config.outputs)
-    parts = {name: retrieve(ctx, name, _depth(ctx)) for name in names}
+    parts = _retrieve_all(ctx, names)
     return Outcome(weighted(parts, _weights(ctx, names)), parts)
 
 
@@ -141,7 +158,7 @@ def _colbert(ctx: Context) -> Outcome:
 
 def _all(ctx: Context) -> Outcome:
     """The BGE-M3 paper's mode: dense and sparse candidates, rescored by the weighted sum of all three scores."""
-    pool = {i for name in ("dense", "sparse") for i, _ in retrieve(ctx, name, _depth(ctx))}
+    pool = {i for ranking in _retrieve_all(ctx, ("dense", "sparse")).values() for i, _ in ranking}
     ids = np.array(sorted(pool), dtype=np.int64)
     dense = ctx.index.dense_scores(ctx.dense_query(), ids)
     lexical = ctx.index.sparse_scores(ctx.sparse_query(), ids)
