@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -350,6 +351,10 @@ def test_ann_graph_is_tuned_and_a_bad_file_is_rebuilt(tmp_path: Path) -> None:
     assert loaded is not None and loaded.ef == graph.ef and loaded.index.expansion_search == graph.ef
     assert ann.load(tmp_path / "set-1", {**stamp, "generation": 4}, matrix) is None  # stale
     assert ann.load(tmp_path / "set-1", stamp, matrix[:-1]) is None  # another matrix
+    saved = json.loads((tmp_path / "set-1.json").read_text())
+    (tmp_path / "set-1.json").write_text(json.dumps({**saved, "format": 1}))  # keys were matrix rows then
+    assert ann.load(tmp_path / "set-1", stamp, matrix) is None
+    (tmp_path / "set-1.json").write_text(json.dumps(saved))
     (tmp_path / "set-1.usearch").write_bytes(b"garbage")
     assert ann.load(tmp_path / "set-1", stamp, matrix) is None  # unreadable: the caller rebuilds
     raw = matrix * 3  # not unit vectors: a float32 graph

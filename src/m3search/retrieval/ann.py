@@ -31,6 +31,7 @@ EF_CHOICES = (64, 96, 128, 192, 256, 384)
 RECALL_TARGET = 0.97
 OVERSAMPLE = 3
 SAMPLE = 200
+FORMAT = 2  # 2: keys are chunk ids (1: matrix rows); a graph of another format is rebuilt
 MAX_CHANGE = 0.2  # beyond this share of changed vectors a graph is rebuilt, not updated
 
 
@@ -50,8 +51,8 @@ class Graph:
         return np.asarray(self.index.search(query, count).keys, dtype=np.int64)
 
     def parameters(self) -> dict[str, Any]:
-        return {"connectivity": CONNECTIVITY, "expansion_add": EXPANSION_ADD, "dtype": self.dtype, "ef": self.ef,
-                "recall@10_sample": round(self.recall, 4), "oversample": OVERSAMPLE}
+        return {"format": FORMAT, "connectivity": CONNECTIVITY, "expansion_add": EXPANSION_ADD, "dtype": self.dtype,
+                "ef": self.ef, "recall@10_sample": round(self.recall, 4), "oversample": OVERSAMPLE}
 
 
 def _recall(graph: Graph, ids: IntArray, matrix: FloatArray, rows: IntArray, truth: list[set[int]]) -> float:
@@ -140,7 +141,8 @@ def load(stem: Path, stamp: dict[str, Any], matrix: FloatArray) -> Graph | None:
         saved = json.loads(stamp_path.read_text())
         if {k: saved.get(k) for k in stamp} != stamp or (saved.get("count"), saved.get("dim")) != matrix.shape:
             return None
-        if (saved.get("connectivity"), saved.get("expansion_add")) != (CONNECTIVITY, EXPANSION_ADD):
+        if (saved.get("format"), saved.get("connectivity"), saved.get("expansion_add")) != (
+                FORMAT, CONNECTIVITY, EXPANSION_ADD):
             return None
         index: Any = Index.restore(str(graph_path))
         if index is None:
