@@ -6,7 +6,8 @@
   float32 graph.
 - ``ef`` (the search breadth) is chosen when the graph is built: the smallest of :data:`EF_CHOICES` whose
   recall@10 against exact search, on a sample of 200 stored vectors used as queries (each one's own row left out
-  of both answers), reaches :data:`RECALL_TARGET`. Easy data gets a fast search, hard data a wide one.
+  of both answers), reaches :data:`RECALL_TARGET` (0.99; fresh queries score lower than this sample). Easy data
+  gets a fast search, hard data a wide one.
 - After a write, the next search updates the previous generation's graph in place (removes vanished or changed
   chunks, adds new ones) instead of rebuilding it, unless more than 20 % of the set changed.
 - Saved as ``STEM.usearch`` plus a JSON stamp (set, fingerprint, generation, parameters, ``ef``, the measured
@@ -28,7 +29,9 @@ from m3search.types import FloatArray, IntArray
 CONNECTIVITY = 16
 EXPANSION_ADD = 128
 EF_CHOICES = (64, 96, 128, 192, 256, 384)
-RECALL_TARGET = 0.97
+# On the leave-one-out sample of stored vectors; fresh queries are harder: at 1M synthetic vectors a graph tuned to
+# 0.97 there gave 0.94 on fresh queries (benchmarks/results/latency.md), so the sample's bar is set higher.
+RECALL_TARGET = 0.99
 OVERSAMPLE = 3
 SAMPLE = 200
 FORMAT = 2  # 2: keys are chunk ids (1: matrix rows); a graph of another format is rebuilt
@@ -52,7 +55,8 @@ class Graph:
 
     def parameters(self) -> dict[str, Any]:
         return {"format": FORMAT, "connectivity": CONNECTIVITY, "expansion_add": EXPANSION_ADD, "dtype": self.dtype,
-                "ef": self.ef, "recall@10_sample": round(self.recall, 4), "oversample": OVERSAMPLE}
+                "ef": self.ef, "recall@10_sample": round(self.recall, 4), "recall_target": RECALL_TARGET,
+                "oversample": OVERSAMPLE}
 
 
 def _recall(graph: Graph, ids: IntArray, matrix: FloatArray, rows: IntArray, truth: list[set[int]]) -> float:
@@ -141,8 +145,8 @@ def load(stem: Path, stamp: dict[str, Any], matrix: FloatArray) -> Graph | None:
         saved = json.loads(stamp_path.read_text())
         if {k: saved.get(k) for k in stamp} != stamp or (saved.get("count"), saved.get("dim")) != matrix.shape:
             return None
-        if (saved.get("format"), saved.get("connectivity"), saved.get("expansion_add")) != (
-                FORMAT, CONNECTIVITY, EXPANSION_ADD):
+        if (saved.get("format"), saved.get("connectivity"), saved.get("expansion_add"), saved.get("recall_target")
+                ) != (FORMAT, CONNECTIVITY, EXPANSION_ADD, RECALL_TARGET):
             return None
         index: Any = Index.restore(str(graph_path))
         if index is None:
