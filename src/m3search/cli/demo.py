@@ -73,7 +73,7 @@ def demo(
                                     ("why", "left"), ("text", "left")):
                 table.add_column(column, justify=justify)  # type: ignore[arg-type]
             for rank, hit in enumerate(result.hits, start=1):
-                why = ", ".join(f"{name} #{c.rank} ({c.score:.2f})" for name, c in hit.breakdown.items())
+                why = "\n".join(f"{name} #{c.rank} ({c.score:.2f})" for name, c in hit.breakdown.items())
                 table.add_row(str(rank), f"{hit.score:.4f}", hit.document_id, why,
                               hit.text.replace("\n", " ")[:80] + "...")
             console.print(table)
