@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -74,3 +75,15 @@ def test_check_dim_accepts_mrl_dims_only() -> None:
 def test_invalid_specs_are_refused(changes: dict[str, object]) -> None:
     with pytest.raises(ConfigError):
         dataclasses.replace(get_spec("mxbai-embed-large-v1"), **changes)  # type: ignore[arg-type]
+
+
+def test_a_model_directory_of_another_size_sets_the_dimension(tmp_path: Path) -> None:
+    from m3search.models.loader import _sized_like
+
+    spec = get_spec("mxbai-embed-large-v1")
+    (tmp_path / "config.json").write_text('{"hidden_size": 32}')
+    sized = _sized_like(spec, tmp_path)
+    assert (sized.dim, sized.mrl_dims) == (32, ())  # not the Matryoshka-trained model any more
+    (tmp_path / "config.json").write_text('{"hidden_size": 1024}')
+    assert _sized_like(spec, tmp_path) == spec
+    assert _sized_like(spec, tmp_path / "missing") == spec

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from pathlib import Path
 
 from m3search.models.bge_m3 import BGEM3Encoder
@@ -9,7 +11,7 @@ from m3search.models.encoder import Encoder
 from m3search.models.hashing import HashEncoder
 from m3search.models.pooled import OnnxEncoder
 from m3search.models.prepare import PreparedModel, prepare_model
-from m3search.models.registry import get_spec
+from m3search.models.registry import ModelSpec, get_spec
 from m3search.models.resolve import resolve_model
 from m3search.models.runtime import RunOptions
 from m3search.settings import Backend, Precision, Settings, get_settings
@@ -54,6 +56,8 @@ def load_encoder(
     if spec.family == "hash":
         return HashEncoder(spec, **common)
     source = Path(path) if path is not None else None
+    if source is not None:
+        spec = _sized_like(spec, source)
 
     def prepare() -> PreparedModel:
         return prepare_model(resolve_model(spec, cfg, source), cfg.home)
@@ -76,3 +80,17 @@ def load_encoder(
         options=options,
         **common,
     )
+
+
+def _sized_like(spec: ModelSpec, directory: Path) -> ModelSpec:
+    """``spec`` with the dense dimension of the files in ``directory`` when they differ from the registry's (a
+    smaller test model, a distilled variant): vectors, collections and fingerprints then say the true size. Such
+    a model is not the Matryoshka-trained one, so its ``mrl_dims`` are dropped."""
+    try:
+        hidden = int(json.loads((directory / "config.json").read_text(encoding="utf-8")).get("hidden_size", 0))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return spec
+    if spec.pooling in ("cls", "mean", "last_token") and hidden > 0 and hidden != spec.dim:
+        return replace(spec, dim=hidden, mrl_dims=())
+    return spec
+
