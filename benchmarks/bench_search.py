@@ -20,7 +20,6 @@ Part 2 (1M): 1M vectors of the same kind; the dense index of m3search (``SetInde
 
 from __future__ import annotations
 
-import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -238,10 +237,9 @@ def main() -> None:
     cache = ROOT / ".cache" / "search"
     cache.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {"machine": machine(), "versions": versions("m3search", "numpy", "scipy", "usearch")}
-    with tempfile.TemporaryDirectory():
-        result["100k"] = part_100k(args.chunks, args.queries, cache)
-        if args.million:
-            result["1m"] = part_million(args.million, args.queries)
+    result["100k"] = part_100k(args.chunks, args.queries, cache)
+    if args.million:
+        result["1m"] = part_million(args.million, args.queries)
     write_results(args.out, "latency", result, table(result))
 
 

@@ -24,11 +24,11 @@ CollectionOption = Annotated[str, typer.Option("--collection", "-c", help="colle
 ModelOption = Annotated[str | None, typer.Option("--model", "-m", help="model (default: M3SEARCH_DEFAULT_MODEL)")]
 
 
-def _open(db: Path | None) -> SQLiteStore:
+def open_store(db: Path | None) -> SQLiteStore:
     return SQLiteStore(db or get_settings().index_db)
 
 
-def _encoder(model: str | None, backend: str | None, precision: str | None, force: bool) -> Encoder:
+def encoder_for(model: str | None, backend: str | None, precision: str | None, force: bool) -> Encoder:
     _, options = encoder_settings(backend, precision, force)
     return load_encoder(model, **options)
 
@@ -55,10 +55,10 @@ def index(
     """Index documents: unchanged ones are skipped, changed ones re-embedded; exit 2 if any were skipped."""
     console = Console(stderr=True)
     sources = read_sources(paths, max_bytes=max_bytes)
-    encoder = _encoder(model, backend, precision, force_precision)
+    encoder = encoder_for(model, backend, precision, force_precision)
     extra: list[Output] = ["colbert"] if colbert else []
     outputs: list[Output] = [*default_outputs(encoder), *extra]
-    with _open(db) as store, _progress(console, "indexing") as bar:
+    with open_store(db) as store, _progress(console, "indexing") as bar:
         task = bar.add_task("docs", total=len(sources.documents), rate="")
         state = {"chunks": 0}
 
@@ -87,7 +87,7 @@ def delete(
     db: DbOption = None,
 ) -> None:
     """Delete documents (with their chunks and vectors in every set)."""
-    with _open(db) as store:
+    with open_store(db) as store:
         removed = store.delete_documents(collection, doc_ids)
     typer.echo(f"{collection}: deleted {removed} of {len(doc_ids)} documents")
 
@@ -103,8 +103,8 @@ def reembed(
 ) -> None:
     """Switch a collection to another model (or precision, or dimension) without downtime; resumable."""
     console = Console(stderr=True)
-    encoder = _encoder(model, backend, precision, force_precision)
-    with _open(db) as store, _progress(console, "re-embedding") as bar:
+    encoder = encoder_for(model, backend, precision, force_precision)
+    with open_store(db) as store, _progress(console, "re-embedding") as bar:
         task = bar.add_task("chunks", total=None, rate="")
 
         def advance(done: int, total: int) -> None:
@@ -120,7 +120,7 @@ def reembed(
 
 def gc(collection: CollectionOption, db: DbOption = None) -> None:
     """Drop retired embedding sets and their vectors."""
-    with _open(db) as store:
+    with open_store(db) as store:
         typer.echo(f"{collection}: dropped {store.gc(collection)} retired set(s)")
 
 
@@ -145,7 +145,7 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="JSON output")] = False,
 ) -> None:
     """Collections, their documents, chunks, model fingerprint and embedding sets."""
-    with _open(db) as store:
+    with open_store(db) as store:
         names = [collection] if collection else store.collections()
         rows = [status_of(store, n) for n in names]
     if as_json:

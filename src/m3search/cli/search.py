@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from m3search.cli.index import CollectionOption, DbOption, ModelOption, _encoder, _open
+from m3search.cli.index import CollectionOption, DbOption, ModelOption, encoder_for, open_store
 from m3search.cli.options import BackendOption, PrecisionOption
 from m3search.errors import InputError
 from m3search.retrieval.beir import load_dataset, write_run
@@ -87,9 +87,9 @@ def search(
     if not query.strip():
         raise InputError("the query is empty")
     request = make_request(strategy, k, filters, rrf_k, weights, candidates, coarse_dim, coarse_k)
-    with _open(db) as store:
+    with open_store(db) as store:
         chosen = model or store.active_set(collection).config.model  # default: the collection's own model
-        result = Searcher(store, _encoder(chosen, backend, precision, False)).search(collection, query, request)
+        result = Searcher(store, encoder_for(chosen, backend, precision, False)).search(collection, query, request)
     if as_json:
         typer.echo(json.dumps(result.as_dict(), ensure_ascii=False))
     else:
@@ -137,7 +137,7 @@ def eval_command(
     strategies = [s.strip() for s in strategy.split(",") if s.strip()]
     request = make_request(strategies[0] if strategies else "", k, None, rrf_k, weights, 100, coarse_dim, 100)
     data = load_dataset(dataset, queries=queries)
-    encoder = _encoder(model, backend, precision, False)
+    encoder = encoder_for(model, backend, precision, False)
     console = Console(stderr=True)
     report = evaluate(data, encoder, strategies, k=k, db=db, collection=collection, request=request,
                       progress=lambda s: console.print(f"running {s}", highlight=False))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -90,9 +90,9 @@ def document_run(searcher: Searcher, collection: str, dataset: Dataset, strategy
                  embeddings: Sequence[Any], request: SearchRequest) -> Run:
     """The top ``depth`` documents per query (a document scores its best chunk)."""
     run: Run = {}
-    ask = SearchRequest(strategy, k=3 * depth, filters=request.filters, rrf_k=request.rrf_k,  # type: ignore[arg-type]
-                        weights=request.weights, candidates=max(request.candidates, 3 * depth),
-                        coarse_dim=request.coarse_dim, coarse_k=max(request.coarse_k, 3 * depth))
+    ask = replace(request, strategy=strategy, k=3 * depth,  # type: ignore[arg-type]
+                  candidates=max(request.candidates, 3 * depth),
+                  coarse_k=max(request.coarse_k, 3 * depth))
     for (qid, text), embedding in zip(dataset.queries.items(), embeddings, strict=True):
         docs: dict[str, float] = {}
         for hit in searcher.search_embedded(collection, text, embedding, ask).hits:

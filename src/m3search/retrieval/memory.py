@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from scipy import sparse as sp
 
-from m3search.errors import StoreError
+from m3search.errors import DimensionError
 from m3search.models.encoder import l2_normalize
 from m3search.retrieval import ann
 from m3search.retrieval.filtering import BoolArray, MetadataIndex, allowed_rows
@@ -241,5 +241,5 @@ class IndexCache:
 
 def check_query_dim(target: EmbeddingSet, vector: FloatArray) -> None:
     if vector.shape[0] != target.config.vector_dim:
-        raise StoreError(f"a {vector.shape[0]}-d query cannot search set {target.id} of '{target.collection}', "
+        raise DimensionError(f"a {vector.shape[0]}-d query cannot search set {target.id} of '{target.collection}', "
                          f"which holds {target.config.vector_dim}-d vectors")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from m3search.errors import ConfigError, InputError, UnknownModelError
@@ -14,6 +15,7 @@ from m3search.retrieval.strategies import STRATEGY_FUNCTIONS, Context, Outcome, 
 from m3search.retrieval.types import Contribution, SearchHit, SearchRequest, SearchResult
 from m3search.settings import get_settings
 from m3search.store.base import Store
+from m3search.store.filters import Scalar
 from m3search.store.ingest import config_for
 from m3search.store.types import EmbeddingSet
 from m3search.types import Embedding
@@ -55,7 +57,10 @@ class Searcher:
     def encode_queries(self, collection: str, texts: Sequence[str], strategies: Sequence[str]
                        ) -> list[Embedding | None]:
         """Query embeddings with every output ``strategies`` need, in one pass (None each if only bm25)."""
-        target = self._target(collection)
+        return self._encode(self._target(collection), texts, strategies)
+
+    def _encode(self, target: EmbeddingSet, texts: Sequence[str], strategies: Sequence[str]
+                ) -> list[Embedding | None]:
         needed: set[str] = set()
         for strategy in strategies:
             SearchRequest(strategy).checked()  # type: ignore[arg-type]
@@ -72,12 +77,12 @@ class Searcher:
         request = request or SearchRequest()
         if not isinstance(query, str) or not query.strip():
             raise InputError("the query is empty")
-        request.checked()  # before the model loads
         start = time.perf_counter()
-        embedding = self.encode_queries(collection, [query], [request.strategy])[0]
-        result = self.search_embedded(collection, query, embedding, request)
-        return SearchResult(result.collection, result.strategy, result.retrievers, result.hits,
-                            (time.perf_counter() - start) * 1000, result.details)
+        request, filters = request.checked()  # before the model loads
+        target = self._target(collection)
+        embedding = self._encode(target, [query], [request.strategy])[0]
+        result = self._search(target, query, embedding, request, filters)
+        return replace(result, took_ms=(time.perf_counter() - start) * 1000)
 
     def _mrl_dims(self, target: EmbeddingSet) -> tuple[int, ...]:
         if self.spec is not None:
@@ -92,7 +97,11 @@ class Searcher:
         """Search with a query embedding computed beforehand (``text`` serves bm25)."""
         start = time.perf_counter()
         request, filters = (request or SearchRequest()).checked()
-        target = self._target(collection)
+        result = self._search(self._target(collection), text, embedding, request, filters)
+        return replace(result, took_ms=(time.perf_counter() - start) * 1000)
+
+    def _search(self, target: EmbeddingSet, text: str, embedding: Embedding | None, request: SearchRequest,
+                filters: dict[str, list[Scalar]]) -> SearchResult:
         needed = required_outputs(request.strategy, target)
         if needed and (embedding is None or any(getattr(embedding, o) is None for o in needed)):
             raise InputError(f"strategy '{request.strategy}' needs the query's {', '.join(needed)} output(s)")
@@ -102,9 +111,10 @@ class Searcher:
         allowed = index.allowed(filters) if filters else None
         ctx = Context(self.store, target, index, text, embedding, request, filters, allowed, self._mrl_dims(target))
         outcome = STRATEGY_FUNCTIONS[request.strategy](ctx)
-        hits = self._hits(outcome, request.k)
-        return SearchResult(collection, request.strategy, retrievers_of(request.strategy, target.config.outputs),
-                            hits, (time.perf_counter() - start) * 1000, _details(request, outcome))
+        details = {"k": request.k, **_parameters(request), **outcome.details}
+        return SearchResult(target.collection, request.strategy,
+                            retrievers_of(request.strategy, target.config.outputs), self._hits(outcome, request.k),
+                            details=details)
 
     def _hits(self, outcome: Outcome, k: int) -> list[SearchHit]:
         positions = {name: {item: (rank, score) for rank, (item, score) in enumerate(ranking, start=1)}
@@ -117,13 +127,11 @@ class Searcher:
         return result
 
 
-def _details(request: SearchRequest, outcome: Outcome) -> dict[str, object]:
-    details: dict[str, object] = {"k": request.k}
+def _parameters(request: SearchRequest) -> dict[str, object]:
+    """The request's parameters that shaped this strategy's result."""
+    found: dict[str, object] = {}
     if request.strategy == "hybrid":
-        details["rrf_k"] = request.rrf_k
+        found["rrf_k"] = request.rrf_k
     if request.strategy in ("hybrid", "weighted", "all", "colbert"):
-        details["candidates"] = request.candidates
-    if request.strategy == "two_stage":
-        details["coarse_dim"] = int(next(n for n in outcome.parts if n.startswith("coarse@")).split("@")[1])
-        details["coarse_k"] = request.coarse_k
-    return details
+        found["candidates"] = request.candidates
+    return found

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -55,6 +55,7 @@ class Outcome:
 
     final: Ranking
     parts: dict[str, Ranking]
+    details: dict[str, object] = field(default_factory=dict)
 
 
 def fusion_retrievers(outputs: tuple[str, ...]) -> tuple[str, ...]:
@@ -187,7 +188,8 @@ def _two_stage(ctx: Context) -> Outcome:
     coarse = ctx.index.coarse(ctx.dense_query(), coarse_dim, max(request.coarse_k, request.k), ctx.allowed)
     ids = np.array([i for i, _ in coarse], dtype=np.int64)
     rescored = _ranked(ctx.index.dense_scores(ctx.dense_query(), ids))
-    return Outcome(rescored, {f"coarse@{coarse_dim}": coarse, "dense": rescored})
+    return Outcome(rescored, {f"coarse@{coarse_dim}": coarse, "dense": rescored},
+                   {"coarse_dim": coarse_dim, "coarse_k": request.coarse_k})
 
 
 STRATEGY_FUNCTIONS: dict[str, Callable[[Context], Outcome]] = {
