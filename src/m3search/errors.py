@@ -136,3 +136,19 @@ class DocumentError(InputError):
     def __init__(self, source: str, reason: str) -> None:
         self.source, self.reason = source, reason
         super().__init__(f"{source}: {reason}")
+
+
+class NotFoundError(M3SearchError):
+    """A named resource (embedding configuration, embedding set, document) does not exist."""
+
+
+class OverloadedError(M3SearchError):
+    """Too much work is queued; try again after ``retry_after`` seconds."""
+
+    def __init__(self, queued: int, retry_after: int) -> None:
+        self.queued, self.retry_after = queued, retry_after
+        super().__init__(f"the server is busy ({queued} requests queued); retry after {retry_after} s")
+
+
+class PayloadTooLargeError(InputError):
+    """A request carries more (bytes, inputs) than the server accepts."""

@@ -56,6 +56,21 @@ class Settings(BaseSettings):
         50_000, ge=0, description="dense searches of sets this large use an HNSW graph (usearch); 0 = always exact"
     )
     offline: bool = Field(False, description="never try to download (HF_HUB_OFFLINE=1 implies it)")
+    # The HTTP server (m3search serve).
+    host: str = Field("127.0.0.1", description="address the server binds; loopback unless told otherwise")
+    port: int = Field(8019, ge=0, le=65535, description="port the server listens on")
+    api_keys: list[str] = Field(
+        default_factory=list, description='JSON list of accepted API keys (Bearer); empty = no authentication'
+    )
+    max_request_bytes: int = Field(16_000_000, ge=1, description="largest request body; larger gets 413")
+    max_inputs: int = Field(2048, ge=1, description="most texts in one embedding request; more gets 413")
+    max_queue: int = Field(
+        256, ge=1, description="embedding requests waiting or running at once; more gets 429 with Retry-After"
+    )
+    merge_tokens: int = Field(
+        16384, ge=1, description="tokens of concurrent requests merged into one inference call by the batcher"
+    )
+    cors_origins: list[str] = Field(default_factory=list, description="origins allowed by CORS; empty = CORS off")
 
     @field_validator("home", mode="after")
     @classmethod

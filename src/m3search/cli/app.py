@@ -7,7 +7,7 @@ import sys
 import typer
 from rich.console import Console
 
-from m3search.cli import demo, embed, index, models, search
+from m3search.cli import demo, embed, index, models, search, serve
 from m3search.errors import M3SearchError
 
 app = typer.Typer(
@@ -27,6 +27,7 @@ app.command("status")(index.status)
 app.command("gc")(index.gc)
 app.command("search")(search.search)
 app.command("eval")(search.eval_command)
+app.command("serve")(serve.serve)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -17,6 +17,7 @@ from m3search.settings import get_settings
 from m3search.store.ingest import DEFAULT_MAX_BYTES, default_outputs, index_documents, read_sources
 from m3search.store.reembed import reembed as run_reembed
 from m3search.store.sqlite import SQLiteStore
+from m3search.store.status import collection_status
 from m3search.types import Output
 
 DbOption = Annotated[Path | None, typer.Option("--db", help="index database (default: M3SEARCH_HOME/index.sqlite3)")]
@@ -124,21 +125,6 @@ def gc(collection: CollectionOption, db: DbOption = None) -> None:
         typer.echo(f"{collection}: dropped {store.gc(collection)} retired set(s)")
 
 
-def status_of(store: SQLiteStore, name: str) -> dict[str, Any]:
-    documents, chunks = store.counts(name)
-    active = store.active_set(name)
-    sets = []
-    for s in store.sets(name):
-        done = store.vector_count(s)
-        sets.append({"id": s.id, "status": s.status, "model": s.config.model, "fingerprint": s.config.fingerprint,
-                     "quantization": s.config.quantization, "dim": s.config.vector_dim, "vectors": done,
-                     "progress": round(done / chunks, 4) if chunks else 1.0})
-    building = store.building_set(name)
-    return {"collection": name, "documents": documents, "chunks": chunks, "model": active.config.model,
-            "fingerprint": active.config.fingerprint, "sets": sets,
-            "pending": store.pending_count(building) if building else 0}
-
-
 def status(
     collection: Annotated[str | None, typer.Option("--collection", "-c", help="one collection")] = None,
     db: DbOption = None,
@@ -147,7 +133,7 @@ def status(
     """Collections, their documents, chunks, model fingerprint and embedding sets."""
     with open_store(db) as store:
         names = [collection] if collection else store.collections()
-        rows = [status_of(store, n) for n in names]
+        rows = [collection_status(store, n) for n in names]
     if as_json:
         typer.echo(json.dumps(rows[0] if collection else rows, indent=2))
         return

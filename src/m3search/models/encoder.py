@@ -103,6 +103,22 @@ class Encoder(ABC):
             on_overflow: "truncate" cuts longer inputs and reports it; "error" raises InputTooLongError.
         """
         wanted = self._check_outputs(outputs)
+        return self.encode_tokens(self.tokenize(texts, kind=kind, max_length=max_length, on_overflow=on_overflow),
+                                  wanted)
+
+    def tokenize(
+        self,
+        texts: Sequence[str],
+        *,
+        kind: Kind | None = None,
+        max_length: int | None = None,
+        on_overflow: OnOverflow = "truncate",
+    ) -> list[Tokens]:
+        """The first half of :meth:`encode`: validate, prefix and tokenize ``texts`` (same arguments).
+
+        A server tokenizes in its request threads (counting tokens, refusing long inputs early) and merges the
+        token lists of concurrent requests into one :meth:`encode_tokens` call.
+        """
         limit = self._check_length(max_length) if max_length is not None else self.max_length
         if on_overflow not in ("truncate", "error"):
             raise ConfigError(f"on_overflow must be 'truncate' or 'error', not {on_overflow!r}")
@@ -114,6 +130,11 @@ class Encoder(ABC):
             for index, tok in enumerate(tokens):
                 if tok.truncated:
                     raise InputTooLongError(index, tok.original_length, limit)
+        return tokens
+
+    def encode_tokens(self, tokens: Sequence[Tokens], outputs: Iterable[Output] | None = None) -> list[Embedding]:
+        """The second half of :meth:`encode`: token-budget batches, inference, results in input order."""
+        wanted = self._check_outputs(outputs)
         results: list[Embedding | None] = [None] * len(tokens)
         for indices in plan_batches([len(t.ids) for t in tokens], self.batch_tokens, self.max_batch_size):
             out = self.encode_batch(self._pad([tokens[i] for i in indices]), wanted)

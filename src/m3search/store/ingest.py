@@ -19,7 +19,7 @@ from m3search.models.encoder import Encoder
 from m3search.store.base import Store
 from m3search.store.chunking import chunk_text, chunk_texts
 from m3search.store.types import Document, EmbeddingConfig, PreparedDocument
-from m3search.types import Output
+from m3search.types import Embedding, Output
 
 SUFFIXES = (".txt", ".md", ".jsonl")
 DEFAULT_MAX_BYTES = 10_000_000
@@ -137,6 +137,19 @@ def _dedupe(sources: Sources) -> Sources:
     return sources
 
 
+# (document texts, outputs, max tokens) -> one embedding per text, in order.
+EmbedFn = Callable[[Sequence[str], Sequence[Output], int], list[Embedding]]
+
+
+def direct_embed(encoder: Encoder) -> EmbedFn:
+    """Documents embedded by ``encoder`` in the calling thread."""
+
+    def embed(texts: Sequence[str], outputs: Sequence[Output], max_length: int) -> list[Embedding]:
+        return encoder.encode_documents(texts, outputs=list(outputs), max_length=max_length)
+
+    return embed
+
+
 def default_outputs(encoder: Encoder) -> tuple[Output, ...]:
     """Dense and sparse where the model has them (BGE-M3: both; SPLADE: sparse); ColBERT only when asked."""
     return tuple(o for o in encoder.spec.outputs if o != "colbert")
@@ -179,13 +192,18 @@ def index_documents(
     overlap: int | None = None,
     batch_docs: int = 32,
     progress: Callable[[int, int], None] | None = None,
+    vectors: bool = True,
+    embed: EmbedFn | None = None,
 ) -> IndexReport:
     """Index ``documents`` into ``collection`` (created on first use with this encoder's configuration).
 
     Unchanged documents (same content hash) are skipped; changed ones are re-chunked and re-embedded. Each
     batch of ``batch_docs`` documents is written in one transaction. ``progress(documents, chunks)`` is called
-    after each batch (and once for the unchanged documents).
+    after each batch (and once for the unchanged documents). With ``vectors=False`` documents and chunks are
+    stored without vectors: they are pending in the active set until :func:`~m3search.store.reembed.embed_pending`.
+    ``embed`` replaces the direct call of the encoder (a server passes one that goes through its batcher).
     """
+    embed = embed or direct_embed(encoder)
     start = time.perf_counter()
     wanted = tuple(outputs or default_outputs(encoder))
     config = config_for(encoder, wanted)
@@ -206,7 +224,8 @@ def index_documents(
         batch = todo[offset : offset + batch_docs]
         pieces = chunk_texts([_full_text(d) for d in batch], encoder.tokenizer, chunk_tokens, overlap)
         texts = [c.text for chunks in pieces for c in chunks]
-        embeddings = iter(encoder.encode_documents(texts, outputs=list(wanted), max_length=chunk_tokens))
+        embeddings = iter(embed(texts, wanted, chunk_tokens) if vectors
+                          else [Embedding(tokens=c.tokens, truncated=False) for chunks in pieces for c in chunks])
         prepared = [PreparedDocument(d, chunks, [next(embeddings) for _ in chunks]) for d, chunks in
                     zip(batch, pieces, strict=True)]
         store.write_documents(target, prepared)

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from m3search.errors import StoreError
 from m3search.models.encoder import Encoder
 from m3search.store.base import Store
-from m3search.store.ingest import config_for, default_outputs
+from m3search.store.ingest import EmbedFn, config_for, default_outputs, direct_embed
+from m3search.store.types import EmbeddingSet
 from m3search.types import Output
 
 
@@ -33,6 +34,7 @@ def reembed(
     batch: int = 256,
     progress: Callable[[int, int], None] | None = None,
     activate: bool = True,
+    embed: EmbedFn | None = None,
 ) -> ReembedReport:
     """Embed every chunk of ``collection`` with ``encoder`` into a building set, then make it active.
 
@@ -42,19 +44,10 @@ def reembed(
     """
     start = time.perf_counter()
     wanted = tuple(outputs or default_outputs(encoder))
-    chunk_tokens, _ = store.collection_settings(collection)
     target = store.start_set(collection, config_for(encoder, wanted))
     report = ReembedReport(target.config.fingerprint)
-    total = store.pending_count(target)
     while True:
-        while rows := store.pending(target, batch):
-            embeddings = encoder.encode_documents([text for _, text in rows], outputs=list(wanted),
-                                                  max_length=min(chunk_tokens, encoder.max_length))
-            store.write_vectors(target, [(chunk_id, e) for (chunk_id, _), e in zip(rows, embeddings, strict=True)])
-            report.embedded += len(rows)
-            report.truncated += sum(e.truncated for e in embeddings)
-            if progress is not None:
-                progress(report.embedded, max(total, report.embedded))
+        embed_pending(store, encoder, target, wanted, batch=batch, report=report, progress=progress, embed=embed)
         if not activate:
             break
         try:
@@ -66,4 +59,33 @@ def reembed(
         report.activated = True
         break
     report.seconds = time.perf_counter() - start
+    return report
+
+
+def embed_pending(
+    store: Store,
+    encoder: Encoder,
+    target: EmbeddingSet,
+    outputs: Sequence[Output],
+    *,
+    batch: int = 256,
+    report: ReembedReport | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    embed: EmbedFn | None = None,
+) -> ReembedReport:
+    """Embed the chunks of ``target``'s collection that have no vector in ``target`` yet (any set status).
+
+    Each batch is one transaction, so a stopped run loses nothing and the next one continues.
+    """
+    report = report or ReembedReport(target.config.fingerprint)
+    embed = embed or direct_embed(encoder)
+    chunk_tokens, _ = store.collection_settings(target.collection)
+    total = report.embedded + store.pending_count(target)
+    while rows := store.pending(target, batch):
+        embeddings = embed([text for _, text in rows], outputs, min(chunk_tokens, encoder.max_length))
+        store.write_vectors(target, [(chunk_id, e) for (chunk_id, _), e in zip(rows, embeddings, strict=True)])
+        report.embedded += len(rows)
+        report.truncated += sum(e.truncated for e in embeddings)
+        if progress is not None:
+            progress(report.embedded, max(total, report.embedded))
     return report

@@ -92,6 +92,21 @@ def m003_generation(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE embedding_sets ADD COLUMN generation INTEGER NOT NULL DEFAULT 0")
 
 
+def m004_catalog(db: sqlite3.Connection) -> None:
+    """Named embedding configurations of the HTTP API (``/api/v1/embedding-configs``: a model with its
+    Matryoshka choices), and per-set names and auto-embed rules (``/api/v1/embedding-sets``)."""
+    _script(
+        db,
+        """
+        CREATE TABLE named_configs (
+            name TEXT PRIMARY KEY, body TEXT NOT NULL, created TEXT NOT NULL DEFAULT (datetime('now')),
+            updated TEXT NOT NULL DEFAULT (datetime('now')));
+        CREATE TABLE set_options (
+            set_id INTEGER PRIMARY KEY REFERENCES embedding_sets(id) ON DELETE CASCADE, body TEXT NOT NULL);
+        """,
+    )
+
+
 def _script(db: sqlite3.Connection, script: str) -> None:
     """Run statements one by one (``executescript`` would COMMIT the migration's transaction first)."""
     statement = ""
@@ -102,7 +117,7 @@ def _script(db: sqlite3.Connection, script: str) -> None:
             statement = ""
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_tables, m002_fts, m003_generation]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_tables, m002_fts, m003_generation, m004_catalog]
 VERSION = len(MIGRATIONS)
 
 

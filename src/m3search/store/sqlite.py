@@ -17,6 +17,7 @@ from typing import Any
 
 from m3search.errors import CollectionNotFoundError, DimensionError, ModelMismatchError, StoreError
 from m3search.store import codec
+from m3search.store.catalog import SQLiteCatalog
 from m3search.store.reads import SQLiteReads
 from m3search.store.schema import connect, transaction
 from m3search.store.types import EmbeddingConfig, EmbeddingSet, PreparedDocument
@@ -41,7 +42,7 @@ _PENDING = """
 _BUMP_COLLECTION = "UPDATE embedding_sets SET generation = generation + 1 WHERE collection_id = ?"
 
 
-class SQLiteStore(SQLiteReads):
+class SQLiteStore(SQLiteReads, SQLiteCatalog):
     """The default :class:`~m3search.store.base.Store` (searches and bulk reads: :class:`SQLiteReads`)."""
 
     def __init__(self, path: Path, *, dense_dtype: str = "float32") -> None:

@@ -1,0 +1,40 @@
+"""Liveness, readiness, Prometheus metrics, and the search page."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from m3search.server.routes.embeddings import service_of
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/health")
+async def health() -> dict[str, str]:
+    """Liveness: the process answers (open even when API keys are configured)."""
+    return {"status": "ok"}
+
+
+@router.get("/ready", responses={503: {"description": "the configured model is not loaded yet"}})
+async def ready(request: Request) -> JSONResponse:
+    """Readiness: 200 once the configured model is loaded (``--preload`` loads it at startup), else 503."""
+    pool = service_of(request).pool
+    loaded = pool.is_warm()
+    return JSONResponse({"status": "ready" if loaded else "loading", "model": pool.default_model},
+                        status_code=200 if loaded else 503)
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    """Prometheus text format: requests, latencies, merged batch sizes, queue depth, tokens."""
+    return Response(service_of(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+async def page() -> HTMLResponse:
+    """The search page (static HTML and JavaScript; it calls the JSON API)."""
+    return HTMLResponse(resources.files("m3search.server").joinpath("static/index.html").read_text("utf-8"))

@@ -1,0 +1,69 @@
+"""``GET|POST /api/v1/search``: every strategy of the library, with per-retriever score breakdowns."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+
+from m3search.errors import InputError
+from m3search.retrieval.search import Searcher
+from m3search.retrieval.strategies import required_outputs
+from m3search.retrieval.types import STRATEGIES, SearchRequest
+from m3search.server.routes.embeddings import ERRORS, json_response, service_of
+from m3search.server.schemas import SearchBody, SearchResponse
+from m3search.store.filters import parse_filter
+
+router = APIRouter(prefix="/api/v1", tags=["search"], responses=ERRORS)
+
+
+async def run_search(request: Request, body: SearchBody) -> Response:
+    service = service_of(request)
+    search = SearchRequest(body.strategy, body.k, body.filters, body.rrf_k, body.weights, body.candidates,
+                           body.coarse_dim, body.coarse_k)
+    search.checked()
+    active = await run_in_threadpool(service.store.active_set, body.collection)
+    outputs = required_outputs(body.strategy, active)
+    embedding = None
+    encoder = None
+    if outputs:
+        encoder = service.encoder_for_set(active)
+        embeddings, tokens = await service.embed(encoder, [body.q], outputs=outputs, kind="query",
+                                                 route="/api/v1/search")
+        request.state.tokens = tokens
+        embedding = embeddings[0]
+    searcher = Searcher(service.store, encoder, cache=service.index_cache)
+    result = await run_in_threadpool(searcher.search_embedded, body.collection, body.q, embedding, search)
+    return json_response(result.as_dict())
+
+
+@router.post("/search", response_model=SearchResponse)
+async def search_post(body: SearchBody, request: Request) -> Response:
+    """Search a collection; ``filters`` is ``{"key": value}`` or ``{"key": [values]}``."""
+    return await run_search(request, body)
+
+
+@router.get("/search", response_model=SearchResponse)
+async def search_get(
+    request: Request,
+    q: str = Query(min_length=1, max_length=10_000),
+    collection: str = Query(),
+    strategy: str = Query("hybrid", description=f"one of {', '.join(STRATEGIES)}"),
+    k: int = Query(10, ge=1, le=1000),
+    coarse_dim: int | None = None,
+    coarse_k: int = Query(100, ge=1, le=10_000),
+    rrf_k: int = Query(60, ge=0),
+    candidates: int = Query(100, ge=1, le=10_000),
+    filter: list[str] | None = Query(None, description="key=value, repeatable; values are JSON-typed"),
+) -> Response:
+    """The same search from a URL: ``?q=...&collection=...&strategy=two_stage&coarse_dim=64&coarse_k=100``."""
+    if strategy not in STRATEGIES:
+        raise InputError(f"unknown strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
+    filters: dict[str, Any] = {}
+    for key, value in (parse_filter(f) for f in filter or []):
+        filters.setdefault(key, []).append(value)
+    body = SearchBody(q=q, collection=collection, strategy=strategy, k=k, filters=filters or None,  # type: ignore[arg-type]
+                      rrf_k=rrf_k, candidates=candidates, coarse_dim=coarse_dim, coarse_k=coarse_k)
+    return await run_search(request, body)
