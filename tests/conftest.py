@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from m3search.models.encoder import Batch, BatchOutput, Encoder, l2_normalize
 from m3search.models.pooled import OnnxEncoder
 from m3search.models.prepare import FORMAT, MANIFEST, PreparedModel, load_prepared
-from m3search.models.registry import ModelSpec
+from m3search.models.registry import ModelSpec, get_spec
+from m3search.models.tokenize import HashTokenizer
+from m3search.types import Output, SparseVector
 
 TINY_WORDS = [
     *("the", "a", "man", "is", "playing", "guitar", "someone", "plays", "an", "instrument"),
@@ -100,3 +105,65 @@ def tiny_encoder(tiny_prepared: PreparedModel) -> Callable[..., OnnxEncoder]:
         return OnnxEncoder(TINY_SPEC, lambda: tiny_prepared, precision="fp32", **kwargs)  # type: ignore[arg-type]
 
     return make
+
+
+class FakeM3Encoder(Encoder):
+    """Deterministic stand-in with BGE-M3's three outputs over hashed words.
+
+    dense: the normalised sum of one signed vector per word (two buckets: one over all dims, one within the
+    smallest Matryoshka dim); sparse: each distinct word's share of the text; ColBERT: the per-word vectors.
+    Lexical overlap therefore ranks like a tiny real model. The word "poison" makes a NaN vector, and ``gate``
+    (an Event) holds every batch until it is set."""
+
+    def __init__(self, spec: ModelSpec, **kwargs: object) -> None:
+        super().__init__(spec, HashTokenizer, **kwargs)  # type: ignore[arg-type]
+        self.gate: threading.Event | None = None
+        self.calls = 0
+
+    def encode_batch(self, batch: Batch, outputs: frozenset[Output]) -> BatchOutput:
+        if self.gate is not None:
+            self.gate.wait(30)
+        self.calls += 1
+        ids = batch.input_ids.astype(np.uint64)
+        mask = batch.attention_mask.astype(np.float32)
+        dim = self.spec.dim
+        buckets = (ids % np.uint64(dim)).astype(np.int64)
+        signs = np.where((ids >> np.uint64(40)) & np.uint64(1), 1.0, -1.0).astype(np.float32)
+        per_token = np.zeros((*ids.shape, dim), dtype=np.float32)
+        np.put_along_axis(per_token, buckets[..., None], (signs * mask)[..., None], axis=2)
+        smallest = min(self.spec.mrl_dims or (dim,))  # Matryoshka-like: every word also lives in the first dims
+        small = (ids % np.uint64(smallest)).astype(np.int64)[..., None]
+        np.put_along_axis(per_token, small, np.take_along_axis(per_token, small, axis=2) + (signs * mask)[..., None],
+                          axis=2)
+        per_token[batch.input_ids == POISON_ID] = np.nan
+        dense = l2_normalize(per_token.sum(axis=1)) if "dense" in outputs else None
+        sparse = colbert = None
+        if "sparse" in outputs:
+            sparse = []
+            for row, length in zip(batch.input_ids, batch.attention_mask.sum(axis=1), strict=True):
+                unique, counts = np.unique(row[:length] % VOCAB, return_counts=True)  # ids of a vocabulary
+                sparse.append(SparseVector(unique.astype(np.int64), (counts / length).astype(np.float32)))
+        if "colbert" in outputs:
+            colbert = [per_token[i, : int(n)] for i, n in enumerate(batch.attention_mask.sum(axis=1))]
+        return BatchOutput(dense=dense, sparse=sparse, colbert=colbert)
+
+
+VOCAB = 250_002  # BGE-M3's vocabulary size: sparse weights use token ids below it
+POISON_ID = HashTokenizer().encode(["poison"], 4)[0].ids[0]
+FAKE_M3_SPEC = replace(get_spec("hash"), dim=64, max_tokens=64, outputs=("dense", "sparse", "colbert"),
+                       mrl_dims=(64, 32, 16))
+
+
+@pytest.fixture
+def fake_loader() -> Callable[[str, int | None, str | None], Encoder]:
+    """A server loader: every model name gets a :class:`FakeM3Encoder` (one per name and dimension): "hash" with
+    three outputs and Matryoshka dims 64/32/16, any other registry model with its own facts (dim, MRL dims)."""
+    made: dict[tuple[str, int | None], Encoder] = {}
+
+    def load(name: str, dim: int | None, precision: str | None) -> Encoder:
+        if (name, dim) not in made:
+            spec = FAKE_M3_SPEC if name == "hash" else replace(get_spec(name), max_tokens=64)
+            made[(name, dim)] = FakeM3Encoder(spec, dim=dim)
+        return made[(name, dim)]
+
+    return load

@@ -1,0 +1,36 @@
+"""HTTP test clients over the app with the fake three-output encoder (lifespan run, closed at the end)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from m3search.server.app import create_app
+from m3search.settings import get_settings
+
+
+@pytest.fixture
+def make_client(fake_loader: Callable[..., Any], tmp_path: Path) -> Iterator[Callable[..., TestClient]]:
+    clients: list[TestClient] = []
+
+    def make(**overrides: Any) -> TestClient:
+        preload = overrides.pop("preload", False)
+        app = create_app(get_settings(**overrides), model="hash", loader=fake_loader, db=tmp_path / "db.sqlite3",
+                         preload=preload)
+        client = TestClient(app, raise_server_exceptions=False)
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def client(make_client: Callable[..., TestClient]) -> TestClient:
+    return make_client()

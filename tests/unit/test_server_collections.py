@@ -1,0 +1,174 @@
+"""Embedding configs, embedding sets (background re-embedding), documents with auto-embed rules, and search
+over HTTP, with the fake three-output encoder."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.http import DOCS
+from tests.http import expect_error as _error
+
+CONFIG = {"id": "fake", "model": "hash"}
+
+
+def _collection(client: TestClient, name: str = "kb", **set_fields: Any) -> dict[str, Any]:
+    assert client.put("/api/v1/embedding-configs/fake", json=CONFIG).status_code in (200, 201)
+    created = client.post("/api/v1/embedding-sets", json={"collection": name, "embedding_config_id": "fake",
+                                                           **set_fields})
+    assert created.status_code == 201, created.text
+    return dict(created.json())
+
+
+def _wait_for(client: TestClient, set_id: int, state: str = "done") -> dict[str, Any]:
+    deadline = time.monotonic() + 20
+    while True:
+        body = client.get(f"/api/v1/embedding-sets/{set_id}").json()
+        if body["job"] and body["job"]["state"] == state:
+            return dict(body)
+        assert time.monotonic() < deadline, body
+        time.sleep(0.05)
+
+
+def test_embedding_configs_are_validated_against_the_model(client: TestClient) -> None:
+    made = client.post("/api/v1/embedding-configs", json={"id": "nomic", "model": "nomic-embed-text-v1.5",
+                                                          "default_truncate_dim": 256})
+    assert made.status_code == 201
+    assert made.json()["matryoshka_dims"] == [768, 512, 256, 128, 64] and made.json()["supports_mrl"] is True
+    got = client.get("/api/v1/embedding-configs/nomic").json()
+    assert got["default_truncate_dim"] == 256 and got["dim"] == 768
+    _error(client.post("/api/v1/embedding-configs", json={"id": "nomic", "model": "hash"}), 409)
+    message = _error(client.post("/api/v1/embedding-configs", json={
+        "id": "bad", "model": "nomic-embed-text-v1.5", "matryoshka_dims": [768, 300]}), 400, "invalid_dimensions")
+    assert "300" in message and "768, 512, 256, 128, 64" in message
+    _error(client.post("/api/v1/embedding-configs", json={"id": "bad", "model": "bge-large-en-v1.5",
+                                                          "supports_mrl": True}), 400, "invalid_dimensions")
+    _error(client.post("/api/v1/embedding-configs", json={"id": "bad", "model": "nomic-embed-text-v1.5",
+                                                          "matryoshka_dims": [768, 256],
+                                                          "default_truncate_dim": 128}), 400)
+    _error(client.post("/api/v1/embedding-configs", json={"id": "bad", "model": "nope"}), 404, "model_not_found")
+    _error(client.post("/api/v1/embedding-configs", json={"id": "../etc", "model": "hash"}), 400)
+    replaced = client.put("/api/v1/embedding-configs/nomic", json={"id": "ignored", "model": "nomic-embed-text-v1.5",
+                                                                   "matryoshka_dims": [768, 128]})
+    assert replaced.status_code == 200 and replaced.json()["id"] == "nomic"
+    assert [c["id"] for c in client.get("/api/v1/embedding-configs").json()] == ["nomic"]
+    assert client.delete("/api/v1/embedding-configs/nomic").status_code == 204
+    _error(client.get("/api/v1/embedding-configs/nomic"), 404, "not_found")
+
+
+def test_documents_search_and_breakdowns(client: TestClient) -> None:
+    created = _collection(client, colbert=True)
+    assert created["status"] == "active" and created["outputs"] == ["dense", "sparse", "colbert"]
+    written = client.post("/api/v1/collections/kb/documents", json={"documents": DOCS}).json()
+    assert written == {"collection": "kb", "added": 3, "updated": 0, "unchanged": 0, "chunks": 3, "embedded": True,
+                       "pending": 0}
+    for strategy in ("dense", "sparse", "bm25", "hybrid", "weighted", "all", "colbert"):
+        result = client.get("/api/v1/search", params={"q": "laminar wing flow", "collection": "kb",
+                                                      "strategy": strategy, "k": 2}).json()
+        assert result["hits"][0]["document_id"] == "wing", strategy
+        assert set(result["hits"][0]["breakdown"]) <= set(result["retrievers"]) and result["hits"][0]["breakdown"]
+    posted = client.post("/api/v1/search", json={"q": "stromung", "collection": "kb", "strategy": "bm25",
+                                                 "filters": {"lang": "de"}}).json()
+    assert [h["document_id"] for h in posted["hits"]] == ["flug"]
+    filtered = client.get("/api/v1/search", params=[("q", "the wing"), ("collection", "kb"), ("strategy", "dense"),
+                                                    ("filter", "lang=de")]).json()
+    assert {h["document_id"] for h in filtered["hits"]} == {"flug"}
+    two = client.get("/api/v1/search", params={"q": "wing flow", "collection": "kb", "strategy": "two_stage",
+                                               "coarse_dim": 16, "coarse_k": 3}).json()
+    assert two["hits"][0]["document_id"] == "wing" and two["coarse_dim"] == 16
+    message = _error(client.get("/api/v1/search", params={"q": "wing", "collection": "kb", "strategy": "two_stage",
+                                                         "coarse_dim": 50}), 400)
+    assert "32, 16" in message
+    _error(client.get("/api/v1/search", params={"q": "wing", "collection": "kb", "strategy": "magic"}), 400)
+    _error(client.get("/api/v1/search", params={"q": "wing", "collection": "nope"}), 404, "collection_not_found")
+    _error(client.get("/api/v1/search", params={"q": "", "collection": "kb"}), 400)
+
+
+def test_document_crud_and_bad_documents_write_nothing(client: TestClient) -> None:
+    _collection(client)
+    client.post("/api/v1/collections/kb/documents", json={"documents": DOCS})
+    listed = client.get("/api/v1/collections/kb/documents", params={"limit": 2}).json()
+    assert listed["total"] == 3 and [d["id"] for d in listed["documents"]] == ["wing", "heat"]
+    assert client.get("/api/v1/collections/kb/documents/flug").json()["metadata"] == {"lang": "de"}
+    again = client.post("/api/v1/collections/kb/documents", json={"documents": DOCS}).json()
+    assert again["unchanged"] == 3 and again["added"] == again["updated"] == 0
+    updated = client.put("/api/v1/collections/kb/documents/heat", json={"text": "shock waves in supersonic flow"})
+    assert updated.json()["updated"] == 1
+    hits = client.get("/api/v1/search", params={"q": "supersonic shock", "collection": "kb", "strategy": "bm25"})
+    assert hits.json()["hits"][0]["document_id"] == "heat"
+    for bad in ({"id": "x", "text": "nul \x00 byte"}, {"id": "x", "text": "   "}, {"id": " x", "text": "ok"},
+                {"id": "x", "text": "lone \ud800 surrogate"}):
+        payload = json.dumps({"documents": [DOCS[0], bad]})  # ASCII-escaped: a lone surrogate travels as \ud800
+        _error(client.post("/api/v1/collections/kb/documents", content=payload,
+                           headers={"content-type": "application/json"}), 400)
+    _error(client.post("/api/v1/collections/kb/documents", json={"documents": [DOCS[0], DOCS[0]]}), 400)
+    _error(client.post("/api/v1/collections/kb/documents", json={"documents": []}), 400)
+    _error(client.post("/api/v1/collections/none/documents", json={"documents": DOCS}), 404)
+    assert client.get("/api/v1/collections/kb").json()["documents"] == 3  # nothing half-written
+    assert client.delete("/api/v1/collections/kb/documents/wing").status_code == 204
+    _error(client.delete("/api/v1/collections/kb/documents/wing"), 404)
+    _error(client.get("/api/v1/collections/kb/documents/wing"), 404)
+    assert client.delete("/api/v1/collections/kb").status_code == 204
+    assert client.get("/api/v1/collections").json() == []
+
+
+def test_auto_embed_rules_off_leaves_vectors_pending_until_embedded(client: TestClient) -> None:
+    made = _collection(client, auto_embed_rules={"on_create": False, "on_update": True})
+    written = client.post("/api/v1/collections/kb/documents", json={"documents": DOCS}).json()
+    assert written["embedded"] is False and written["pending"] == 3
+    assert client.get("/api/v1/search", params={"q": "wing", "collection": "kb", "strategy": "dense"}).json()[
+        "hits"] == []
+    assert client.get("/api/v1/search", params={"q": "wing", "collection": "kb", "strategy": "bm25"}).json()[
+        "hits"]  # text search does not need vectors
+    assert client.post(f"/api/v1/embedding-sets/{made['id']}/embed").status_code == 202
+    done = _wait_for(client, made["id"])
+    assert done["vectors"] == 3 and done["job"]["embedded"] == 3
+    hits = client.get("/api/v1/search", params={"q": "wing", "collection": "kb", "strategy": "dense"}).json()
+    assert hits["hits"][0]["document_id"] == "wing"
+
+
+def test_a_new_set_for_an_existing_collection_is_filled_in_the_background(client: TestClient) -> None:
+    _collection(client)
+    client.post("/api/v1/collections/kb/documents", json={"documents": DOCS})
+    _error(client.post("/api/v1/embedding-sets", json={"collection": "kb", "embedding_config_id": "fake",
+                                                       "truncate_dim": 50}), 400, "invalid_dimensions")
+    client.put("/api/v1/embedding-configs/fake-mrl", json={"id": "fake-mrl", "model": "hash", "supports_mrl": False})
+    second = client.post("/api/v1/embedding-sets", json={"collection": "kb", "embedding_config_id": "fake-mrl",
+                                                         "name": "same model, other name"})
+    _error(second, 409, "store_conflict")  # same fingerprint as the active set: nothing to build
+    _error(client.post("/api/v1/embedding-sets", json={"collection": "kb", "embedding_config_id": "nope"}), 404)
+    _error(client.delete("/api/v1/embedding-configs/fake"), 409)  # in use
+
+
+def test_mrl_set_switches_the_collection_after_background_fill(make_client: Callable[..., TestClient]) -> None:
+    client = make_client()
+    nomic = {"id": "m", "model": "nomic-embed-text-v1.5", "default_truncate_dim": 256}
+    assert client.post("/api/v1/embedding-configs", json=nomic).status_code == 201
+    made = client.post("/api/v1/embedding-sets", json={"collection": "kb", "embedding_config_id": "m",
+                                                       "truncate_dim": 768})
+    assert made.status_code == 201 and made.json()["truncate_dim"] is None  # the full size is no truncation
+    client.post("/api/v1/collections/kb/documents", json={"documents": DOCS})
+    switched = client.post("/api/v1/embedding-sets", json={"collection": "kb", "embedding_config_id": "m"})
+    assert switched.status_code == 202 and switched.json()["status"] == "building"
+    assert switched.json()["truncate_dim"] == 256 and switched.json()["dim"] == 256
+    done = _wait_for(client, switched.json()["id"])
+    assert done["status"] == "active" and done["vectors"] == 3 and done["progress"] == 1.0
+    assert client.get(f"/api/v1/embedding-sets/{made.json()['id']}").json()["status"] == "retired"
+    collection = client.get("/api/v1/collections/kb").json()
+    assert collection["fingerprint"] == done["fingerprint"]
+    hits = client.get("/api/v1/search", params={"q": "boundary layer heat", "collection": "kb",
+                                                "strategy": "dense"}).json()
+    assert hits["hits"][0]["document_id"] == "heat"
+    sets = client.get("/api/v1/embedding-sets", params={"collection": "kb"}).json()
+    assert [s["status"] for s in sets] == ["retired", "active"]
+
+
+@pytest.mark.parametrize("path", ["/api/v1/embedding-sets/999", "/api/v1/collections/none",
+                                  "/api/v1/collections/none/documents"])
+def test_unknown_resources_are_404(client: TestClient, path: str) -> None:
+    _error(client.get(path), 404)
