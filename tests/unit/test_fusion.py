@@ -27,7 +27,7 @@ def test_rrf_covers_every_id_once_and_is_sorted(parts: dict[str, list[tuple[int,
     fused = rrf(parts, k)
     assert sorted(i for i, _ in fused) == sorted({i for r in parts.values() for i, _ in r})
     assert all(a[1] >= b[1] for a, b in itertools.pairwise(fused))
-    assert all(0 < s <= len(parts) / (k + 1) for _, s in fused)
+    assert all(0 < s <= len(parts) / (k + 1) * (1 + 1e-12) for _, s in fused)  # a sum of 1/(k+1) may round up
 
 
 @given(rankings, st.integers(0, 100))
