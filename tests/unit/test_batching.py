@@ -26,3 +26,18 @@ def test_every_index_once_and_budget_respected(lengths: list[int], budget: int, 
     for batch in batches:
         padded = max(lengths[i] for i in batch) * len(batch)
         assert len(batch) == 1 or (padded <= budget and len(batch) <= size)
+
+
+@given(st.lists(st.integers(1, 600), max_size=200), st.integers(1, 50))
+def test_ragged_lengths_do_not_share_a_batch(lengths: list[int], size: int) -> None:
+    """Past MIN_SPLIT inputs, nothing shorter than MIN_FILL of the batch's width joins it: padding stays bounded."""
+    from m3search.models.batching import MIN_FILL, MIN_SPLIT
+
+    for batch in plan_batches(lengths, 10**9, size):
+        width = lengths[batch[0]]
+        assert all(lengths[i] >= MIN_FILL * width for i in batch[MIN_SPLIT:])
+
+
+def test_a_merge_of_mixed_lengths_is_split_where_padding_would_grow() -> None:
+    lengths = [60, 58, 57, 55, 30, 29, 28, 27, 10, 9]
+    assert plan_batches(lengths, 10**6, 64) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
