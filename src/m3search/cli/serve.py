@@ -9,7 +9,9 @@ import typer
 
 from m3search._optional import require
 from m3search.cli.index import DbOption
+from m3search.models.registry import get_spec
 from m3search.settings import get_settings
+from m3search.store.sqlite import SQLiteStore
 
 
 def serve(
@@ -30,6 +32,8 @@ def serve(
 
     overrides: dict[str, object] = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
     settings = get_settings(**overrides)
+    get_spec(model or settings.default_model)  # an unknown model is exit 2 now, not an error per request
+    SQLiteStore(db or settings.index_db).close()  # an unusable database too (opened again by the app)
     configure_logging(log_level)
     app = create_app(settings, model=model, preload=preload, db=Path(db) if db else None)
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False,

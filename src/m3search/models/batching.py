@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-
 # A batch closes when the next input would fill less than this share of the batch's padded width (and the batch
 # has MIN_SPLIT inputs already): a mixed handful of lengths (a server's merged requests) then pads little.
 MIN_FILL = 0.8

@@ -62,3 +62,9 @@ class EncoderPool:
         """Names of models with an encoder (loaded or loading)."""
         with self._lock:
             return {key[0] for key in self._encoders}
+
+    def close(self) -> None:
+        """Drop every encoder (their sessions are freed with them)."""
+        with self._lock:
+            self._encoders.clear()
+            self._warm.clear()

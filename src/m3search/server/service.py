@@ -46,6 +46,7 @@ class Service:
     def stop(self) -> None:
         self.jobs.stop_all()
         self.batcher.stop()
+        self.pool.close()
         self.store.close()
 
     def check_texts(self, texts: Sequence[str]) -> None:
