@@ -39,5 +39,11 @@ def test_ragged_lengths_do_not_share_a_batch(lengths: list[int], size: int) -> N
 
 
 def test_a_merge_of_mixed_lengths_is_split_where_padding_would_grow() -> None:
-    lengths = [60, 58, 57, 55, 30, 29, 28, 27, 10, 9]
-    assert plan_batches(lengths, 10**6, 64) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    from m3search.models.batching import MIN_SPLIT
+
+    lengths = [60] * MIN_SPLIT + [59, 30] + [29] * MIN_SPLIT + [10]
+    batches = plan_batches(lengths, 10**6, 256)
+    assert [len(b) for b in batches] == [MIN_SPLIT + 1, MIN_SPLIT + 1, 1]  # 30 and then 10 start new batches
+    assert [lengths[b[0]] for b in batches] == [60, 30, 10]
+    short = [60] * (MIN_SPLIT - 1) + [10]  # too few inputs to split: one batch
+    assert plan_batches(short, 10**6, 256) == [list(range(MIN_SPLIT))]

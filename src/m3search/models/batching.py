@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-# A batch closes when the next input would fill less than this share of the batch's padded width (and the batch
-# has MIN_SPLIT inputs already): a mixed handful of lengths (a server's merged requests) then pads little.
+# A batch closes when the next input would fill less than this share of the batch's padded width and the batch
+# has MIN_SPLIT inputs already: a server's merged requests (a few hundred texts of mixed lengths) then pad little.
+# Batches stay at least MIN_SPLIT long because dynamic INT8 quantization scales activations per batch: with 4,
+# SPLADE-tiny's int8 sparse fidelity fell from 0.9909 to 0.9894 (AVX2), with 16 it stays 0.9908.
 MIN_FILL = 0.8
-MIN_SPLIT = 4
+MIN_SPLIT = 16
 
 
 def plan_batches(lengths: Sequence[int], batch_tokens: int, max_batch_size: int) -> list[list[int]]:
