@@ -4,7 +4,8 @@ A MiniLM INT8 server (``m3search serve``) on 127.0.0.1; 1, 8, 32 and 64 concurre
 process on the same machine) each send requests of 1-16 Cranfield sentences to ``POST /v1/embeddings`` (base64,
 as the openai client does) for a bounded time. Reported: requests/s, texts/s, p50/p99 latency, errors by status,
 the batcher's mean merge size, and texts/s as a fraction of offline ``encode`` throughput measured in the same run
-(same model, precision, backend and threads, in a fresh process: all texts in one call).
+(same model, precision, backend and threads, in a fresh process: all texts in one call), before and after the
+load levels (their mean is the reference: this machine's speed drifts by up to a third between minutes).
 
 Targets (issue #6): at 32 clients texts/s >= 80 % of offline; p99 <= 10x p50; no errors other than explicit 429.
 """
@@ -114,16 +115,18 @@ async def load(url: str, texts: list[str], clients: int, seconds: float, warmup:
         "p50_ms": round(float(np.percentile(latencies, 50)), 1),
         "p99_ms": round(float(np.percentile(latencies, 99)), 1), "statuses": statuses,
         "mean_texts_per_inference": round((after[0] - before[0]) / merges, 1) if merges else None,
+        "inference_busy": round((after[2] - before[2]) / elapsed, 3),
         "client_cpu_share": round((cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime) / elapsed, 3),
     }
 
 
-async def batch_stats(http: Any) -> tuple[float, float]:
-    """(texts, inference calls) so far, from the server's Prometheus metrics."""
+async def batch_stats(http: Any) -> tuple[float, float, float]:
+    """(texts, inference calls, inference seconds) so far, from the server's Prometheus metrics."""
     text = (await http.get("/metrics")).text
     values = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
-              if line.startswith("m3search_batch_texts_")}
-    return values.get("m3search_batch_texts_sum", 0.0), values.get("m3search_batch_texts_count", 0.0)
+              if line.startswith(("m3search_batch_texts_", "m3search_inference_seconds_total"))}
+    return (values.get("m3search_batch_texts_sum", 0.0), values.get("m3search_batch_texts_count", 0.0),
+            values.get("m3search_inference_seconds_total", 0.0))
 
 
 def start_server(env: dict[str, str], port: int, db: Path) -> subprocess.Popen[bytes]:
@@ -158,16 +161,19 @@ def server_rss_mb(pid: int) -> float:
 def table(result: dict[str, Any]) -> str:
     off = result["offline"]["texts_per_s"]
     lines = ["# HTTP server under load (MiniLM INT8)", "",
-             f"{result['config']}. Offline bulk `encode` in the same run: **{off} texts/s**. "
+             f"{result['config']}. Offline bulk `encode` in the same run: **{off} texts/s** (mean of "
+             f"{result['offline']['before']['texts_per_s']} before and {result['offline']['after']['texts_per_s']} "
+             f"after the load levels). "
              f"{result['machine']['cpu']}, {result['machine']['cores']} cores; clients run on the same machine. "
              f"Reproduce: `{result['command']}`.", "",
              "| clients | requests/s | texts/s | vs offline | p50 ms | p99 ms | p99/p50 | texts per inference | "
-             "statuses | client CPU |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "worker busy | statuses | client CPU |", "|" + " --- |" * 11]
     for level in result["levels"]:
         lines.append(f"| {level['clients']} | {level['requests_per_s']} | {level['texts_per_s']} | "
                      f"{level['texts_per_s'] / off:.0%} | {level['p50_ms']} | {level['p99_ms']} | "
                      f"{level['p99_ms'] / level['p50_ms']:.1f} | {level['mean_texts_per_inference']} | "
-                     f"{json.dumps(level['statuses'])} | {level['client_cpu_share']:.0%} |")
+                     f"{level['inference_busy']:.0%} | {json.dumps(level['statuses'])} | "
+                     f"{level['client_cpu_share']:.0%} |")
     lines += ["", f"Server peak RSS: {result['server_peak_rss_mb']:.0f} MB.", ""]
     lines += [f"- {name}: {'met' if ok else 'NOT met'}" for name, ok in result["targets"].items()]
     return "\n".join(lines) + "\n"
@@ -199,8 +205,9 @@ def main() -> None:
     env = environment(home, args)
     os.environ.update({k: env[k] for k in ("M3SEARCH_HOME", "M3SEARCH_PRECISION", "M3SEARCH_BACKEND",
                                            "M3SEARCH_THREADS", "HF_HUB_OFFLINE")})
-    offline_result = spawn(__file__, ["--offline", "--offline-texts", str(args.offline_texts), "--precision",
-                                      args.precision, "--backend", args.backend, "--threads", str(args.threads)])
+    child = ["--offline", "--offline-texts", str(args.offline_texts), "--precision", args.precision, "--backend",
+             args.backend, "--threads", str(args.threads)]
+    before = spawn(__file__, child)
     texts = sentences()
     levels = []
     with tempfile.TemporaryDirectory() as scratch:
@@ -215,6 +222,9 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait(30)
+    after = spawn(__file__, child)  # this machine's speed drifts: the reference is the mean of before and after
+    offline_result = {"texts_per_s": round((before["texts_per_s"] + after["texts_per_s"]) / 2, 1),
+                      "before": before, "after": after}
     result = {
         "machine": machine(), "versions": versions("m3search", "onnxruntime", "fastapi", "uvicorn", "httpx"),
         "command": "python benchmarks/bench_server.py " + " ".join(sys.argv[1:]),

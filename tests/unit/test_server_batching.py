@@ -39,7 +39,7 @@ def _wait(condition: Callable[[], bool], timeout: float = 10.0) -> None:
 def _batcher(**kwargs: Any) -> tuple[Batcher, list[int]]:
     merges: list[int] = []
     batcher = Batcher(max_queue=kwargs.pop("max_queue", 64), merge_tokens=kwargs.pop("merge_tokens", 100_000),
-                      on_batch=lambda texts, tokens: merges.append(texts))
+                      on_batch=lambda texts, tokens, seconds: merges.append(texts))
     batcher.start()
     return batcher, merges
 

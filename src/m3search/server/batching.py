@@ -22,8 +22,8 @@ from m3search.models.encoder import Encoder
 from m3search.models.tokenize import Tokens
 from m3search.types import Embedding, Output
 
-# (texts, tokens) of one merged inference call; (jobs waiting) after each change of the queue.
-BatchObserver = Callable[[int, int], None]
+# (texts, tokens, seconds) of one merged inference call; (jobs waiting) after each change of the queue.
+BatchObserver = Callable[[int, int, float], None]
 DepthObserver = Callable[[int], None]
 
 
@@ -128,14 +128,15 @@ class Batcher:
             self._report_depth()
             start = time.perf_counter()
             self._run(group)
+            seconds = time.perf_counter() - start
             tokens = sum(j.size for j in group)
             if tokens:
-                self._seconds_per_token = (time.perf_counter() - start) / tokens
+                self._seconds_per_token = seconds / tokens
             with self._cond:
                 self._running = 0
             self._report_depth()
             if self._on_batch is not None:
-                self._on_batch(sum(len(j.tokens) for j in group), tokens)
+                self._on_batch(sum(len(j.tokens) for j in group), tokens, seconds)
 
     @staticmethod
     def _run(group: list[Job]) -> None:

@@ -22,13 +22,16 @@ class Metrics:
                                      buckets=SIZE_BUCKETS, registry=r)
         self.batch_tokens = Histogram("m3search_batch_tokens", "tokens per merged inference call",
                                       buckets=tuple(b * 16 for b in SIZE_BUCKETS), registry=r)
+        self.inference = Counter("m3search_inference_seconds", "seconds the worker spent in inference calls",
+                                 registry=r)
         self.queue_depth = Gauge("m3search_queue_depth", "embedding jobs queued or running", registry=r)
         self.tokens = Counter("m3search_tokens", "tokens embedded, by route", ["route"], registry=r)
         self.rejected = Counter("m3search_rejected", "requests refused with 429 (queue full)", registry=r)
 
-    def observe_batch(self, texts: int, tokens: int) -> None:
+    def observe_batch(self, texts: int, tokens: int, seconds: float) -> None:
         self.batch_texts.observe(texts)
         self.batch_tokens.observe(tokens)
+        self.inference.inc(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
