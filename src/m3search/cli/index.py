@@ -14,6 +14,7 @@ from m3search.cli.options import BackendOption, ForceOption, PrecisionOption, en
 from m3search.models.encoder import Encoder
 from m3search.models.loader import load_encoder
 from m3search.settings import get_settings
+from m3search.store.distributed import RayOptions, index_documents_ray
 from m3search.store.ingest import DEFAULT_MAX_BYTES, default_outputs, index_documents, read_sources
 from m3search.store.reembed import reembed as run_reembed
 from m3search.store.sqlite import SQLiteStore
@@ -52,6 +53,13 @@ def index(
     precision: PrecisionOption = None,
     force_precision: ForceOption = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+    ray: Annotated[bool, typer.Option(
+        "--ray", help="chunk and embed on a Ray actor pool: a local Ray on 127.0.0.1, started and stopped here "
+                      "(extra 'ray')")] = False,
+    ray_address: Annotated[str | None, typer.Option(
+        "--ray-address", help="join this Ray cluster instead (host:port or ray://host:port); implies --ray")] = None,
+    ray_actors: Annotated[int, typer.Option("--ray-actors", help="encoders (actors) in the pool")] = 1,
+    ray_threads: Annotated[int, typer.Option("--ray-threads", help="inference threads (and CPUs) per actor")] = 1,
 ) -> None:
     """Index documents: unchanged ones are skipped, changed ones re-embedded; exit 2 if any were skipped."""
     console = Console(stderr=True)
@@ -68,8 +76,14 @@ def index(
             elapsed = bar.tasks[task].elapsed or 1e-9
             bar.update(task, advance=docs, rate=f"{state['chunks']} chunks, {state['chunks'] / elapsed:.1f}/s")
 
-        report = index_documents(store, encoder, collection, sources.documents, outputs=outputs,
-                                 chunk_tokens=chunk_tokens, overlap=overlap, progress=advance)
+        if not ray and ray_address is None:
+            report = index_documents(store, encoder, collection, sources.documents, outputs=outputs,
+                                     chunk_tokens=chunk_tokens, overlap=overlap, progress=advance)
+        else:
+            options = RayOptions(ray_address, ray_actors, ray_threads)
+            report = index_documents_ray(store, encoder, collection, sources.documents, options=options,
+                                         outputs=outputs, chunk_tokens=chunk_tokens, overlap=overlap,
+                                         progress=advance)
     report.problems = sources.problems
     if as_json:
         typer.echo(json.dumps(report.as_dict()))

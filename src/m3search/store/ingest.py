@@ -18,7 +18,7 @@ from m3search.errors import DocumentError
 from m3search.models.encoder import Encoder
 from m3search.store.base import Store
 from m3search.store.chunking import chunk_text, chunk_texts
-from m3search.store.types import Document, EmbeddingConfig, PreparedDocument
+from m3search.store.types import Document, EmbeddingConfig, EmbeddingSet, PreparedDocument
 from m3search.types import Embedding, Output
 
 SUFFIXES = (".txt", ".md", ".jsonl")
@@ -181,6 +181,60 @@ class IndexReport:
                 "problems": [{"source": p.source, "reason": p.reason} for p in self.problems]}
 
 
+@dataclass(frozen=True)
+class IndexPlan:
+    """What an indexing run writes to: the set, its outputs and chunk sizes, and the documents that changed."""
+
+    target: EmbeddingSet
+    outputs: tuple[Output, ...]
+    chunk_tokens: int
+    overlap: int
+    known: dict[str, str]
+    todo: list[Document]
+
+
+def plan_index(store: Store, encoder: Encoder, collection: str, documents: Sequence[Document], *,
+               outputs: Sequence[Output] | None = None, chunk_tokens: int | None = None,
+               overlap: int | None = None) -> IndexPlan:
+    """Create the collection on first use (with this encoder's configuration) or check its model; keep the
+    documents whose content hash changed."""
+    wanted = tuple(outputs or default_outputs(encoder))
+    config = config_for(encoder, wanted)
+    if collection in store.collections():
+        target = store.check_model(collection, config)
+        chunk_tokens, overlap = store.collection_settings(collection)
+    else:
+        chunk_tokens = chunk_tokens or encoder.max_length
+        overlap = overlap if overlap is not None else min(64, chunk_tokens // 8)
+        chunk_text("probe", encoder.tokenizer, chunk_tokens, overlap)  # validates the sizes before creating
+        target = store.create_collection(collection, config, chunk_tokens, overlap)
+    known = store.content_hashes(collection)
+    todo = [d for d in documents if known.get(d.doc_id) != d.content_hash]
+    return IndexPlan(target, wanted, chunk_tokens, overlap, known, todo)
+
+
+def prepare_documents(encoder: Encoder, batch: Sequence[Document], outputs: Sequence[Output], chunk_tokens: int,
+                      overlap: int, *, vectors: bool = True, embed: EmbedFn | None = None) -> list[PreparedDocument]:
+    """Chunk ``batch`` and embed every chunk (or leave the vectors out): ready for one ``write_documents``."""
+    embed = embed or direct_embed(encoder)
+    pieces = chunk_texts([_full_text(d) for d in batch], encoder.tokenizer, chunk_tokens, overlap)
+    texts = [c.text for chunks in pieces for c in chunks]
+    embeddings = iter(embed(texts, outputs, chunk_tokens) if vectors
+                      else [Embedding(tokens=c.tokens, truncated=False) for chunks in pieces for c in chunks])
+    return [PreparedDocument(d, chunks, [next(embeddings) for _ in chunks]) for d, chunks in
+            zip(batch, pieces, strict=True)]
+
+
+def write_prepared(store: Store, plan: IndexPlan, prepared: Sequence[PreparedDocument], report: IndexReport) -> None:
+    """One transaction for ``prepared``, counted into ``report``."""
+    store.write_documents(plan.target, prepared)
+    for doc in prepared:
+        report.updated += doc.document.doc_id in plan.known
+        report.added += doc.document.doc_id not in plan.known
+        report.chunks += len(doc.chunks)
+        report.truncated += sum(e.truncated for e in doc.embeddings)
+
+
 def index_documents(
     store: Store,
     encoder: Encoder,
@@ -203,39 +257,19 @@ def index_documents(
     stored without vectors: they are pending in the active set until :func:`~m3search.store.reembed.embed_pending`.
     ``embed`` replaces the direct call of the encoder (a server passes one that goes through its batcher).
     """
-    embed = embed or direct_embed(encoder)
     start = time.perf_counter()
-    wanted = tuple(outputs or default_outputs(encoder))
-    config = config_for(encoder, wanted)
-    if collection in store.collections():
-        target = store.check_model(collection, config)
-        chunk_tokens, overlap = store.collection_settings(collection)
-    else:
-        chunk_tokens = chunk_tokens or encoder.max_length
-        overlap = overlap if overlap is not None else min(64, chunk_tokens // 8)
-        chunk_text("probe", encoder.tokenizer, chunk_tokens, overlap)  # validates the sizes before creating
-        target = store.create_collection(collection, config, chunk_tokens, overlap)
-    known = store.content_hashes(collection)
-    todo = [d for d in documents if known.get(d.doc_id) != d.content_hash]
-    report = IndexReport(unchanged=len(documents) - len(todo))
+    plan = plan_index(store, encoder, collection, documents, outputs=outputs, chunk_tokens=chunk_tokens,
+                      overlap=overlap)
+    report = IndexReport(unchanged=len(documents) - len(plan.todo))
     if progress is not None and report.unchanged:
         progress(report.unchanged, 0)
-    for offset in range(0, len(todo), batch_docs):
-        batch = todo[offset : offset + batch_docs]
-        pieces = chunk_texts([_full_text(d) for d in batch], encoder.tokenizer, chunk_tokens, overlap)
-        texts = [c.text for chunks in pieces for c in chunks]
-        embeddings = iter(embed(texts, wanted, chunk_tokens) if vectors
-                          else [Embedding(tokens=c.tokens, truncated=False) for chunks in pieces for c in chunks])
-        prepared = [PreparedDocument(d, chunks, [next(embeddings) for _ in chunks]) for d, chunks in
-                    zip(batch, pieces, strict=True)]
-        store.write_documents(target, prepared)
-        for doc in prepared:
-            report.updated += doc.document.doc_id in known
-            report.added += doc.document.doc_id not in known
-            report.chunks += len(doc.chunks)
-            report.truncated += sum(e.truncated for e in doc.embeddings)
+    for offset in range(0, len(plan.todo), batch_docs):
+        batch = plan.todo[offset : offset + batch_docs]
+        prepared = prepare_documents(encoder, batch, plan.outputs, plan.chunk_tokens, plan.overlap, vectors=vectors,
+                                     embed=embed)
+        write_prepared(store, plan, prepared, report)
         if progress is not None:
-            progress(len(batch), len(texts))
+            progress(len(batch), sum(len(p.chunks) for p in prepared))
     report.seconds = time.perf_counter() - start
     return report
 
