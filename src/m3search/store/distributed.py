@@ -28,7 +28,7 @@ from m3search.models.encoder import Encoder
 from m3search.models.loader import load_encoder
 from m3search.settings import get_settings
 from m3search.store.base import Store
-from m3search.store.ingest import IndexReport, plan_index, prepare_documents, write_prepared
+from m3search.store.ingest import IndexReport, prepare_documents, start_index, write_prepared
 from m3search.store.types import Document
 from m3search.types import Output
 
@@ -136,11 +136,8 @@ def index_documents_ray(
     """
     options = options.check()
     start = time.perf_counter()
-    plan = plan_index(store, encoder, collection, documents, outputs=outputs, chunk_tokens=chunk_tokens,
-                      overlap=overlap)
-    report = IndexReport(unchanged=len(documents) - len(plan.todo))
-    if progress is not None and report.unchanged:
-        progress(report.unchanged, 0)
+    plan, report = start_index(store, encoder, collection, documents, outputs=outputs, chunk_tokens=chunk_tokens,
+                               overlap=overlap, progress=progress)
     if plan.todo:
         recipe = EncoderRecipe.of(encoder, get_settings().home)
         with ray_session(options.address) as ray:

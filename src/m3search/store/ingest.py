@@ -213,6 +213,18 @@ def plan_index(store: Store, encoder: Encoder, collection: str, documents: Seque
     return IndexPlan(target, wanted, chunk_tokens, overlap, known, todo)
 
 
+def start_index(store: Store, encoder: Encoder, collection: str, documents: Sequence[Document], *,
+                outputs: Sequence[Output] | None, chunk_tokens: int | None, overlap: int | None,
+                progress: Callable[[int, int], None] | None) -> tuple[IndexPlan, IndexReport]:
+    """:func:`plan_index`, and a report that counts (and reports to ``progress``) the unchanged documents."""
+    plan = plan_index(store, encoder, collection, documents, outputs=outputs, chunk_tokens=chunk_tokens,
+                      overlap=overlap)
+    report = IndexReport(unchanged=len(documents) - len(plan.todo))
+    if progress is not None and report.unchanged:
+        progress(report.unchanged, 0)
+    return plan, report
+
+
 def prepare_documents(encoder: Encoder, batch: Sequence[Document], outputs: Sequence[Output], chunk_tokens: int,
                       overlap: int, *, vectors: bool = True, embed: EmbedFn | None = None) -> list[PreparedDocument]:
     """Chunk ``batch`` and embed every chunk (or leave the vectors out): ready for one ``write_documents``."""
@@ -258,11 +270,8 @@ def index_documents(
     ``embed`` replaces the direct call of the encoder (a server passes one that goes through its batcher).
     """
     start = time.perf_counter()
-    plan = plan_index(store, encoder, collection, documents, outputs=outputs, chunk_tokens=chunk_tokens,
-                      overlap=overlap)
-    report = IndexReport(unchanged=len(documents) - len(plan.todo))
-    if progress is not None and report.unchanged:
-        progress(report.unchanged, 0)
+    plan, report = start_index(store, encoder, collection, documents, outputs=outputs, chunk_tokens=chunk_tokens,
+                               overlap=overlap, progress=progress)
     for offset in range(0, len(plan.todo), batch_docs):
         batch = plan.todo[offset : offset + batch_docs]
         prepared = prepare_documents(encoder, batch, plan.outputs, plan.chunk_tokens, plan.overlap, vectors=vectors,
