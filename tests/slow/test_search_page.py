@@ -64,3 +64,21 @@ def test_search_page_shows_ranked_hits_with_breakdowns(fake_loader: Callable[...
             finally:
                 browser.close()
     assert (tmp_path / "search-page.png").stat().st_size > 10_000
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_api_docs_render_offline(fake_loader: Callable[..., Any], tmp_path: Path) -> None:
+    """/docs is Swagger UI from local files (this machine has no route to a CDN): it renders every operation."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    app = create_app(get_settings(), model="hash", loader=fake_loader, db=tmp_path / "db.sqlite3")
+    with live_server(app) as url, sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            page = browser.new_page()
+            page.goto(url + "/docs")
+            page.wait_for_selector(".swagger-ui .info .title", timeout=15_000)
+            assert "m3search" in page.inner_text(".swagger-ui .info .title")
+            operations = page.query_selector_all(".opblock-summary-path")
+            assert "/v1/embeddings" in {op.inner_text().strip() for op in operations}
+        finally:
+            browser.close()

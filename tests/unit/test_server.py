@@ -141,6 +141,7 @@ def test_api_keys(make_client: Callable[..., TestClient]) -> None:
             == 200
     assert client.get("/health").status_code == 200  # liveness stays open
     assert client.get("/").status_code == 200  # the page (it asks for the key)
+    assert client.get("/docs").status_code == 200 and client.get("/static/swagger/swagger-ui.css").status_code == 200
     _error(client.get("/metrics"), 401)
     _error(client.get("/api/v1/collections"), 401)
 
@@ -210,7 +211,11 @@ def test_uniform_errors_openapi_and_no_cors(client: TestClient) -> None:
     for path in ("/v1/embeddings", "/embeddings", "/api/v1/encode", "/api/v1/search", "/api/v1/embedding-configs",
                  "/api/v1/embedding-sets", "/api/v1/collections/{name}/documents", "/health", "/ready", "/metrics"):
         assert path in schema["paths"], path
-    assert client.get("/docs").status_code == 200
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "/static/swagger/swagger-ui-bundle.js" in docs.text
+    assert "cdn." not in docs.text  # Swagger UI's files are served locally: /docs works offline
+    asset = client.get("/static/swagger/swagger-ui-bundle.js")
+    assert asset.status_code == 200 and len(asset.content) > 100_000
     preflight = client.options("/v1/embeddings", headers={"Origin": "http://evil.example",
                                                            "Access-Control-Request-Method": "POST"})
     assert "access-control-allow-origin" not in preflight.headers

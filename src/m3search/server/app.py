@@ -10,6 +10,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
 
 from m3search.errors import M3SearchError
 from m3search.server import errors
@@ -54,11 +56,13 @@ def create_app(settings: Settings | None = None, *, model: str | None = None, pr
             service.stop()
             LOGGER.info("server stopped")
 
-    app = FastAPI(title="m3search", version=_version(), lifespan=lifespan,
+    app = FastAPI(title="m3search", version=_version(), lifespan=lifespan, docs_url=None,
                   description="Local-first embeddings (OpenAI-compatible) and hybrid retrieval around BAAI/bge-m3.")
     errors.install(app)
     for module in (embeddings, catalog, documents, search, ops):
         app.include_router(module.router)
+    if not ops.offline_docs(app):
+        app.add_api_route("/docs", _cdn_docs, include_in_schema=False, response_class=HTMLResponse)
     if cfg.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
@@ -87,6 +91,10 @@ def _resume_jobs(service: Service) -> None:
         if building is not None and service.store.set_options(building.id).get("origin") == "api":
             catalog.start_fill(service, building)
             LOGGER.info("resumed embedding set", extra={"set_id": building.id, "collection": name})
+
+
+async def _cdn_docs() -> HTMLResponse:
+    return get_swagger_ui_html(openapi_url="/openapi.json", title="m3search API")
 
 
 def _version() -> str:

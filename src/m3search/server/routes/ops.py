@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from importlib import resources
+from pathlib import Path
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.staticfiles import StaticFiles
 
 from m3search.server.routes.embeddings import service_of
 
@@ -38,3 +41,23 @@ async def metrics(request: Request) -> Response:
 async def page() -> HTMLResponse:
     """The search page (static HTML and JavaScript; it calls the JSON API)."""
     return HTMLResponse(resources.files("m3search.server").joinpath("static/index.html").read_text("utf-8"))
+
+
+def offline_docs(app: FastAPI) -> bool:
+    """Serve ``/docs`` with Swagger UI 5's files from the ``fastapi-offline`` package instead of a CDN (these
+    machines, and many users', have no internet). False (FastAPI's CDN page stays) when the package is missing."""
+    try:
+        import fastapi_offline
+    except ImportError:
+        return False
+    assets = Path(fastapi_offline.__file__).parent / "static"
+    app.mount("/static/swagger", StaticFiles(directory=assets), name="swagger")
+
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="m3search API",
+                                   swagger_js_url="/static/swagger/swagger-ui-bundle.js",
+                                   swagger_css_url="/static/swagger/swagger-ui.css",
+                                   swagger_favicon_url="/static/swagger/favicon.png")
+
+    app.add_api_route("/docs", docs, include_in_schema=False, response_class=HTMLResponse)
+    return True
