@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request, Response
 
 from m3search.errors import DimensionError, InputError, NotFoundError, StoreError
 from m3search.models.registry import get_spec
-from m3search.server.jobs import Progress
+from m3search.server.jobs import JobState, Progress
 from m3search.server.routes.embeddings import ERRORS, service_of
 from m3search.server.schemas import (
     AutoEmbedRules,
@@ -107,9 +107,11 @@ def _all_sets(service: Service) -> list[EmbeddingSet]:
 
 
 def set_out(service: Service, target: EmbeddingSet) -> EmbeddingSetOut:
+    job = service.jobs.state(target.id)  # first: a job seen done has already swapped its set in
+    job = JobState(job.state, job.embedded, job.total, job.error) if job else None  # one moment's copy
+    target = _set(service, target.id)
     status = set_status(service.store, target, service.store.counts(target.collection)[1])
     options = service.store.set_options(target.id)
-    job = service.jobs.state(target.id)
     return EmbeddingSetOut(
         **{k: status[k] for k in ("id", "collection", "status", "model", "fingerprint", "dim", "truncate_dim",
                                   "outputs", "vectors", "progress")},
