@@ -70,8 +70,8 @@ class FidelityError(ModelError):
         )
 
 
-class DimensionError(ModelError):
-    """A requested output dimension is not one the model supports."""
+class DimensionError(ModelError, ConfigError):
+    """A requested output dimension is not one the model supports (or a vector of the wrong size)."""
 
 
 class InputError(M3SearchError):

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from m3search.errors import ConfigError, UnknownModelError
+from m3search.errors import ConfigError, DimensionError, UnknownModelError
 from m3search.types import Output
 
 _DEFAULT_FILES = ("*.json", "*.safetensors", "*.txt", "*.model", "1_Pooling/*")
@@ -91,13 +91,14 @@ class ModelSpec:
         if dim is None or dim == self.dim:
             return self.dim
         if not self.mrl_dims:
-            raise ConfigError(
+            raise DimensionError(
                 f"model '{self.name}' is not Matryoshka-trained: its vectors cannot be truncated to {dim}; "
                 f"use its full dimension {self.dim}"
             )
         if dim not in self.mrl_dims:
             valid = ", ".join(str(d) for d in self.mrl_dims)
-            raise ConfigError(f"model '{self.name}' supports dimensions {valid}, not {dim}")
+            raise DimensionError(f"model '{self.name}' supports dimensions {valid} (its Matryoshka dimensions), "
+                                 f"not {dim}")
         return dim
 
 

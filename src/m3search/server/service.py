@@ -10,9 +10,8 @@ from collections.abc import Sequence
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 
-from m3search.errors import DimensionError, InputError, OverloadedError, PayloadTooLargeError
-from m3search.models.encoder import Encoder, Kind
-from m3search.models.registry import ModelSpec
+from m3search.errors import InputError, OverloadedError, PayloadTooLargeError
+from m3search.models.encoder import Encoder, Kind, l2_normalize, stack_dense
 from m3search.retrieval.memory import IndexCache
 from m3search.server.batching import Batcher
 from m3search.server.engines import EncoderPool
@@ -107,22 +106,8 @@ class Service:
         return self.pool.get(config.model, dim=config.truncate_dim, precision=config.quantization)
 
 
-def check_dimensions(spec: ModelSpec, dim: int, dimensions: int | None) -> int:
-    """The output dimension to return: ``dimensions`` if it is one of the model's Matryoshka dims, else 400."""
-    if dimensions is None or dimensions == dim:
-        return dim
-    valid = [d for d in spec.mrl_dims if d <= dim] or [dim]
-    if dimensions not in valid:
-        trained = "its Matryoshka dimensions are" if spec.mrl_dims else "it is not Matryoshka-trained; the only one is"
-        raise DimensionError(f"dimensions={dimensions} is not available for model '{spec.name}': {trained} "
-                             f"{', '.join(map(str, valid))}")
-    return dimensions
-
-
 def dense_rows(embeddings: Sequence[Embedding], dim: int, normalize: bool) -> FloatArray:
-    """The dense vectors as one matrix, cut to ``dim`` and L2-normalised if asked (after the cut)."""
-    matrix = np.stack([e.dense for e in embeddings if e.dense is not None]).astype(np.float32, copy=False)
-    matrix = matrix[:, :dim]
-    if normalize:
-        matrix = matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
-    return np.ascontiguousarray(matrix, dtype=np.float32)
+    """The dense vectors as one matrix, cut to ``dim`` (checked with the model's ``check_dim`` by the caller) and
+    L2-normalised if asked (after the cut), as the encoder does for a Matryoshka dimension."""
+    matrix = stack_dense(embeddings)[:, :dim]
+    return l2_normalize(matrix) if normalize else np.ascontiguousarray(matrix)

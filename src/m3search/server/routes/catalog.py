@@ -42,10 +42,8 @@ def validate_config(body: NamedConfigIn) -> NamedConfigOut:
         raise DimensionError("matryoshka_dims needs supports_mrl=true")
     dims = (trained if body.matryoshka_dims is None else sorted(set(body.matryoshka_dims), reverse=True)) if supports \
         else []
-    bad = [d for d in dims if d not in trained]
-    if bad:
-        raise DimensionError(f"model '{spec.name}' was not trained for dimension(s) {', '.join(map(str, bad))}; "
-                             f"its Matryoshka dimensions are {', '.join(map(str, trained))}")
+    for dim in dims:
+        spec.check_dim(dim)
     default = body.default_truncate_dim
     if default is not None and default not in dims:
         raise DimensionError(f"default_truncate_dim={default} must be one of matryoshka_dims "

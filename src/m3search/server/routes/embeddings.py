@@ -24,7 +24,7 @@ from m3search.server.schemas import (
     SimpleEmbedRequest,
     SimpleEmbedResponse,
 )
-from m3search.server.service import Service, check_dimensions, dense_rows
+from m3search.server.service import Service, dense_rows
 from m3search.types import Embedding, FloatArray
 
 router = APIRouter()
@@ -61,7 +61,7 @@ async def openai_embeddings(body: EmbeddingsRequest, request: Request) -> Respon
                          "this model; with LangChain's OpenAIEmbeddings set check_embedding_ctx_length=False)")
     service = service_of(request)
     encoder = service.pool.get(body.model)
-    dim = check_dimensions(encoder.spec, encoder.dim, body.dimensions)
+    dim = encoder.spec.check_dim(body.dimensions)
     embeddings, tokens = await service.embed(encoder, texts, outputs=["dense"], on_overflow=body.on_overflow,  # type: ignore[arg-type]
                                              route="/v1/embeddings")
     request.state.tokens = tokens
@@ -75,7 +75,7 @@ async def simple_embeddings(body: SimpleEmbedRequest, request: Request) -> Respo
     """``{"texts": [...]}`` in, ``{"embeddings": [...], "model", "dim"}`` out (the form older callers use)."""
     service = service_of(request)
     encoder = service.pool.get(body.model)
-    dim = check_dimensions(encoder.spec, encoder.dim, body.dimensions)
+    dim = encoder.spec.check_dim(body.dimensions)
     embeddings, tokens = await service.embed(encoder, body.texts, outputs=["dense"], route="/embeddings")
     request.state.tokens = tokens
     matrix = dense_rows(embeddings, dim, body.normalize or (encoder.spec.normalize and dim != encoder.dim))
@@ -99,8 +99,6 @@ async def encode(body: EncodeRequest, request: Request) -> Response:
     """Any of the model's outputs from one pass: dense, sparse (token id -> weight), ColBERT (one row per token)."""
     service = service_of(request)
     encoder = service.pool.get(body.model)
-    if body.max_length is not None and body.max_length > encoder.spec.max_tokens:
-        raise InputError(f"max_length must be at most {encoder.spec.max_tokens} for '{encoder.spec.name}'")
     outputs = list(dict.fromkeys(body.outputs))
     embeddings, tokens = await service.embed(encoder, body.texts, outputs=outputs, kind=body.kind,
                                              max_length=body.max_length, on_overflow=body.on_overflow,
