@@ -34,7 +34,8 @@ async def run_search(request: Request, body: SearchBody) -> Response:
                                                  route="/api/v1/search")
         request.state.tokens = tokens
         embedding = embeddings[0]
-    searcher = Searcher(service.store, encoder, cache=service.index_cache)
+    searcher = Searcher(service.store, encoder, ann_threshold=service.settings.ann_threshold,
+                        cache=service.index_cache)
     result = await run_in_threadpool(searcher.search_embedded, body.collection, body.q, embedding, search)
     return json_response(result.as_dict())
 
