@@ -123,6 +123,11 @@ class SQLiteStore(SQLiteReads, SQLiteCatalog):
             raise CollectionNotFoundError(name)
         return found[0]
 
+    def embedding_set(self, set_id: int) -> EmbeddingSet | None:
+        """The set with this id, in any collection and status."""
+        found = self._sets("s.id = ?", (set_id,))
+        return found[0] if found else None
+
     def building_set(self, name: str) -> EmbeddingSet | None:
         found = self._sets("c.name = ? AND s.status = 'building'", (name,))
         return found[0] if found else None

@@ -3,13 +3,14 @@ vectors of one configuration; a new set for an existing collection is filled in 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
 from m3search.errors import DimensionError, InputError, NotFoundError, StoreError
 from m3search.models.registry import get_spec
-from m3search.server.jobs import JobState, Progress
+from m3search.server.jobs import Progress
 from m3search.server.routes.embeddings import ERRORS, service_of
 from m3search.server.schemas import (
     AutoEmbedRules,
@@ -104,10 +105,10 @@ def _all_sets(service: Service) -> list[EmbeddingSet]:
     return [s for name in service.store.collections() for s in service.store.sets(name)]
 
 
-def set_out(service: Service, target: EmbeddingSet) -> EmbeddingSetOut:
-    job = service.jobs.state(target.id)  # first: a job seen done has already swapped its set in
-    job = JobState(job.state, job.embedded, job.total, job.error) if job else None  # one moment's copy
-    target = _set(service, target.id)
+def set_out(service: Service, set_id: int) -> EmbeddingSetOut:
+    job = service.jobs.state(set_id)  # first: a job seen done has already swapped its set in
+    job = replace(job) if job else None  # one moment's copy (the job's thread keeps updating its own)
+    target = _set(service, set_id)
     status = set_status(service.store, target, service.store.counts(target.collection)[1])
     options = service.store.set_options(target.id)
     return EmbeddingSetOut(
@@ -139,20 +140,20 @@ def start_fill(service: Service, target: EmbeddingSet) -> None:
 def list_sets(request: Request, collection: str | None = None) -> list[EmbeddingSetOut]:
     service = service_of(request)
     sets = service.store.sets(collection) if collection else _all_sets(service)
-    return [set_out(service, s) for s in sets]
+    return [set_out(service, s.id) for s in sets]
 
 
 @router.get("/embedding-sets/{set_id}", response_model=EmbeddingSetOut)
 def get_set(set_id: int, request: Request) -> EmbeddingSetOut:
     service = service_of(request)
-    return set_out(service, _set(service, set_id))
+    return set_out(service, set_id)
 
 
 def _set(service: Service, set_id: int) -> EmbeddingSet:
-    for found in _all_sets(service):
-        if found.id == set_id:
-            return found
-    raise NotFoundError(f"no embedding set {set_id}")
+    found = service.store.embedding_set(set_id)
+    if found is None:
+        raise NotFoundError(f"no embedding set {set_id}")
+    return found
 
 
 @router.post("/embedding-sets", response_model=EmbeddingSetOut, status_code=201)
@@ -177,12 +178,12 @@ def create_set(body: EmbeddingSetIn, request: Request, response: Response) -> Em
         chunk_tokens = min(body.chunk_tokens or encoder.max_length, encoder.max_length)
         target = store.create_collection(body.collection, config, chunk_tokens, min(64, chunk_tokens // 8))
         store.put_set_options(target.id, options)
-        return set_out(service, target)
+        return set_out(service, target.id)
     target = store.start_set(body.collection, config)
     store.put_set_options(target.id, options)
     start_fill(service, target)
     response.status_code = 202
-    return set_out(service, target)
+    return set_out(service, target.id)
 
 
 @router.post("/embedding-sets/{set_id}/embed", response_model=EmbeddingSetOut, status_code=202)
@@ -193,4 +194,4 @@ def embed_set(set_id: int, request: Request) -> EmbeddingSetOut:
     if target.status == "retired":
         raise StoreError(f"set {set_id} is retired")
     start_fill(service, target)
-    return set_out(service, target)
+    return set_out(service, target.id)
