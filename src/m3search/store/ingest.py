@@ -193,6 +193,15 @@ class IndexPlan:
     todo: list[Document]
 
 
+def chunk_sizes(encoder: Encoder, chunk_tokens: int | None, overlap: int | None) -> tuple[int, int]:
+    """A new collection's (chunk_tokens, overlap): the defaults filled in (what the model embeds without truncation;
+    min(64, size / 8)), validated with the model's tokenizer before anything is created."""
+    chunk_tokens = chunk_tokens or encoder.max_length
+    overlap = overlap if overlap is not None else min(64, chunk_tokens // 8)
+    chunk_text("probe", encoder.tokenizer, chunk_tokens, overlap)  # raises ConfigError for unusable sizes
+    return chunk_tokens, overlap
+
+
 def plan_index(store: Store, encoder: Encoder, collection: str, documents: Sequence[Document], *,
                outputs: Sequence[Output] | None = None, chunk_tokens: int | None = None,
                overlap: int | None = None) -> IndexPlan:
@@ -204,9 +213,7 @@ def plan_index(store: Store, encoder: Encoder, collection: str, documents: Seque
         target = store.check_model(collection, config)
         chunk_tokens, overlap = store.collection_settings(collection)
     else:
-        chunk_tokens = chunk_tokens or encoder.max_length
-        overlap = overlap if overlap is not None else min(64, chunk_tokens // 8)
-        chunk_text("probe", encoder.tokenizer, chunk_tokens, overlap)  # validates the sizes before creating
+        chunk_tokens, overlap = chunk_sizes(encoder, chunk_tokens, overlap)
         target = store.create_collection(collection, config, chunk_tokens, overlap)
     known = store.content_hashes(collection)
     todo = [d for d in documents if known.get(d.doc_id) != d.content_hash]

@@ -21,7 +21,7 @@ from m3search.server.schemas import (
     NamedConfigOut,
 )
 from m3search.server.service import Service
-from m3search.store.ingest import config_for, default_outputs
+from m3search.store.ingest import chunk_sizes, config_for, default_outputs
 from m3search.store.reembed import embed_pending, reembed
 from m3search.store.status import set_status
 from m3search.store.types import EmbeddingSet
@@ -175,8 +175,9 @@ def create_set(body: EmbeddingSetIn, request: Request, response: Response) -> Em
                                "auto_embed_rules": body.auto_embed_rules.model_dump()}
     store = service.store
     if body.collection not in store.collections():
-        chunk_tokens = min(body.chunk_tokens or encoder.max_length, encoder.max_length)
-        target = store.create_collection(body.collection, config, chunk_tokens, min(64, chunk_tokens // 8))
+        chunk_tokens, overlap = chunk_sizes(encoder, min(body.chunk_tokens or encoder.max_length,
+                                                         encoder.max_length), None)
+        target = store.create_collection(body.collection, config, chunk_tokens, overlap)
         store.put_set_options(target.id, options)
         return set_out(service, target.id)
     target = store.start_set(body.collection, config)

@@ -17,11 +17,18 @@ from m3search.server.schemas import (
     DocumentUpdate,
 )
 from m3search.server.service import Service
-from m3search.store.ingest import DEFAULT_MAX_BYTES, IndexReport, check_text, index_documents
+from m3search.store.ingest import (
+    DEFAULT_MAX_BYTES,
+    IndexReport,
+    check_text,
+    plan_index,
+    prepare_documents,
+    write_prepared,
+)
 from m3search.store.status import collection_status
 from m3search.store.types import Document
-from m3search.types import Output
 
+BATCH_DOCS = 32  # documents per transaction, as the CLI writes them
 router = APIRouter(prefix="/api/v1/collections", tags=["collections"], responses=ERRORS)
 
 
@@ -62,24 +69,19 @@ def write(service: Service, name: str, docs: list[Document]) -> DocumentsWritten
     store = service.store
     active = store.active_set(name)
     rules = AutoEmbedRules(**store.set_options(active.id).get("auto_embed_rules", {}))
-    known = store.content_hashes(name)
-    embed_now = [d for d in docs if (rules.on_create if d.doc_id not in known else rules.on_update)]
-    now_ids = {d.doc_id for d in embed_now}
-    later = [d for d in docs if d.doc_id not in now_ids]
     encoder = service.encoder_for_set(active)
-    outputs: list[Output] = list(active.config.outputs)  # type: ignore[arg-type]
-    total = IndexReport()
-    for batch, vectors in ((embed_now, True), (later, False)):
-        if batch:
-            report = index_documents(store, encoder, name, batch, outputs=outputs, vectors=vectors,
-                                     embed=service.embed_fn(encoder, wait=False))
-            total.added += report.added
-            total.updated += report.updated
-            total.unchanged += report.unchanged
-            total.chunks += report.chunks
-    return DocumentsWritten(collection=name, added=total.added, updated=total.updated, unchanged=total.unchanged,
-                            chunks=total.chunks, embedded=all(known.get(d.doc_id) == d.content_hash for d in later),
-                            pending=store.pending_count(active))
+    plan = plan_index(store, encoder, name, docs, outputs=active.config.outputs)  # type: ignore[arg-type]
+    report = IndexReport(unchanged=len(docs) - len(plan.todo))
+    embed = service.embed_fn(encoder, wait=False)
+    now = [(rules.on_create if d.doc_id not in plan.known else rules.on_update) for d in plan.todo]
+    for vectors in (True, False):
+        chosen = [d for d, flag in zip(plan.todo, now, strict=True) if flag is vectors]
+        for offset in range(0, len(chosen), BATCH_DOCS):
+            prepared = prepare_documents(encoder, chosen[offset : offset + BATCH_DOCS], plan.outputs,
+                                         plan.chunk_tokens, plan.overlap, vectors=vectors, embed=embed)
+            write_prepared(store, plan, prepared, report)
+    return DocumentsWritten(collection=name, added=report.added, updated=report.updated, unchanged=report.unchanged,
+                            chunks=report.chunks, embedded=all(now), pending=store.pending_count(active))
 
 
 @router.post("/{name}/documents", response_model=DocumentsWritten)
