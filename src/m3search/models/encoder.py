@@ -102,7 +102,7 @@ class Encoder(ABC):
                 model's max_tokens). Never a hidden library default.
             on_overflow: "truncate" cuts longer inputs and reports it; "error" raises InputTooLongError.
         """
-        wanted = self._check_outputs(outputs)
+        wanted = self.check_outputs(outputs)
         return self.encode_tokens(self.tokenize(texts, kind=kind, max_length=max_length, on_overflow=on_overflow),
                                   wanted)
 
@@ -134,7 +134,7 @@ class Encoder(ABC):
 
     def encode_tokens(self, tokens: Sequence[Tokens], outputs: Iterable[Output] | None = None) -> list[Embedding]:
         """The second half of :meth:`encode`: token-budget batches, inference, results in input order."""
-        wanted = self._check_outputs(outputs)
+        wanted = self.check_outputs(outputs)
         results: list[Embedding | None] = [None] * len(tokens)
         for indices in plan_batches([len(t.ids) for t in tokens], self.batch_tokens, self.max_batch_size):
             out = self.encode_batch(self._pad([tokens[i] for i in indices]), wanted)
@@ -159,7 +159,8 @@ class Encoder(ABC):
             raise ConfigError(f"kind must be 'query', 'document' or None, not {kind!r}")
         return [prefix + t for t in texts] if prefix else list(texts)
 
-    def _check_outputs(self, outputs: Iterable[Output] | None) -> frozenset[Output]:
+    def check_outputs(self, outputs: Iterable[Output] | None) -> frozenset[Output]:
+        """The requested outputs (default: the model's first), or ConfigError naming what the model produces."""
         wanted = frozenset(outputs) if outputs is not None else frozenset(self.spec.outputs[:1])
         unsupported = sorted(wanted - set(self.spec.outputs))
         if unsupported or not wanted:

@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 
+from m3search import __version__
 from m3search.errors import M3SearchError
 from m3search.server import errors
 from m3search.server.engines import EncoderPool, Loader, settings_loader
@@ -56,7 +57,7 @@ def create_app(settings: Settings | None = None, *, model: str | None = None, pr
             service.stop()
             LOGGER.info("server stopped")
 
-    app = FastAPI(title="m3search", version=_version(), lifespan=lifespan, docs_url=None,
+    app = FastAPI(title="m3search", version=__version__, lifespan=lifespan, docs_url=None,
                   description="Local-first embeddings (OpenAI-compatible) and hybrid retrieval around BAAI/bge-m3.")
     errors.install(app)
     for module in (embeddings, catalog, documents, search, ops):
@@ -95,9 +96,3 @@ def _resume_jobs(service: Service) -> None:
 
 async def _cdn_docs() -> HTMLResponse:
     return get_swagger_ui_html(openapi_url="/openapi.json", title="m3search API")
-
-
-def _version() -> str:
-    from m3search import __version__
-
-    return __version__

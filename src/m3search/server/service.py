@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future
 
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 
 from m3search.errors import InputError, OverloadedError, PayloadTooLargeError
 from m3search.models.encoder import Encoder, Kind, l2_normalize, stack_dense
+from m3search.models.tokenize import Tokens
 from m3search.retrieval.memory import IndexCache
 from m3search.server.batching import Batcher
 from m3search.server.engines import EncoderPool
@@ -64,18 +66,10 @@ class Service:
                     route: str = "") -> tuple[list[Embedding], int]:
         """Embeddings of ``texts`` through the batcher, and the number of tokens the model saw."""
         self.check_texts(texts)
-        unsupported = sorted(set(outputs) - set(encoder.spec.outputs))
-        if unsupported:
-            raise InputError(f"model '{encoder.spec.name}' produces {', '.join(encoder.spec.outputs)}; "
-                             f"not {', '.join(unsupported)}")
+        wanted = encoder.check_outputs(outputs)  # before queueing: a bad request never reaches the worker
         tokens = await run_in_threadpool(lambda: encoder.tokenize(texts, kind=kind, max_length=max_length,
                                                                   on_overflow=on_overflow))
-        try:
-            future = self.batcher.submit(encoder, tokens, frozenset(outputs))
-        except OverloadedError:
-            self.metrics.rejected.inc()
-            raise
-        embeddings = await asyncio.wrap_future(future)
+        embeddings = await asyncio.wrap_future(self._submit(encoder, tokens, wanted, retry=False))
         self.pool.mark_warm(encoder.spec.name)
         count = sum(len(t.ids) for t in tokens)
         self.metrics.tokens.labels(route=route).inc(count)
@@ -89,16 +83,21 @@ class Service:
 
         def embed(texts: Sequence[str], outputs: Sequence[Output], max_length: int) -> list[Embedding]:
             tokens = encoder.tokenize(texts, kind="document", max_length=max_length)
-            while True:
-                try:
-                    return self.batcher.submit(encoder, tokens, frozenset(outputs)).result()
-                except OverloadedError:
-                    if not wait:
-                        self.metrics.rejected.inc()
-                        raise
-                    time.sleep(OVERLOAD_WAIT_S)
+            return self._submit(encoder, tokens, frozenset(outputs), retry=wait).result()
 
         return embed
+
+    def _submit(self, encoder: Encoder, tokens: Sequence[Tokens], outputs: frozenset[Output], *, retry: bool
+                ) -> Future[list[Embedding]]:
+        """Queue for the batcher; a full queue is a 429 (counted), or with ``retry`` a short wait and again."""
+        while True:
+            try:
+                return self.batcher.submit(encoder, tokens, outputs)
+            except OverloadedError:
+                if not retry:
+                    self.metrics.rejected.inc()
+                    raise
+                time.sleep(OVERLOAD_WAIT_S)
 
     def encoder_for_set(self, target: EmbeddingSet) -> Encoder:
         """The encoder that made ``target``'s vectors (same model, dimension and precision)."""

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request, Response
 from m3search.errors import DimensionError, InputError, NotFoundError, StoreError
 from m3search.models.registry import get_spec
 from m3search.server.jobs import Progress
-from m3search.server.routes.embeddings import ERRORS, service_of
+from m3search.server.routes.common import ERRORS, service_of
 from m3search.server.schemas import (
     AutoEmbedRules,
     EmbeddingSetIn,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Query, Request, Response
 
 from m3search.errors import DocumentError, NotFoundError
-from m3search.server.routes.embeddings import ERRORS, service_of
+from m3search.server.routes.common import ERRORS, service_of
 from m3search.server.schemas import (
     AutoEmbedRules,
     CollectionOut,

@@ -4,7 +4,6 @@ model list."""
 from __future__ import annotations
 
 import base64
-import json
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -13,32 +12,21 @@ from starlette.concurrency import run_in_threadpool
 
 from m3search.errors import InputError
 from m3search.models.registry import list_specs
+from m3search.server.routes.common import ERRORS, json_response, service_of
 from m3search.server.schemas import (
     EmbeddingsRequest,
     EmbeddingsResponse,
     EncodeRequest,
     EncodeResponse,
-    ErrorBody,
     ModelList,
     ModelOut,
     SimpleEmbedRequest,
     SimpleEmbedResponse,
 )
-from m3search.server.service import Service, dense_rows
+from m3search.server.service import dense_rows
 from m3search.types import Embedding, FloatArray
 
 router = APIRouter()
-ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for code in (400, 401, 404, 413, 429, 503)}
-
-
-def service_of(request: Request) -> Service:
-    service: Service = request.app.state.service
-    return service
-
-
-def json_response(body: dict[str, Any]) -> Response:
-    """Serialised once with the standard library: no per-float validation of large vector lists."""
-    return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
 
 
 def _openai_body(matrix: FloatArray, model: str, tokens: int, encoding: str) -> dict[str, Any]:

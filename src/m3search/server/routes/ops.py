@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.staticfiles import StaticFiles
 
-from m3search.server.routes.embeddings import service_of
+from m3search.server.routes.common import service_of
 
 router = APIRouter(tags=["operations"])
 

@@ -12,7 +12,7 @@ from m3search.errors import InputError
 from m3search.retrieval.search import Searcher
 from m3search.retrieval.strategies import required_outputs
 from m3search.retrieval.types import STRATEGIES, SearchRequest
-from m3search.server.routes.embeddings import ERRORS, json_response, service_of
+from m3search.server.routes.common import ERRORS, json_response, service_of
 from m3search.server.schemas import SearchBody, SearchResponse
 from m3search.store.filters import parse_filter
 
