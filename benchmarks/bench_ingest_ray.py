@@ -13,6 +13,7 @@ write time). Past W, writes must be parallel too (a Qdrant server written by the
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -89,7 +90,7 @@ def table(result: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = base_parser(__doc__, CONFIGS)
-    parser.add_argument("--child", default=None, help=argparse_suppress())
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     home = ROOT / ".cache" / "server-home"  # the prepared MiniLM of bench_server.py, if there
     os.environ["M3SEARCH_HOME"] = str(home)
@@ -107,12 +108,6 @@ def main() -> None:
               "projection": {"r1": r1, "W": write_capacity,
                              "nodes": {n: round(min(n * r1, write_capacity), 1) for n in (1, 2, 4, 8, 16)}}}
     write_results(args.out, "ingest_ray", result, table(result))
-
-
-def argparse_suppress() -> str:
-    import argparse
-
-    return argparse.SUPPRESS
 
 
 if __name__ == "__main__":

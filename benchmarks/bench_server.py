@@ -12,6 +12,7 @@ Targets (issue #6): at 32 clients texts/s >= 80 % of offline; p99 <= 10x p50; no
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
 import json
@@ -196,7 +197,7 @@ def main() -> None:
     parser.add_argument("--precision", default="int8-dynamic")
     parser.add_argument("--backend", default="onnxruntime")
     parser.add_argument("--offline-texts", type=int, default=1500)
-    parser.add_argument("--offline", action="store_true", help=argparse_hidden())
+    parser.add_argument("--offline", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     home = ROOT / ".cache" / "server-home"
     if args.offline:
@@ -235,12 +236,6 @@ def main() -> None:
         "targets": targets(levels, offline_result["texts_per_s"]),
     }
     write_results(args.out, "server", result, table(result))
-
-
-def argparse_hidden() -> str:
-    import argparse
-
-    return argparse.SUPPRESS
 
 
 if __name__ == "__main__":

@@ -69,12 +69,6 @@ class Jobs:
         with self._lock:
             return self._states.get(set_id)
 
-    def wait(self, set_id: int, timeout: float | None = None) -> None:
-        with self._lock:
-            thread = self._threads.get(set_id)
-        if thread is not None:
-            thread.join(timeout)
-
     def stop_all(self, timeout: float = 30.0) -> None:
         """Ask every job to stop at its next batch and wait for them (work done so far is committed)."""
         self._stop.set()
