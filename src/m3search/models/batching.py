@@ -19,7 +19,8 @@ def plan_batches(lengths: Sequence[int], batch_tokens: int, max_batch_size: int)
     share a batch (little padding). An input longer than the budget gets a batch of its own, which bounds
     memory for long documents. A batch also closes where lengths drop below ``MIN_FILL`` of its width: padding
     stays under about a fifth of the tokens even when few inputs of very different lengths are encoded together
-    (measured on MiniLM INT8, 125 merged sentences: 142 texts/s without this rule, about the bulk rate with it).
+    (``benchmarks/results/batching.md``, MiniLM INT8, calls of 134 mixed sentences: 175 texts/s without this rule,
+    263 with it; real/padded tokens 0.60 -> 0.86).
     The caller restores the original order from the indices.
     """
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
