@@ -10,8 +10,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
-from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse
+from fastapi.middleware.cors import CORSMiddleware
 
 from m3search import __version__
 from m3search.errors import M3SearchError
@@ -62,11 +61,8 @@ def create_app(settings: Settings | None = None, *, model: str | None = None, pr
     errors.install(app)
     for module in (embeddings, catalog, documents, search, ops):
         app.include_router(module.router)
-    if not ops.offline_docs(app):
-        app.add_api_route("/docs", _cdn_docs, include_in_schema=False, response_class=HTMLResponse)
+    ops.install_docs(app)
     if cfg.cors_origins:
-        from fastapi.middleware.cors import CORSMiddleware
-
         app.add_middleware(CORSMiddleware, allow_origins=cfg.cors_origins, allow_methods=["GET", "POST", "PUT",
                            "DELETE"], allow_headers=["Authorization", "Content-Type", "X-Request-ID"])
     app.add_middleware(RequestMiddleware, metrics=metrics, api_keys=cfg.api_keys,
@@ -92,7 +88,3 @@ def _resume_jobs(service: Service) -> None:
         if building is not None and service.store.set_options(building.id).get("origin") == "api":
             catalog.start_fill(service, building)
             LOGGER.info("resumed embedding set", extra={"set_id": building.id, "collection": name})
-
-
-async def _cdn_docs() -> HTMLResponse:
-    return get_swagger_ui_html(openapi_url="/openapi.json", title="m3search API")

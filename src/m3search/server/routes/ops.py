@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -43,21 +44,22 @@ async def page() -> HTMLResponse:
     return HTMLResponse(resources.files("m3search.server").joinpath("static/index.html").read_text("utf-8"))
 
 
-def offline_docs(app: FastAPI) -> bool:
-    """Serve ``/docs`` with Swagger UI 5's files from the ``fastapi-offline`` package instead of a CDN (these
-    machines, and many users', have no internet). False (FastAPI's CDN page stays) when the package is missing."""
+def install_docs(app: FastAPI) -> None:
+    """``/docs``: Swagger UI 5 from the ``fastapi-offline`` package's files (these machines, and many users', have
+    no internet), or from FastAPI's default CDN when that package is missing."""
+    urls: dict[str, Any] = {}
     try:
         import fastapi_offline
     except ImportError:
-        return False
-    assets = Path(fastapi_offline.__file__).parent / "static"
-    app.mount("/static/swagger", StaticFiles(directory=assets), name="swagger")
+        pass
+    else:
+        app.mount("/static/swagger", StaticFiles(directory=Path(fastapi_offline.__file__).parent / "static"),
+                  name="swagger")
+        urls = {"swagger_js_url": "/static/swagger/swagger-ui-bundle.js",
+                "swagger_css_url": "/static/swagger/swagger-ui.css",
+                "swagger_favicon_url": "/static/swagger/favicon.png"}
 
     async def docs() -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url="/openapi.json", title="m3search API",
-                                   swagger_js_url="/static/swagger/swagger-ui-bundle.js",
-                                   swagger_css_url="/static/swagger/swagger-ui.css",
-                                   swagger_favicon_url="/static/swagger/favicon.png")
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="m3search API", **urls)
 
     app.add_api_route("/docs", docs, include_in_schema=False, response_class=HTMLResponse)
-    return True
