@@ -88,7 +88,8 @@ async def client_loop(http: Any, texts: list[str], seed: int, until: float, log:
         log.append((time.perf_counter() - start, status, len(batch)))
 
 
-async def load(url: str, texts: list[str], clients: int, seconds: float, warmup: float) -> dict[str, Any]:
+async def load(url: str, pid: int, texts: list[str], clients: int, seconds: float, warmup: float
+               ) -> dict[str, Any]:
     import httpx
 
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
@@ -98,11 +99,13 @@ async def load(url: str, texts: list[str], clients: int, seconds: float, warmup:
         await asyncio.gather(*(client_loop(http, texts, 1000 + c, until, scratch) for c in range(clients)))
         before = await batch_stats(http)
         cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+        loop0 = event_loop_seconds(pid)
         log: list[tuple[float, int, int]] = []
         start = time.perf_counter()
         await asyncio.gather(*(client_loop(http, texts, c, start + seconds, log) for c in range(clients)))
         elapsed = time.perf_counter() - start
         cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+        loop1 = event_loop_seconds(pid)
         after = await batch_stats(http)
     ok = [(s, n) for s, status, n in log if status == 200]
     latencies = np.array([s for s, _ in ok]) * 1000
@@ -117,8 +120,15 @@ async def load(url: str, texts: list[str], clients: int, seconds: float, warmup:
         "p99_ms": round(float(np.percentile(latencies, 99)), 1), "statuses": statuses,
         "mean_texts_per_inference": round((after[0] - before[0]) / merges, 1) if merges else None,
         "inference_busy": round((after[2] - before[2]) / elapsed, 3),
+        "event_loop_cpu_share": round((loop1 - loop0) / elapsed, 3),
         "client_cpu_share": round((cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime) / elapsed, 3),
     }
+
+
+def event_loop_seconds(pid: int) -> float:
+    """CPU seconds of the server's main thread (the event loop: HTTP, JSON, auth, logs, metrics) so far."""
+    fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
 async def batch_stats(http: Any) -> tuple[float, float, float]:
@@ -168,12 +178,13 @@ def table(result: dict[str, Any]) -> str:
              f"{result['machine']['cpu']}, {result['machine']['cores']} cores; clients run on the same machine. "
              f"Reproduce: `{result['command']}`.", "",
              "| clients | requests/s | texts/s | vs offline | p50 ms | p99 ms | p99/p50 | texts per inference | "
-             "worker busy | statuses | client CPU |", "|" + " --- |" * 11]
+             "worker busy | event loop CPU | statuses | client CPU |", "|" + " --- |" * 12]
     for level in result["levels"]:
         lines.append(f"| {level['clients']} | {level['requests_per_s']} | {level['texts_per_s']} | "
                      f"{level['texts_per_s'] / off:.0%} | {level['p50_ms']} | {level['p99_ms']} | "
                      f"{level['p99_ms'] / level['p50_ms']:.1f} | {level['mean_texts_per_inference']} | "
-                     f"{level['inference_busy']:.0%} | {json.dumps(level['statuses'])} | "
+                     f"{level['inference_busy']:.0%} | {level['event_loop_cpu_share']:.0%} | "
+                     f"{json.dumps(level['statuses'])} | "
                      f"{level['client_cpu_share']:.0%} |")
     lines += ["", f"Server peak RSS: {result['server_peak_rss_mb']:.0f} MB.", ""]
     lines += [f"- {name}: {'met' if ok else 'NOT met'}" for name, ok in result["targets"].items()]
@@ -216,7 +227,8 @@ def main() -> None:
         server = start_server(env, port, Path(scratch) / "index.sqlite3")
         try:
             for clients in (int(c) for c in args.clients.split(",")):
-                level = asyncio.run(load(f"http://127.0.0.1:{port}", texts, clients, args.seconds, args.warmup))
+                level = asyncio.run(load(f"http://127.0.0.1:{port}", server.pid, texts, clients, args.seconds,
+                                         args.warmup))
                 print(json.dumps(level), file=sys.stderr)
                 levels.append(level)
             rss = server_rss_mb(server.pid)
