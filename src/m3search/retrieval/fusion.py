@@ -72,3 +72,21 @@ def weighted(rankings: Mapping[str, Ranking], weights: Mapping[str, float] | Non
         for item, value in min_max(ranking).items():
             scores[item] = scores.get(item, 0.0) + chosen[name] * value / total
     return _sorted(scores)
+
+
+def dbsf(rankings: Mapping[str, Ranking]) -> list[tuple[int, float]]:
+    """Distribution-based score fusion (Qdrant's ``Fusion.DBSF``): each ranking's scores are mapped from
+    [mean - 3 sd, mean + 3 sd] (sample sd) to [0, 1], then summed; a ranking of one score (or equal ones) gives 0.5.
+
+    Unlike min-max, one outlier does not squash the other scores of its ranking.
+    """
+    scores: dict[int, float] = {}
+    for ranking in rankings.values():
+        values = [score for _, score in ranking]
+        if not values:
+            continue
+        mean = sum(values) / len(values)
+        sd = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
+        for item, score in ranking:
+            scores[item] = scores.get(item, 0.0) + ((score - mean + 3 * sd) / (6 * sd) if sd > 0 else 0.5)
+    return _sorted(scores)

@@ -10,6 +10,7 @@ from pathlib import Path
 from m3search.errors import ConfigError, InputError, UnknownModelError
 from m3search.models.encoder import Encoder
 from m3search.models.registry import ModelSpec, get_spec
+from m3search.retrieval.engine import ENGINE_STRATEGIES, EngineContext
 from m3search.retrieval.memory import IndexCache, check_query_dim
 from m3search.retrieval.strategies import STRATEGY_FUNCTIONS, Context, Outcome, required_outputs, retrievers_of
 from m3search.retrieval.types import Contribution, SearchHit, SearchRequest, SearchResult
@@ -107,20 +108,26 @@ class Searcher:
             raise InputError(f"strategy '{request.strategy}' needs the query's {', '.join(needed)} output(s)")
         if embedding is not None and embedding.dense is not None and "dense" in needed:
             check_query_dim(target, embedding.dense)
-        index = self._cache.get(self.store, target, self.ann_dir, self.ann_threshold)
-        allowed = index.allowed(filters) if filters else None
-        ctx = Context(self.store, target, index, text, embedding, request, filters, allowed, self._mrl_dims(target))
-        outcome = STRATEGY_FUNCTIONS[request.strategy](ctx)
+        if getattr(self.store, "searches_in_engine", False):  # Qdrant: the engine searches, filters and fuses
+            engine = EngineContext(self.store, target, text, embedding, request, filters)  # type: ignore[arg-type]
+            outcome = ENGINE_STRATEGIES[request.strategy](engine)
+        else:
+            index = self._cache.get(self.store, target, self.ann_dir, self.ann_threshold)
+            allowed = index.allowed(filters) if filters else None
+            ctx = Context(self.store, target, index, text, embedding, request, filters, allowed,
+                          self._mrl_dims(target))
+            outcome = STRATEGY_FUNCTIONS[request.strategy](ctx)
         details = {"k": request.k, **_parameters(request), **outcome.details}
         return SearchResult(target.collection, request.strategy,
-                            retrievers_of(request.strategy, target.config.outputs), self._hits(outcome, request.k),
+                            retrievers_of(request.strategy, target.config.outputs), self._hits(outcome, request.k,
+                                                                                           target.collection),
                             details=details)
 
-    def _hits(self, outcome: Outcome, k: int) -> list[SearchHit]:
+    def _hits(self, outcome: Outcome, k: int, collection: str) -> list[SearchHit]:
         positions = {name: {item: (rank, score) for rank, (item, score) in enumerate(ranking, start=1)}
                      for name, ranking in outcome.parts.items()}
         result = []
-        for hit in self.store.hits(outcome.final[:k]):
+        for hit in self.store.hits(outcome.final[:k], collection):
             breakdown = {name: Contribution(*found[hit.chunk_id]) for name, found in positions.items()
                          if hit.chunk_id in found}
             result.append(SearchHit(hit.doc_id, hit.chunk_id, hit.score, hit.text, hit.metadata, breakdown))
@@ -131,7 +138,9 @@ def _parameters(request: SearchRequest) -> dict[str, object]:
     """The request's parameters that shaped this strategy's result."""
     found: dict[str, object] = {}
     if request.strategy == "hybrid":
-        found["rrf_k"] = request.rrf_k
+        found["fusion"] = request.fusion
+        if request.fusion == "rrf":
+            found["rrf_k"] = request.rrf_k
     if request.strategy in ("hybrid", "weighted", "all", "colbert"):
         found["candidates"] = request.candidates
     return found

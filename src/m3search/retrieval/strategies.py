@@ -17,7 +17,7 @@ import numpy as np
 from m3search.errors import ConfigError, InputError
 from m3search.models.scores import colbert_score
 from m3search.retrieval.filtering import BoolArray
-from m3search.retrieval.fusion import Ranking, rrf, weighted
+from m3search.retrieval.fusion import Ranking, dbsf, rrf, weighted
 from m3search.retrieval.memory import SetIndex
 from m3search.retrieval.types import DEFAULT_WEIGHTS, SearchRequest
 from m3search.store.base import Store
@@ -125,7 +125,8 @@ def _retrieve_all(ctx: Context, names: tuple[str, ...]) -> dict[str, Ranking]:
 
 def _hybrid(ctx: Context) -> Outcome:
     parts = _retrieve_all(ctx, fusion_retrievers(ctx.target.config.outputs))
-    return Outcome(rrf(parts, ctx.request.rrf_k), parts)
+    fused = rrf(parts, ctx.request.rrf_k) if ctx.request.fusion == "rrf" else dbsf(parts)
+    return Outcome(fused, parts)
 
 
 def _weights(ctx: Context, names: tuple[str, ...]) -> dict[str, float]:

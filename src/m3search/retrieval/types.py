@@ -12,6 +12,7 @@ from m3search.store.filters import Filters, Scalar, check_filters
 
 Strategy = Literal["dense", "sparse", "bm25", "colbert", "hybrid", "weighted", "all", "two_stage"]
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
+Fusion = Literal["rrf", "dbsf"]
 
 # The BGE-M3 README's weights for dense, sparse and ColBERT scores; bm25 stands in for sparse when a model has
 # no sparse output.
@@ -26,6 +27,7 @@ class SearchRequest:
         strategy: see :data:`STRATEGIES` and the README's strategy table.
         k: hits to return.
         filters: metadata filters (``{"key": value}`` or ``{"key": [values]}``), applied by every strategy.
+        fusion: how ``hybrid`` fuses: ``rrf`` (ranks) or ``dbsf`` (distribution-based score fusion, Qdrant's).
         rrf_k: the constant of reciprocal rank fusion (``hybrid``).
         weights: per-retriever weights (``weighted``, ``all``); missing names weigh 0, None = the defaults.
         candidates: how deep each retriever of a fusion or rerank looks.
@@ -41,6 +43,7 @@ class SearchRequest:
     candidates: int = 100
     coarse_dim: int | None = None
     coarse_k: int = 100
+    fusion: Fusion = "rrf"
 
     def checked(self) -> tuple[SearchRequest, dict[str, list[Scalar]]]:
         """Validate; returns the request and its normalised filters, or raises :class:`InputError`."""
@@ -52,6 +55,8 @@ class SearchRequest:
                 raise InputError(f"{name} must be an integer from 1 to 10000, not {value!r}")
         if not isinstance(self.rrf_k, int) or self.rrf_k < 0:
             raise InputError(f"rrf_k must be an integer >= 0, not {self.rrf_k!r}")
+        if self.fusion not in ("rrf", "dbsf"):
+            raise InputError(f"fusion must be rrf or dbsf, not {self.fusion!r}")
         if self.weights is not None:
             unknown = sorted(set(self.weights) - set(DEFAULT_WEIGHTS))
             if unknown:

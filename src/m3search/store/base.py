@@ -1,8 +1,9 @@
-"""The contract every store implements (SQLite first; a Qdrant adapter later)."""
+"""The contract every store implements: SQLite (:mod:`~m3search.store.sqlite`) and Qdrant
+(:mod:`~m3search.store.qdrant.store`); :func:`~m3search.store.urls.open_store` opens one by URL."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
 from m3search.store.filters import Scalar
@@ -58,7 +59,7 @@ class Store(Protocol):
     def search_text(self, name: str, query: str, k: int,
                     filters: dict[str, list[Scalar]] | None = None) -> list[tuple[int, float]]: ...
 
-    def hits(self, scored: Sequence[tuple[int, float]]) -> list[Hit]: ...
+    def hits(self, scored: Sequence[tuple[int, float]], collection: str | None = None) -> list[Hit]: ...
 
     def generation(self, target: EmbeddingSet) -> int: ...
 
@@ -75,3 +76,7 @@ class Store(Protocol):
     def counts(self, name: str) -> tuple[int, int]: ...
 
     def vector_count(self, target: EmbeddingSet) -> int: ...
+
+    def export_documents(self, name: str) -> Iterator[PreparedDocument]: ...
+
+    def close(self) -> None: ...

@@ -21,8 +21,8 @@ from m3search.errors import StoreError
 from m3search.store import codec
 from m3search.store.filters import Scalar, filter_sql
 from m3search.store.schema import transaction
-from m3search.store.types import EmbeddingConfig, EmbeddingSet, Hit
-from m3search.types import FloatArray, IntArray, SparseVector
+from m3search.store.types import Chunk, Document, EmbeddingConfig, EmbeddingSet, Hit, PreparedDocument
+from m3search.types import Embedding, FloatArray, IntArray, SparseVector
 
 _WORD = re.compile(r"\w+")
 
@@ -162,14 +162,48 @@ class SQLiteReads:
                           (name, *params))
         return np.array([r[0] for r in rows], dtype=np.int64)
 
+    def export_documents(self, name: str) -> Iterator[PreparedDocument]:
+        """Every document of ``name`` (id order) with its chunks and active-set vectors (for ``migrate-store``)."""
+        active = self.active_set(name)
+        docs = self._rows("SELECT d.id, d.doc_id, d.source, d.title, d.metadata, d.content_hash FROM documents d "
+                          "JOIN collections c ON c.id = d.collection_id WHERE c.name = ? ORDER BY d.id", (name,))
+        for did, doc_id, source, title, metadata, content_hash in docs:
+            chunks = self._rows("SELECT id, ordinal, text, char_start, char_end, token_count FROM chunks WHERE "
+                                "document_id = ? ORDER BY ordinal", (did,))
+            ids = [int(r[0]) for r in chunks]
+            vectors = self._chunk_vectors(active, ids)
+            yield PreparedDocument(
+                Document(doc_id, "", source, title, json.loads(metadata), content_hash),
+                [Chunk(r[1], r[2], r[3], r[4], r[5]) for r in chunks],
+                [Embedding(r[5], False, *vectors.get(int(r[0]), (None, None, None))) for r in chunks])
+
+    def _chunk_vectors(self, target: EmbeddingSet, ids: list[int]
+                       ) -> dict[int, tuple[FloatArray | None, SparseVector | None, FloatArray | None]]:
+        marks = ",".join("?" * len(ids))
+        found: dict[int, list[Any]] = {i: [None, None, None] for i in ids}
+        for chunk_id, dtype, blob in self._rows(f"SELECT chunk_id, dtype, vector FROM dense_vectors WHERE set_id = ? "
+                                                f"AND chunk_id IN ({marks})", (target.id, *ids)):
+            found[chunk_id][0] = codec.dense_from(blob, dtype)
+        for chunk_id, indices, weights in self._rows(f"SELECT chunk_id, indices, weights FROM sparse_vectors WHERE "
+                                                     f"set_id = ? AND chunk_id IN ({marks})", (target.id, *ids)):
+            found[chunk_id][1] = codec.sparse_from(indices, weights)
+        colbert = self.colbert_vectors(target, ids) if "colbert" in target.config.outputs else {}
+        for chunk_id, matrix in colbert.items():
+            found[chunk_id][2] = matrix
+        return {i: (v[0], v[1], v[2]) for i, v in found.items() if any(x is not None for x in v)}
+
+    def active_set(self, name: str) -> EmbeddingSet:
+        raise NotImplementedError  # the store's own
+
     def chunk_metadata(self, name: str) -> tuple[IntArray, list[dict[str, Any]]]:
         """Chunk ids of ``name`` (ascending) and their documents' metadata."""
         rows = self._rows("SELECT k.id, d.metadata FROM chunks k JOIN documents d ON d.id = k.document_id JOIN "
                           "collections c ON c.id = d.collection_id WHERE c.name = ? ORDER BY k.id", (name,))
         return np.array([r[0] for r in rows], dtype=np.int64), [json.loads(r[1]) for r in rows]
 
-    def hits(self, scored: Sequence[tuple[int, float]]) -> list[Hit]:
-        """Hits (document id, text, metadata) for scored chunk ids, in the given order."""
+    def hits(self, scored: Sequence[tuple[int, float]], collection: str | None = None) -> list[Hit]:
+        """Hits (document id, text, metadata) for scored chunk ids, in the given order (chunk ids are unique in
+        the file, so ``collection`` is not needed here)."""
         if not scored:
             return []
         marks = ",".join("?" * len(scored))

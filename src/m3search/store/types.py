@@ -59,16 +59,23 @@ class Chunk:
 
 @dataclass(frozen=True)
 class Document:
-    """A document to index: its id, text, where it came from, and free metadata."""
+    """A document to index: its id, text, where it came from, and free metadata.
+
+    ``stored_hash`` carries a content hash over from another store (``migrate-store`` copies chunks, not the full
+    text), so a later ``index`` of the same files still sees the document unchanged.
+    """
 
     doc_id: str
     text: str
     source: str
     title: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
+    stored_hash: str | None = None
 
     @property
     def content_hash(self) -> str:
+        if self.stored_hash is not None:
+            return self.stored_hash
         payload = json.dumps([self.title, self.text, self.metadata], sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 

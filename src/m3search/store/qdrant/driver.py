@@ -1,0 +1,136 @@
+"""What :class:`~m3search.store.qdrant.store.QdrantStore` asks of a Qdrant engine, in engine-neutral types.
+
+Two drivers implement :class:`Driver`: :mod:`~m3search.store.qdrant.edge` (``qdrant-edge-py``, Qdrant's shard engine
+in-process, one directory) and :mod:`~m3search.store.qdrant.client` (``qdrant-client``: a Qdrant server or cluster,
+or the client's local mode). The store never touches either library's types.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+from m3search.store.filters import Scalar
+from m3search.types import FloatArray, SparseVector
+
+# Named vectors of a set's Qdrant collection, and the payload field that carries the chunk text (bm25).
+DENSE, SPARSE, COLBERT, TEXT = "dense", "sparse", "colbert", "text"
+VectorValue = FloatArray | SparseVector
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The vectors one Qdrant collection holds: dense (dot product on normalised vectors = cosine), sparse
+    (dot product of lexical weights), ColBERT (multivector, MaxSim); the chunk text has a BM25 text index."""
+
+    dense_dim: int | None
+    sparse: bool
+    colbert_dim: int | None
+
+
+@dataclass(frozen=True)
+class Point:
+    """One chunk: its id, payload and whichever named vectors it has (none while its vectors are pending)."""
+
+    id: int
+    payload: dict[str, Any]
+    vectors: dict[str, VectorValue] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Where:
+    """A point filter: metadata filters (on the ``filter`` payload, see :func:`filter_payload`), document ids,
+    point ids, and whether a named vector is present."""
+
+    filters: Mapping[str, list[Scalar]] = field(default_factory=dict)
+    doc_ids: Sequence[str] | None = None
+    ids: Sequence[int] | None = None
+    has_vector: str | None = None
+    lacks_vector: str | None = None
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One scoring stage: nearest neighbours of a vector in a named vector space, or BM25 of a text."""
+
+    using: str
+    query: VectorValue | str
+    limit: int
+
+
+@dataclass(frozen=True)
+class Query:
+    """Prefetch stages, then ``final``: a probe that rescores them (or searches alone), or a fusion of them."""
+
+    final: Probe | Literal["rrf", "dbsf"]
+    limit: int
+    prefetch: tuple[Probe, ...] = ()
+    where: Where = field(default_factory=Where)
+    rrf_k: int = 60
+    exact: bool = False
+
+
+class Driver(Protocol):
+    """The operations of one Qdrant deployment that the store uses."""
+
+    supports_aliases: bool
+
+    def load_catalog(self) -> dict[str, Any] | None: ...
+
+    def save_catalog(self, catalog: dict[str, Any]) -> None: ...
+
+    def create(self, name: str, layout: Layout) -> None: ...
+
+    def drop(self, name: str) -> None: ...
+
+    def alias(self, alias: str, name: str) -> None: ...
+
+    def index_field(self, name: str, key: str, kind: Literal["keyword", "float"]) -> None: ...
+
+    def upsert(self, name: str, points: Sequence[Point]) -> None: ...
+
+    def delete(self, name: str, where: Where) -> None: ...
+
+    def count(self, name: str, where: Where) -> int: ...
+
+    def scroll(self, name: str, where: Where, *, payload: bool | Sequence[str], vectors: bool | Sequence[str]
+               ) -> Iterator[Point]: ...
+
+    def retrieve(self, name: str, ids: Sequence[int], *, vectors: bool | Sequence[str]) -> list[Point]: ...
+
+    def query(self, name: str, query: Query) -> list[tuple[int, float]]: ...
+
+    def close(self) -> None: ...
+
+
+def numeric(value: Scalar) -> bool:
+    """Numbers and booleans are matched by range on the ``filter`` payload (so 2 matches 2.0, true matches 1)."""
+    return isinstance(value, int | float)
+
+
+def filter_payload(metadata: Mapping[str, Any]) -> dict[str, Scalar]:
+    """The payload that filters run on: the metadata's scalars, booleans as 1/0.
+
+    This is SQLite's ``json_extract`` semantics (true = 1; lists and objects never equal a scalar), and it avoids
+    matching booleans in the engine (qdrant-edge 0.9 matches no boolean value).
+    """
+    return {k: int(v) if isinstance(v, bool) else v for k, v in metadata.items()
+            if v is None or isinstance(v, str | int | float)}
+
+
+def field_kind(values: Sequence[Scalar]) -> Literal["keyword", "float"] | None:
+    """The payload index that serves a filter on these values (None when they mix types)."""
+    kinds: set[Literal["keyword", "float"]] = {"float" if numeric(v) else "keyword" for v in values if v is not None}
+    return kinds.pop() if len(kinds) == 1 else None
+
+
+def to_array(values: Any) -> FloatArray:
+    return np.asarray(values, dtype=np.float32)
+
+
+def to_sparse(indices: Sequence[int], values: Sequence[float]) -> SparseVector:
+    order = np.argsort(np.asarray(indices, dtype=np.int64), kind="stable")
+    return SparseVector(np.asarray(indices, dtype=np.int64)[order], np.asarray(values, dtype=np.float32)[order])

@@ -1,0 +1,207 @@
+"""One contract, three stores: SQLite, qdrant-edge (Qdrant's real engine, in-process) and qdrant-client's local
+mode. The local mode is Qdrant's pure-Python test double of a server, not the engine: it exercises m3search's
+client code path (the one a Qdrant server or cluster uses), not Qdrant's search.
+
+Same documents in -> same exact-search results out, for every strategy the stores share; filters; the model-switch
+flow with the same status output; migrate-store round trips."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from m3search.errors import CollectionNotFoundError, ConfigError, ModelMismatchError, StoreError
+from m3search.retrieval.search import Searcher
+from m3search.retrieval.types import SearchRequest
+from m3search.store.base import Store
+from m3search.store.ingest import index_documents
+from m3search.store.migrate import migrate_collection
+from m3search.store.reembed import reembed
+from m3search.store.status import collection_status
+from m3search.store.types import Chunk, Document, EmbeddingConfig, PreparedDocument
+from m3search.store.urls import open_store
+from m3search.types import Embedding, SparseVector
+from tests.conftest import FAKE_M3_SPEC, FakeM3Encoder
+
+pytest.importorskip("qdrant_edge", reason="qdrant-edge-py is in the dev extra")
+pytest.importorskip("qdrant_client", reason="qdrant-client is in the dev extra")
+
+KINDS = ["sqlite", "edge", "local"]
+CONFIG = EmbeddingConfig("synthetic", "0" * 40, 16, None, ("dense", "sparse", "colbert"), "fp32")
+WORDS = ["wing", "flow", "heat", "plate", "shock", "wave", "boundary", "layer", "jet", "nozzle", "rare"]
+
+
+def url_of(kind: str, root: Path) -> str:
+    return {"sqlite": f"sqlite:///{root}/index.sqlite3", "edge": f"qdrant+edge:///{root}/edge",
+            "local": f"qdrant+local:///{root}/local"}[kind]
+
+
+@pytest.fixture(params=KINDS)
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def store(kind: str, tmp_path: Path) -> Iterator[Store]:
+    with open_store(url_of(kind, tmp_path), exact=True) as opened:  # type: ignore[attr-defined]
+        yield opened
+
+
+def _embedding(rng: np.random.Generator) -> Embedding:
+    dense = rng.standard_normal(16).astype(np.float32)
+    tokens = np.sort(rng.choice(50, size=int(rng.integers(1, 8)), replace=False)).astype(np.int64)
+    sparse = SparseVector(tokens, rng.uniform(0.05, 1.0, len(tokens)).astype(np.float32))
+    colbert = rng.standard_normal((int(rng.integers(2, 6)), 16)).astype(np.float32)
+    return Embedding(8, False, dense / np.linalg.norm(dense), sparse, colbert)
+
+
+def fill(store: Store, n: int = 60, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    target = store.create_collection("kb", CONFIG, 64, 0)
+    docs = []
+    for i in range(n):
+        text = " ".join(rng.choice(WORDS[:-1], 6)) + (" rare" if i % 17 == 0 else "")
+        meta = {"group": "even" if i % 2 == 0 else "odd", "n": i, "score": i / 2, "flag": i % 3 == 0,
+                "maybe": None if i % 5 == 0 else "x"}
+        chunks = [Chunk(0, text, 0, len(text), 8), Chunk(1, text[::-1], 0, len(text), 8)]
+        docs.append(PreparedDocument(Document(f"d{i}", text, "test", metadata=meta), chunks,
+                                     [_embedding(rng), _embedding(rng)]))
+    for offset in range(0, n, 16):
+        store.write_documents(target, docs[offset: offset + 16])
+
+
+def hits(store: Store, strategy: str, seed: int = 1, **request: object) -> list[tuple[str, str, float]]:
+    """(document, chunk text, score) best first; equal scores in text order on every store."""
+    query = _embedding(np.random.default_rng(seed))
+    result = Searcher(store).search_embedded("kb", "rare heat", query, SearchRequest(strategy, **request))
+    return sorted(((h.document_id, h.text, h.score) for h in result.hits), key=lambda x: (-round(x[2], 5), x[:2]))
+
+
+def _above_last(ranked: list[tuple[str, str, float]]) -> list[tuple[str, str, float]]:
+    return [h for h in ranked if ranked and h[2] > ranked[-1][2] + 1e-6 * max(1.0, abs(ranked[-1][2]))]
+
+
+def assert_same(found: list[tuple[str, str, float]], expected: list[tuple[str, str, float]]) -> None:
+    """Same hits in the same order, scores equal up to float32 arithmetic (Qdrant's SIMD MaxSim differs from numpy's
+    by up to ~3e-4 relative). Hits tied with the last one are left out: which of them made the cut is each store's
+    tie order."""
+    found, expected = _above_last(found), _above_last(expected)
+    assert [h[:2] for h in found] == [h[:2] for h in expected]
+    np.testing.assert_allclose([h[2] for h in found], [h[2] for h in expected], rtol=1e-3, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
+    with open_store(url_of("sqlite", tmp_path_factory.mktemp("ref"))) as ref:  # type: ignore[attr-defined]
+        fill(ref)
+        yield ref
+
+
+@pytest.mark.parametrize("strategy,extra", [
+    ("dense", {}), ("sparse", {}), ("colbert", {}), ("hybrid", {}), ("hybrid", {"fusion": "dbsf"}),
+    ("hybrid", {"rrf_k": 5}), ("weighted", {}), ("all", {}), ("dense", {"filters": {"group": "even"}}),
+    ("hybrid", {"filters": {"n": [1, 2, 3, 4, 5, 6, 7, 8]}}), ("sparse", {"filters": {"score": 2.5}}),
+    ("dense", {"filters": {"flag": True}}), ("dense", {"filters": {"maybe": None}}),
+    ("all", {"filters": {"group": ["odd"]}}),
+])
+def test_same_documents_give_the_same_exact_results(store: Store, reference: Store, strategy: str,
+                                                     extra: dict[str, object]) -> None:
+    fill(store)
+    for seed in (1, 2, 3):
+        found = hits(store, strategy, seed, k=12, candidates=30, **extra)
+        assert_same(found, hits(reference, strategy, seed, k=12, candidates=30, **extra))
+        assert len(found) > 0
+
+
+def test_filters_keep_only_matching_documents(store: Store) -> None:
+    fill(store)
+    result = Searcher(store).search_embedded("kb", "", _embedding(np.random.default_rng(4)),
+                                             SearchRequest("dense", k=50, filters={"n": [3, 4, 5], "flag": False}))
+    assert sorted(h.document_id for h in result.hits) == ["d4", "d4", "d5", "d5"]
+    nothing = Searcher(store).search_embedded("kb", "", _embedding(np.random.default_rng(4)),
+                                              SearchRequest("dense", filters={"group": "none"}))
+    assert nothing.hits == []
+
+
+def test_bm25_ranks_documents_with_the_query_words(store: Store) -> None:
+    fill(store)
+    result = Searcher(store).search_embedded("kb", "rare", None, SearchRequest("bm25", k=20))
+    assert {h.document_id for h in result.hits} == {f"d{i}" for i in range(0, 60, 17)}
+    assert all("rare" in h.text for h in result.hits)
+
+
+def test_documents_replace_and_delete(store: Store) -> None:
+    fill(store, n=10)
+    assert store.counts("kb") == (10, 20)
+    target = store.active_set("kb")
+    rng = np.random.default_rng(9)
+    store.write_documents(target, [PreparedDocument(Document("d3", "new text", "t"), [Chunk(0, "new text", 0, 8, 2)],
+                                                    [_embedding(rng)])])
+    assert store.counts("kb") == (10, 19)
+    assert store.content_hashes("kb")["d3"] == Document("d3", "new text", "t").content_hash
+    assert store.delete_documents("kb", ["d3", "d4", "missing"]) == 2
+    assert store.counts("kb") == (8, 16)
+    assert store.vector_count(target) == 16
+    with pytest.raises(CollectionNotFoundError):
+        store.active_set("nope")
+
+
+def _index(store: Store, encoder: FakeM3Encoder, texts: list[str]) -> None:
+    docs = [Document(f"t{i}", text, "test", metadata={"i": i}) for i, text in enumerate(texts)]
+    index_documents(store, encoder, "kb", docs)
+
+
+TEXTS = ["jet engines push air", "wing flow over a plate", "shock waves in nozzles", "heat transfer in layers",
+         "boundary layer theory of flight", "the jet stream in weather"]
+
+
+def test_model_switch_flow(store: Store) -> None:
+    old, new = FakeM3Encoder(FAKE_M3_SPEC), FakeM3Encoder(FAKE_M3_SPEC, dim=32)
+    _index(store, old, TEXTS)
+    first = collection_status(store, "kb")
+    building = store.start_set("kb", EmbeddingConfig("hash", FAKE_M3_SPEC.revision, 64, 32, ("dense", "sparse"),
+                                                     "none"))
+    _index(store, old, [*TEXTS, "a new document about jets"])  # written while the new set is built: pending there
+    status = collection_status(store, "kb")
+    assert [s["status"] for s in status["sets"]] == ["active", "building"]
+    assert status["pending"] == 7 and status["sets"][1]["progress"] == 0.0
+    with pytest.raises(StoreError, match="not complete"):
+        store.activate(building)
+    report = reembed(store, new, "kb", batch=3)
+    assert report.activated and report.embedded == 7
+    with pytest.raises(ModelMismatchError):
+        Searcher(store, old).search("kb", "jet", SearchRequest("dense"))
+    found = Searcher(store, new).search("kb", "jet engines", SearchRequest("hybrid", k=3))
+    assert found.hits[0].document_id == "t0"
+    after = collection_status(store, "kb")
+    assert [(s["status"], s["vectors"], s["progress"], s["dim"]) for s in after["sets"]] == [
+        ("retired", 7, 1.0, 64), ("active", 7, 1.0, 32)]
+    assert set(after) == set(first) and after["documents"] == 7 and after["pending"] == 0
+    assert store.gc("kb") == 1 and len(store.sets("kb")) == 1
+
+
+@pytest.mark.parametrize("destination", ["edge", "local", "sqlite"])
+def test_migrate_store_round_trip(kind: str, destination: str, tmp_path: Path) -> None:
+    with open_store(url_of(kind, tmp_path / "a"), exact=True) as source, \
+            open_store(url_of(destination, tmp_path / "b"), exact=True) as target:  # type: ignore[attr-defined]
+        fill(source, n=25)
+        report = migrate_collection(source, target, "kb", batch_docs=7)
+        assert (report.documents, report.chunks, report.vectors) == (25, 50, 50)
+        assert target.content_hashes("kb") == source.content_hashes("kb")
+        assert target.active_set("kb").config == CONFIG
+        for strategy in ("dense", "sparse", "all"):
+            assert_same(hits(target, strategy), hits(source, strategy))
+        with pytest.raises(StoreError, match="already exists"):
+            migrate_collection(source, target, "kb")
+
+
+def test_unknown_store_urls_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown store URL"):
+        open_store("mysql://localhost/db")
+    with pytest.raises(ConfigError, match="names no path"):
+        open_store("qdrant+edge://")
+    with pytest.raises(StoreError, match="cannot reach Qdrant"):
+        open_store("http://127.0.0.1:9").collections()
