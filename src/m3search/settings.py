@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     )
     calibration_size: int = Field(300, ge=1, description="at most this many calibration texts")
     db: Path | None = Field(None, description="the index database; default: HOME/index.sqlite3")
+    store: str | None = Field(
+        None, description="the store URL: sqlite:///path.db, qdrant+edge:///dir or http(s)://host:6333; default: db"
+    )
+    qdrant_api_key: str | None = Field(None, description="API key of a Qdrant server or cluster (http(s):// stores)")
     ann_threshold: int = Field(
         50_000, ge=0, description="dense searches of sets this large use an HNSW graph (usearch); 0 = always exact"
     )

@@ -19,8 +19,9 @@ def make_client(fake_loader: Callable[..., Any], tmp_path: Path) -> Iterator[Cal
 
     def make(**overrides: Any) -> TestClient:
         preload = overrides.pop("preload", False)
-        app = create_app(get_settings(**overrides), model="hash", loader=fake_loader, db=tmp_path / "db.sqlite3",
-                         preload=preload)
+        store_url = overrides.pop("store_url", None)
+        app = create_app(get_settings(**overrides), model="hash", loader=fake_loader, preload=preload,
+                         db=None if store_url else tmp_path / "db.sqlite3", store_url=store_url)
         client = TestClient(app, raise_server_exceptions=False)
         client.__enter__()
         clients.append(client)

@@ -65,3 +65,27 @@ def test_unknown_collection_and_bad_db_are_one_line_errors(tmp_path: Path, capsy
     junk.write_bytes(b"not a database" * 200)
     code, _, err = run(["status", "--db", str(junk)], capsys)
     assert code == 2 and "cannot open the index database" in err and len(err.strip().splitlines()) == 1
+
+
+def test_store_urls_and_migrate_store(corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The same commands on a Qdrant store by URL; migrate-store copies a collection without re-embedding."""
+    pytest.importorskip("qdrant_edge", reason="qdrant-edge-py is in the dev extra")
+    sqlite, edge = f"sqlite:///{tmp_path}/i.sqlite3", f"qdrant+edge:///{tmp_path}/edge"
+    code, out, _ = run(["index", str(corpus), "-c", "kb", "-m", "hash", "--store", sqlite], capsys)
+    assert code == 0 and "3 added" in out
+    code, out, _ = run(["migrate-store", "--from", sqlite, "--to", edge, "--json"], capsys)
+    assert code == 0 and json.loads(out) == [{"collection": "kb", "documents": 3, "chunks": 3, "vectors": 3,
+                                              "seconds": json.loads(out)[0]["seconds"]}]
+    code, out, _ = run(["index", str(corpus), "-c", "kb", "-m", "hash", "--store", edge, "--json"], capsys)
+    assert code == 0 and json.loads(out)["unchanged"] == 3  # content hashes came along
+    code, out, _ = run(["status", "-c", "kb", "--store", edge, "--json"], capsys)
+    assert (json.loads(out)["documents"], json.loads(out)["chunks"], json.loads(out)["pending"]) == (3, 3, 0)
+    code, out, _ = run(["search", "hypersonic flat plate", "-c", "kb", "-m", "hash", "--store", edge, "--k", "1"],
+                       capsys)
+    assert code == 0 and "flight.md" in out
+    code, _, err = run(["migrate-store", "--from", sqlite, "--to", edge], capsys)
+    assert code == 2 and "already exists in the target store" in err and "Traceback" not in err
+    code, _, err = run(["status", "-c", "kb", "--store", "mysql://x/y"], capsys)
+    assert code == 2 and "unknown store URL" in err
+    code, _, err = run(["status", "-c", "kb", "--store", edge, "--db", str(tmp_path / "x.db")], capsys)
+    assert code == 2 and "not both" in err

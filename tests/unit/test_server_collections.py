@@ -1,11 +1,12 @@
 """Embedding configs, embedding sets (background re-embedding), documents with auto-embed rules, and search
-over HTTP, with the fake three-output encoder."""
+over HTTP, with the fake three-output encoder: every test on an SQLite store and on an embedded Qdrant store."""
 
 from __future__ import annotations
 
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +16,14 @@ from tests.http import DOCS
 from tests.http import expect_error as _error
 
 CONFIG = {"id": "fake", "model": "hash"}
+
+
+@pytest.fixture(params=["sqlite", "qdrant-edge"])
+def client(request: pytest.FixtureRequest, make_client: Callable[..., TestClient], tmp_path: Path) -> TestClient:
+    if request.param == "sqlite":
+        return make_client()
+    pytest.importorskip("qdrant_edge", reason="qdrant-edge-py is in the dev extra")
+    return make_client(store_url=f"qdrant+edge:///{tmp_path}/edge")
 
 
 def _collection(client: TestClient, name: str = "kb", **set_fields: Any) -> dict[str, Any]:
@@ -78,12 +87,18 @@ def test_documents_search_and_breakdowns(client: TestClient) -> None:
     filtered = client.get("/api/v1/search", params=[("q", "the wing"), ("collection", "kb"), ("strategy", "dense"),
                                                     ("filter", "lang=de")]).json()
     assert {h["document_id"] for h in filtered["hits"]} == {"flug"}
+    dbsf = client.get("/api/v1/search", params={"q": "laminar wing flow", "collection": "kb", "strategy": "hybrid",
+                                                "fusion": "dbsf"}).json()
+    assert dbsf["hits"][0]["document_id"] == "wing" and dbsf["fusion"] == "dbsf" and "rrf_k" not in dbsf
     two = client.get("/api/v1/search", params={"q": "wing flow", "collection": "kb", "strategy": "two_stage",
-                                               "coarse_dim": 16, "coarse_k": 3}).json()
-    assert two["hits"][0]["document_id"] == "wing" and two["coarse_dim"] == 16
-    message = _error(client.get("/api/v1/search", params={"q": "wing", "collection": "kb", "strategy": "two_stage",
-                                                         "coarse_dim": 50}), 400)
-    assert "32, 16" in message
+                                               "coarse_dim": 16, "coarse_k": 3})
+    if client.get("/health").status_code == 200 and two.status_code == 400:  # a Qdrant store: one dim per vector
+        assert "not supported by Qdrant stores" in two.json()["error"]["message"]
+    else:
+        assert two.json()["hits"][0]["document_id"] == "wing" and two.json()["coarse_dim"] == 16
+        message = _error(client.get("/api/v1/search", params={"q": "wing", "collection": "kb",
+                                                             "strategy": "two_stage", "coarse_dim": 50}), 400)
+        assert "32, 16" in message
     _error(client.get("/api/v1/search", params={"q": "wing", "collection": "kb", "strategy": "magic"}), 400)
     _error(client.get("/api/v1/search", params={"q": "wing", "collection": "nope"}), 404, "collection_not_found")
     _error(client.get("/api/v1/search", params={"q": "", "collection": "kb"}), 400)
@@ -128,7 +143,8 @@ def test_auto_embed_rules_off_leaves_vectors_pending_until_embedded(client: Test
     assert client.post(f"/api/v1/embedding-sets/{made['id']}/embed").status_code == 202
     done = _wait_for(client, made["id"])
     assert done["vectors"] == 3 and done["job"]["embedded"] == 3
-    hits = client.get("/api/v1/search", params={"q": "wing", "collection": "kb", "strategy": "dense"}).json()
+    hits = client.get("/api/v1/search", params={"q": "laminar wing flow", "collection": "kb",
+                                                "strategy": "dense"}).json()
     assert hits["hits"][0]["document_id"] == "wing"
 
 

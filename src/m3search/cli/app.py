@@ -7,7 +7,7 @@ import sys
 import typer
 from rich.console import Console
 
-from m3search.cli import demo, embed, index, models, search, serve
+from m3search.cli import demo, embed, index, migrate, models, search, serve
 from m3search.errors import M3SearchError
 
 app = typer.Typer(
@@ -28,6 +28,7 @@ app.command("gc")(index.gc)
 app.command("search")(search.search)
 app.command("eval")(search.eval_command)
 app.command("serve")(serve.serve)
+app.command("migrate-store")(migrate.migrate_store)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -14,11 +14,12 @@ from m3search.cli.options import BackendOption, ForceOption, PrecisionOption, en
 from m3search.models.encoder import Encoder
 from m3search.models.loader import load_encoder
 from m3search.settings import get_settings
+from m3search.store.base import CatalogStore
 from m3search.store.distributed import RayOptions, index_documents_ray
 from m3search.store.ingest import DEFAULT_MAX_BYTES, default_outputs, index_documents, read_sources
 from m3search.store.reembed import reembed as run_reembed
-from m3search.store.sqlite import SQLiteStore
 from m3search.store.status import collection_status
+from m3search.store.urls import configured_store
 from m3search.types import Output
 
 DbOption = Annotated[Path | None, typer.Option("--db", help="index database (default: M3SEARCH_HOME/index.sqlite3)")]
@@ -26,8 +27,13 @@ CollectionOption = Annotated[str, typer.Option("--collection", "-c", help="colle
 ModelOption = Annotated[str | None, typer.Option("--model", "-m", help="model (default: M3SEARCH_DEFAULT_MODEL)")]
 
 
-def open_store(db: Path | None) -> SQLiteStore:
-    return SQLiteStore(db or get_settings().index_db)
+StoreOption = Annotated[str | None, typer.Option(
+    "--store", help="store URL: sqlite:///path.db, qdrant+edge:///dir, http(s)://host:6333 (default: M3SEARCH_STORE, "
+                    "else --db)")]
+
+
+def open_store(db: Path | None, url: str | None = None) -> CatalogStore:
+    return configured_store(get_settings(), db=db, url=url)
 
 
 def encoder_for(model: str | None, backend: str | None, precision: str | None, force: bool) -> Encoder:
@@ -45,6 +51,7 @@ def index(
     collection: CollectionOption,
     model: ModelOption = None,
     db: DbOption = None,
+    store_url: StoreOption = None,
     chunk_tokens: Annotated[int | None, typer.Option("--chunk-tokens", help="tokens per chunk")] = None,
     overlap: Annotated[int | None, typer.Option("--overlap", help="tokens shared by neighbouring chunks")] = None,
     max_bytes: Annotated[int, typer.Option("--max-bytes", help="skip documents larger than this")] = DEFAULT_MAX_BYTES,
@@ -67,7 +74,7 @@ def index(
     encoder = encoder_for(model, backend, precision, force_precision)
     extra: list[Output] = ["colbert"] if colbert else []
     outputs: list[Output] = [*default_outputs(encoder), *extra]
-    with open_store(db) as store, _progress(console, "indexing") as bar:
+    with open_store(db, store_url) as store, _progress(console, "indexing") as bar:
         task = bar.add_task("docs", total=len(sources.documents), rate="")
         state = {"chunks": 0}
 
@@ -100,9 +107,10 @@ def delete(
     doc_ids: Annotated[list[str], typer.Argument(help="document ids")],
     collection: CollectionOption,
     db: DbOption = None,
+    store_url: StoreOption = None,
 ) -> None:
     """Delete documents (with their chunks and vectors in every set)."""
-    with open_store(db) as store:
+    with open_store(db, store_url) as store:
         removed = store.delete_documents(collection, doc_ids)
     typer.echo(f"{collection}: deleted {removed} of {len(doc_ids)} documents")
 
@@ -111,6 +119,7 @@ def reembed(
     collection: CollectionOption,
     model: ModelOption = None,
     db: DbOption = None,
+    store_url: StoreOption = None,
     drop_old: Annotated[bool, typer.Option("--drop-old", help="delete the retired set's vectors afterwards")] = False,
     backend: BackendOption = None,
     precision: PrecisionOption = None,
@@ -119,7 +128,7 @@ def reembed(
     """Switch a collection to another model (or precision, or dimension) without downtime; resumable."""
     console = Console(stderr=True)
     encoder = encoder_for(model, backend, precision, force_precision)
-    with open_store(db) as store, _progress(console, "re-embedding") as bar:
+    with open_store(db, store_url) as store, _progress(console, "re-embedding") as bar:
         task = bar.add_task("chunks", total=None, rate="")
 
         def advance(done: int, total: int) -> None:
@@ -133,19 +142,20 @@ def reembed(
                + (f"; dropped {dropped} retired set(s)" if dropped else "; the old set is retired (m3search gc)"))
 
 
-def gc(collection: CollectionOption, db: DbOption = None) -> None:
+def gc(collection: CollectionOption, db: DbOption = None, store_url: StoreOption = None) -> None:
     """Drop retired embedding sets and their vectors."""
-    with open_store(db) as store:
+    with open_store(db, store_url) as store:
         typer.echo(f"{collection}: dropped {store.gc(collection)} retired set(s)")
 
 
 def status(
     collection: Annotated[str | None, typer.Option("--collection", "-c", help="one collection")] = None,
     db: DbOption = None,
+    store_url: StoreOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON output")] = False,
 ) -> None:
     """Collections, their documents, chunks, model fingerprint and embedding sets."""
-    with open_store(db) as store:
+    with open_store(db, store_url) as store:
         names = [collection] if collection else store.collections()
         rows = [collection_status(store, n) for n in names]
     if as_json:

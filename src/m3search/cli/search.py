@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from m3search.cli.index import CollectionOption, DbOption, ModelOption, encoder_for, open_store
+from m3search.cli.index import CollectionOption, DbOption, ModelOption, StoreOption, encoder_for, open_store
 from m3search.cli.options import BackendOption, PrecisionOption
 from m3search.errors import InputError
 from m3search.retrieval.beir import load_dataset, write_run
@@ -79,6 +79,7 @@ def search(
     coarse_k: CoarseKOption = 100,
     model: ModelOption = None,
     db: DbOption = None,
+    store_url: StoreOption = None,
     backend: BackendOption = None,
     precision: PrecisionOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
@@ -87,7 +88,7 @@ def search(
     if not query.strip():
         raise InputError("the query is empty")
     request = make_request(strategy, k, filters, rrf_k, weights, candidates, coarse_dim, coarse_k)
-    with open_store(db) as store:
+    with open_store(db, store_url) as store:
         chosen = model or store.active_set(collection).config.model  # default: the collection's own model
         result = Searcher(store, encoder_for(chosen, backend, precision, False)).search(collection, query, request)
     if as_json:

@@ -8,10 +8,9 @@ from typing import Annotated
 import typer
 
 from m3search._optional import require
-from m3search.cli.index import DbOption
+from m3search.cli.index import DbOption, StoreOption, open_store
 from m3search.models.registry import get_spec
 from m3search.settings import get_settings
-from m3search.store.sqlite import SQLiteStore
 
 
 def serve(
@@ -22,6 +21,7 @@ def serve(
     preload: Annotated[bool, typer.Option("--preload", help="load the model at startup (/ready is 503 until then)")]
     = False,
     db: DbOption = None,
+    store_url: StoreOption = None,
     log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning or error")] = "info",
 ) -> None:
     """Serve OpenAI-compatible embeddings, collections and search over HTTP (JSON logs on stderr)."""
@@ -33,8 +33,8 @@ def serve(
     overrides: dict[str, object] = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
     settings = get_settings(**overrides)
     get_spec(model or settings.default_model)  # an unknown model is exit 2 now, not an error per request
-    SQLiteStore(db or settings.index_db).close()  # an unusable database too (opened again by the app)
+    open_store(db, store_url).close()  # an unusable store too (opened again by the app)
     configure_logging(log_level)
-    app = create_app(settings, model=model, preload=preload, db=Path(db) if db else None)
+    app = create_app(settings, model=model, preload=preload, db=Path(db) if db else None, store_url=store_url)
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False,
                 log_level=log_level, timeout_graceful_shutdown=10)

@@ -21,13 +21,13 @@ from m3search.server.middleware import RequestMiddleware
 from m3search.server.routes import catalog, documents, embeddings, ops, search
 from m3search.server.service import Service
 from m3search.settings import Settings, get_settings
-from m3search.store.sqlite import SQLiteStore
+from m3search.store.urls import configured_store
 
 LOGGER = logging.getLogger("m3search.server")
 
 
 def create_app(settings: Settings | None = None, *, model: str | None = None, preload: bool = False,
-               loader: Loader | None = None, db: Path | None = None) -> FastAPI:
+               loader: Loader | None = None, db: Path | None = None, store_url: str | None = None) -> FastAPI:
     """A ready-to-serve app.
 
     Args:
@@ -36,6 +36,7 @@ def create_app(settings: Settings | None = None, *, model: str | None = None, pr
         preload: load the model in the background at startup; ``/ready`` answers 503 until it is loaded.
         loader: builds encoders (tests pass a fake); default :func:`~m3search.models.loader.load_encoder`.
         db: the index database (default: ``settings.index_db``).
+        store_url: a store URL instead (``qdrant+edge:///dir``, ``http(s)://host:6333``; default ``settings.store``).
     """
     cfg = settings or get_settings()
     pool = EncoderPool(loader or settings_loader(cfg), model or cfg.default_model)
@@ -43,7 +44,7 @@ def create_app(settings: Settings | None = None, *, model: str | None = None, pr
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        service = Service(cfg, pool, SQLiteStore(db or cfg.index_db), metrics)
+        service = Service(cfg, pool, configured_store(cfg, db=db, url=store_url), metrics)
         app.state.service = service
         service.start()
         if preload:

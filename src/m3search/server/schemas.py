@@ -255,6 +255,7 @@ class SearchBody(BaseModel):
     k: int = Field(10, ge=1, le=1000)
     filters: dict[str, Any] | None = None
     rrf_k: int = Field(60, ge=0)
+    fusion: Literal["rrf", "dbsf"] = Field("rrf", description="how hybrid fuses: rank (rrf) or score (dbsf)")
     weights: dict[str, float] | None = None
     candidates: int = Field(100, ge=1, le=10_000)
     coarse_dim: int | None = None

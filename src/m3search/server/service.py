@@ -20,8 +20,8 @@ from m3search.server.engines import EncoderPool
 from m3search.server.jobs import Jobs
 from m3search.server.metrics import Metrics
 from m3search.settings import Settings
+from m3search.store.base import CatalogStore
 from m3search.store.ingest import EmbedFn
-from m3search.store.sqlite import SQLiteStore
 from m3search.store.types import EmbeddingSet
 from m3search.types import Embedding, FloatArray, OnOverflow, Output
 
@@ -31,7 +31,7 @@ OVERLOAD_WAIT_S = 0.05  # background jobs retry a full queue after this long (th
 class Service:
     """The state behind every route (``app.state.service``)."""
 
-    def __init__(self, settings: Settings, pool: EncoderPool, store: SQLiteStore, metrics: Metrics) -> None:
+    def __init__(self, settings: Settings, pool: EncoderPool, store: CatalogStore, metrics: Metrics) -> None:
         self.settings = settings
         self.pool = pool
         self.store = store

@@ -27,9 +27,10 @@ class MigrationReport:
 
 
 def migrate_collection(source: Store, target: Store, name: str, *, batch_docs: int = 64,
-                       progress: Callable[[int], None] | None = None) -> MigrationReport:
+                       progress: Callable[..., object] | None = None) -> MigrationReport:
     """Copy collection ``name`` (its active set: model fingerprint, chunk settings, documents, chunks, vectors)
     from ``source`` into ``target``, where it must not exist yet; then compare documents, chunks and vectors.
+    ``progress(advance=documents)`` is called after each batch.
 
     Raises:
         StoreError: the collection exists in ``target``, or the counts differ after the copy (the copy is left in
@@ -59,12 +60,12 @@ def migrate_collection(source: Store, target: Store, name: str, *, batch_docs: i
 
 
 def _write(target: Store, copy: EmbeddingSet, batch: list[PreparedDocument], report: MigrationReport,
-           progress: Callable[[int], None] | None) -> None:
+           progress: Callable[..., object] | None) -> None:
     if not batch:
         return
     target.write_documents(copy, batch)
     report.documents += len(batch)
     report.chunks += sum(len(d.chunks) for d in batch)
     if progress is not None:
-        progress(len(batch))
+        progress(advance=len(batch))
     batch.clear()

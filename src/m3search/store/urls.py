@@ -8,7 +8,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from m3search.errors import ConfigError
-from m3search.store.base import Store
+from m3search.settings import Settings
+from m3search.store.base import CatalogStore
 
 SCHEMES = ("sqlite", "qdrant+edge", "qdrant+local", "http", "https")
 
@@ -26,7 +27,7 @@ def describe(url: str) -> str:
     return url.replace(f"{parts.username}:{parts.password}@", "") if parts.password else url
 
 
-def open_store(url: str | Path, *, api_key: str | None = None, exact: bool = False) -> Store:
+def open_store(url: str | Path, *, api_key: str | None = None, exact: bool = False) -> CatalogStore:
     """The store a URL names; :class:`ConfigError` (listing the schemes) for anything else.
 
     ``exact`` makes Qdrant stores search exhaustively instead of through HNSW (SQLite decides by its own threshold).
@@ -55,3 +56,12 @@ def open_store(url: str | Path, *, api_key: str | None = None, exact: bool = Fal
 
         return QdrantStore(ClientDriver(url=url, api_key=api_key), url=describe(url), exact=exact)
     raise ConfigError(f"unknown store URL {describe(url)!r}: use one of {', '.join(s + '://' for s in SCHEMES)}")
+
+
+def configured_store(settings: Settings, *, db: Path | None = None, url: str | None = None) -> CatalogStore:
+    """The store a command or server uses: ``url`` (``--store``), else ``db`` (``--db``), else
+    ``M3SEARCH_STORE``, else the SQLite file ``M3SEARCH_DB`` (default ``HOME/index.sqlite3``)."""
+    if url is not None and db is not None:
+        raise ConfigError("give --store or --db, not both")
+    chosen: str | Path = url or db or settings.store or settings.index_db
+    return open_store(chosen, api_key=settings.qdrant_api_key)

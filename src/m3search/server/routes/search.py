@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
@@ -22,7 +22,7 @@ router = APIRouter(prefix="/api/v1", tags=["search"], responses=ERRORS)
 async def run_search(request: Request, body: SearchBody) -> Response:
     service = service_of(request)
     search = SearchRequest(body.strategy, body.k, body.filters, body.rrf_k, body.weights, body.candidates,
-                           body.coarse_dim, body.coarse_k)
+                           body.coarse_dim, body.coarse_k, body.fusion)
     search.checked()
     active = await run_in_threadpool(service.store.active_set, body.collection)
     outputs = required_outputs(body.strategy, active)
@@ -56,6 +56,7 @@ async def search_get(
     coarse_dim: int | None = None,
     coarse_k: int = Query(100, ge=1, le=10_000),
     rrf_k: int = Query(60, ge=0),
+    fusion: Literal["rrf", "dbsf"] = Query("rrf", description="how hybrid fuses: rank (rrf) or score (dbsf)"),
     candidates: int = Query(100, ge=1, le=10_000),
     filter: list[str] | None = Query(None, description="key=value, repeatable; values are JSON-typed"),
 ) -> Response:
@@ -66,5 +67,6 @@ async def search_get(
     for key, value in (parse_filter(f) for f in filter or []):
         filters.setdefault(key, []).append(value)
     body = SearchBody(q=q, collection=collection, strategy=strategy, k=k, filters=filters or None,  # type: ignore[arg-type]
-                      rrf_k=rrf_k, candidates=candidates, coarse_dim=coarse_dim, coarse_k=coarse_k)
+                      rrf_k=rrf_k, fusion=fusion, candidates=candidates, coarse_dim=coarse_dim,
+                      coarse_k=coarse_k)
     return await run_search(request, body)
