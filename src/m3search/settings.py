@@ -56,6 +56,11 @@ class Settings(BaseSettings):
         None, description="the store URL: sqlite:///path.db, qdrant+edge:///dir or http(s)://host:6333; default: db"
     )
     qdrant_api_key: str | None = Field(None, description="API key of a Qdrant server or cluster (http(s):// stores)")
+    qdrant_shards: int = Field(1, ge=1, description="shards of each new Qdrant collection (a cluster spreads them)")
+    qdrant_replicas: int = Field(1, ge=1, description="copies of each shard in a Qdrant cluster (replication factor)")
+    qdrant_quantization: Literal["none", "int8"] = Field(
+        "none", description="int8 scalar quantization of new Qdrant collections' dense and ColBERT vectors"
+    )
     ann_threshold: int = Field(
         50_000, ge=0, description="dense searches of sets this large use an HNSW graph (usearch); 0 = always exact"
     )

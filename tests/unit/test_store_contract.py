@@ -19,6 +19,7 @@ from m3search.retrieval.types import SearchRequest
 from m3search.store.base import Store
 from m3search.store.ingest import index_documents
 from m3search.store.migrate import migrate_collection
+from m3search.store.qdrant.driver import Deployment
 from m3search.store.reembed import reembed
 from m3search.store.status import collection_status
 from m3search.store.types import Chunk, Document, EmbeddingConfig, PreparedDocument
@@ -205,3 +206,13 @@ def test_unknown_store_urls_are_refused(tmp_path: Path) -> None:
         open_store("qdrant+edge://")
     with pytest.raises(StoreError, match="cannot reach Qdrant"):
         open_store("http://127.0.0.1:9").collections()
+
+
+@pytest.mark.parametrize("kind", ["edge", "local"])
+def test_int8_quantized_collections_rescore_to_the_same_top_hits(kind: str, tmp_path: Path,
+                                                                  reference: Store) -> None:
+    with open_store(url_of(kind, tmp_path), deployment=Deployment(quantization="int8")) as quantized:  # type: ignore[attr-defined]
+        fill(quantized)
+        for seed in (1, 2):
+            assert [h[0] for h in hits(quantized, "dense", seed, k=5)] == [h[0] for h in hits(reference, "dense",
+                                                                                               seed, k=5)]

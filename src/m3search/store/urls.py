@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from m3search.errors import ConfigError
 from m3search.settings import Settings
 from m3search.store.base import CatalogStore
+from m3search.store.qdrant.driver import Deployment
 
 SCHEMES = ("sqlite", "qdrant+edge", "qdrant+local", "http", "https")
 
@@ -27,10 +28,12 @@ def describe(url: str) -> str:
     return url.replace(f"{parts.username}:{parts.password}@", "") if parts.password else url
 
 
-def open_store(url: str | Path, *, api_key: str | None = None, exact: bool = False) -> CatalogStore:
+def open_store(url: str | Path, *, api_key: str | None = None, exact: bool = False,
+               deployment: Deployment | None = None) -> CatalogStore:
     """The store a URL names; :class:`ConfigError` (listing the schemes) for anything else.
 
-    ``exact`` makes Qdrant stores search exhaustively instead of through HNSW (SQLite decides by its own threshold).
+    ``exact`` makes Qdrant stores search exhaustively instead of through HNSW (SQLite decides by its own threshold);
+    ``deployment`` lays out the Qdrant collections created (shards, replicas, int8 quantization).
     """
     if isinstance(url, Path) or "://" not in url:
         from m3search.store.sqlite import SQLiteStore
@@ -46,15 +49,16 @@ def open_store(url: str | Path, *, api_key: str | None = None, exact: bool = Fal
     if scheme == "qdrant+edge":
         from m3search.store.qdrant.edge import EdgeDriver
 
-        return QdrantStore(EdgeDriver(_path(url, scheme)), url=url, exact=exact)
+        return QdrantStore(EdgeDriver(_path(url, scheme), deployment), url=url, exact=exact)
     if scheme == "qdrant+local":
         from m3search.store.qdrant.client import ClientDriver
 
-        return QdrantStore(ClientDriver(path=str(_path(url, scheme))), url=url, exact=exact)
+        return QdrantStore(ClientDriver(path=str(_path(url, scheme)), deployment=deployment), url=url, exact=exact)
     if scheme in ("http", "https"):
         from m3search.store.qdrant.client import ClientDriver
 
-        return QdrantStore(ClientDriver(url=url, api_key=api_key), url=describe(url), exact=exact)
+        return QdrantStore(ClientDriver(url=url, api_key=api_key, deployment=deployment), url=describe(url),
+                           exact=exact)
     raise ConfigError(f"unknown store URL {describe(url)!r}: use one of {', '.join(s + '://' for s in SCHEMES)}")
 
 
@@ -64,4 +68,5 @@ def configured_store(settings: Settings, *, db: Path | None = None, url: str | N
     if url is not None and db is not None:
         raise ConfigError("give --store or --db, not both")
     chosen: str | Path = url or db or settings.store or settings.index_db
-    return open_store(chosen, api_key=settings.qdrant_api_key)
+    deployment = Deployment(settings.qdrant_shards, settings.qdrant_replicas, settings.qdrant_quantization)
+    return open_store(chosen, api_key=settings.qdrant_api_key, deployment=deployment)

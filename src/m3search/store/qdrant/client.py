@@ -19,6 +19,7 @@ from m3search.store.qdrant.driver import (
     DENSE,
     SPARSE,
     TEXT,
+    Deployment,
     Layout,
     Point,
     Probe,
@@ -41,7 +42,8 @@ class ClientDriver:
     supports_aliases = True
 
     def __init__(self, *, url: str | None = None, path: str | None = None, api_key: str | None = None,
-                 timeout: float = 30.0) -> None:
+                 timeout: float = 30.0, deployment: Deployment | None = None) -> None:
+        self.deployment = deployment or Deployment()
         client = require("qdrant_client", "qdrant", "Qdrant server stores (http(s)://)")
         self.m = require("qdrant_client.models", "qdrant", "Qdrant server stores (http(s)://)")
         try:
@@ -75,13 +77,18 @@ class ClientDriver:
     def create(self, name: str, layout: Layout) -> None:
         m = self.m
         vectors = {}
+        quantized = m.ScalarQuantization(scalar=m.ScalarQuantizationConfig(type=m.ScalarType.INT8, always_ram=True)) \
+            if self.deployment.quantization == "int8" else None
         if layout.dense_dim:
-            vectors[DENSE] = m.VectorParams(size=layout.dense_dim, distance=m.Distance.DOT)
+            vectors[DENSE] = m.VectorParams(size=layout.dense_dim, distance=m.Distance.DOT,
+                                            quantization_config=quantized)
         if layout.colbert_dim:
             vectors[COLBERT] = m.VectorParams(size=layout.colbert_dim, distance=m.Distance.DOT, multivector_config=(
-                m.MultiVectorConfig(comparator=m.MultiVectorComparator.MAX_SIM)))
+                m.MultiVectorConfig(comparator=m.MultiVectorComparator.MAX_SIM)), quantization_config=quantized)
         sparse = {SPARSE: m.SparseVectorParams()} if layout.sparse else None
-        self.client.create_collection(name, vectors_config=vectors, sparse_vectors_config=sparse)
+        cluster = {} if self.local else {"shard_number": self.deployment.shards,
+                                         "replication_factor": self.deployment.replicas}
+        self.client.create_collection(name, vectors_config=vectors, sparse_vectors_config=sparse, **cluster)
         self._index(name, "doc_id", m.PayloadSchemaType.KEYWORD)
         self._index(name, TEXT, m.TextIndexParams(type=m.TextIndexType.TEXT, tokenizer=m.TokenizerType.WORD,
                                                   lowercase=True, scoring=True))

@@ -20,6 +20,7 @@ from m3search.store.qdrant.driver import (
     DENSE,
     SPARSE,
     TEXT,
+    Deployment,
     Layout,
     Point,
     Probe,
@@ -33,6 +34,9 @@ from m3search.store.qdrant.driver import (
 from m3search.types import SparseVector
 
 _PAGE = 1024
+# Points written to a shard after which its optimizers run (segment merges, HNSW build): the embedded engine has
+# no background optimizer thread, so the driver runs them here and when the store is closed.
+OPTIMIZE_EVERY = 20_000
 
 
 class EdgeDriver:
@@ -40,7 +44,8 @@ class EdgeDriver:
 
     supports_aliases = False
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, deployment: Deployment | None = None) -> None:
+        self.deployment = deployment or Deployment()
         self.q = require("qdrant_edge", "qdrant", "the embedded Qdrant store (qdrant+edge://)")
         self.root = root
         try:
@@ -48,6 +53,7 @@ class EdgeDriver:
         except OSError as exc:
             raise StoreError(f"cannot use {root} for an embedded Qdrant store: {exc}") from exc
         self._shards: dict[str, Any] = {}
+        self._written: dict[str, int] = {}
         self._lock = threading.Lock()
 
     # catalog ------------------------------------------------------------------------------------
@@ -82,11 +88,13 @@ class EdgeDriver:
     def create(self, name: str, layout: Layout) -> None:
         q = self.q
         vectors = {}
+        quantized = q.ScalarQuantizationConfig(q.ScalarType.Int8, always_ram=True) \
+            if self.deployment.quantization == "int8" else None
         if layout.dense_dim:
-            vectors[DENSE] = q.EdgeVectorParams(layout.dense_dim, q.Distance.Dot)
+            vectors[DENSE] = q.EdgeVectorParams(layout.dense_dim, q.Distance.Dot, quantization_config=quantized)
         if layout.colbert_dim:
             vectors[COLBERT] = q.EdgeVectorParams(layout.colbert_dim, q.Distance.Dot, multivector_config=(
-                q.MultiVectorConfig(q.MultiVectorComparator.MaxSim)))
+                q.MultiVectorConfig(q.MultiVectorComparator.MaxSim)), quantization_config=quantized)
         sparse = {SPARSE: q.EdgeSparseVectorParams()} if layout.sparse else None
         shard = q.EdgeShard.create(str(self.root / "collections" / name), q.EdgeConfig(
             vectors=vectors or None, sparse_vectors=sparse))
@@ -101,6 +109,7 @@ class EdgeDriver:
 
         with self._lock:
             shard = self._shards.pop(name, None)
+            self._written.pop(name, None)
         if shard is not None:
             shard.close()
         shutil.rmtree(self.root / "collections" / name, ignore_errors=True)
@@ -121,9 +130,19 @@ class EdgeDriver:
         return value.tolist()
 
     def upsert(self, name: str, points: Sequence[Point]) -> None:
-        if points:
-            self._shard(name).update(self.q.UpdateOperation.upsert_points([
-                self.q.Point(p.id, {k: self._vector(v) for k, v in p.vectors.items()}, p.payload) for p in points]))
+        if not points:
+            return
+        shard = self._shard(name)
+        shard.update(self.q.UpdateOperation.upsert_points([
+            self.q.Point(p.id, {k: self._vector(v) for k, v in p.vectors.items()}, p.payload) for p in points]))
+        self._written[name] = self._written.get(name, 0) + len(points)
+        if self._written[name] >= OPTIMIZE_EVERY:
+            self.optimize(name)
+
+    def optimize(self, name: str) -> None:
+        """Run the shard's optimizers now (blocking): merged segments, HNSW graphs for indexed search."""
+        self._written[name] = 0
+        self._shard(name).optimize()
 
     def delete(self, name: str, where: Where) -> None:
         self._shard(name).update(self.q.UpdateOperation.delete_points_by_filter(self._filter(where)))
@@ -195,6 +214,8 @@ class EdgeDriver:
         return q.Filter(must=must or None, must_not=must_not) if must or must_not else None
 
     def close(self) -> None:
+        for name in [n for n, count in self._written.items() if count]:
+            self.optimize(name)
         with self._lock:
             shards, self._shards = list(self._shards.values()), {}
         for shard in shards:
