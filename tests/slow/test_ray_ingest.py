@@ -20,6 +20,7 @@ from m3search.store.distributed import LOOPBACK_ENV, RayOptions, index_documents
 from m3search.store.ingest import index_documents
 from m3search.store.sqlite import SQLiteStore
 from m3search.store.types import Document
+from m3search.store.urls import open_store
 from tests.unit.test_cli import run
 
 pytestmark = pytest.mark.slow
@@ -124,19 +125,23 @@ def test_two_node_cluster_ingest_equals_single_process(settings: Settings, tmp_p
 def test_cli_ray_starts_and_stops_a_local_ray_on_loopback(settings: Settings, tmp_path: Path,
                                                           capsys: pytest.CaptureFixture[str],
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """``index --ray`` into an embedded Qdrant store (the driver writes): same documents and chunks as SQLite."""
     _ray(monkeypatch)
+    pytest.importorskip("qdrant_edge", reason="the 'qdrant' extra is not installed")
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     for doc in _documents()[:20]:
         (corpus / f"{doc.doc_id}.txt").write_text(doc.text, encoding="utf-8")
     common = ["--collection", "kb", "--model", "all-minilm-l6-v2", "--precision", "fp32", "--chunk-tokens", "128"]
+    edge = f"qdrant+edge:///{tmp_path}/edge"
     assert run(["index", str(corpus), *common, "--db", str(tmp_path / "single.db")], capsys)[0] == 0
     with watch_listeners() as appeared:
-        code, out, _ = run(["index", str(corpus), *common, "--db", str(tmp_path / "ray.db"), "--ray"], capsys)
+        code, out, _ = run(["index", str(corpus), *common, "--store", edge, "--ray"], capsys)
     assert code == 0 and "20 added" in out
     assert appeared and not _beyond_loopback(appeared), appeared
     assert not (_listeners() & appeared)  # the local Ray was shut down
-    with SQLiteStore(tmp_path / "single.db") as one, SQLiteStore(tmp_path / "ray.db") as other:
+    with SQLiteStore(tmp_path / "single.db") as one, open_store(edge) as other:
         assert one.counts("kb") == other.counts("kb")
-    again = run(["index", str(corpus), *common, "--db", str(tmp_path / "ray.db"), "--ray"], capsys)
+        assert one.content_hashes("kb") == other.content_hashes("kb")
+    again = run(["index", str(corpus), *common, "--store", edge, "--ray"], capsys)
     assert again[0] == 0 and "20 unchanged" in again[1]  # nothing to embed: Ray is not even started

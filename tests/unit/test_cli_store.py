@@ -83,6 +83,13 @@ def test_store_urls_and_migrate_store(corpus: Path, tmp_path: Path, capsys: pyte
     code, out, _ = run(["search", "hypersonic flat plate", "-c", "kb", "-m", "hash", "--store", edge, "--k", "1"],
                        capsys)
     assert code == 0 and "flight.md" in out
+    code, out, _ = run(["search", "flat plate", "-c", "kb", "-m", "hash", "--store", edge, "--fusion", "dbsf",
+                        "--json"], capsys)
+    assert code == 0 and json.loads(out)["fusion"] == "dbsf" and json.loads(out)["hits"]
+    code, _, err = run(["search", "plate", "-c", "kb", "-m", "hash", "--store", edge, "--fusion", "magic"], capsys)
+    assert code == 2 and "fusion must be rrf or dbsf" in err
+    code, _, err = run(["search", "plate", "-c", "kb", "-m", "hash", "--store", edge, "-s", "two_stage"], capsys)
+    assert code == 2 and "not supported by Qdrant stores" in err
     code, _, err = run(["migrate-store", "--from", sqlite, "--to", edge], capsys)
     assert code == 2 and "already exists in the target store" in err and "Traceback" not in err
     code, _, err = run(["status", "-c", "kb", "--store", "mysql://x/y"], capsys)

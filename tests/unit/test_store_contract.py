@@ -189,6 +189,10 @@ def test_migrate_store_round_trip(kind: str, destination: str, tmp_path: Path) -
     with open_store(url_of(kind, tmp_path / "a"), exact=True) as source, \
             open_store(url_of(destination, tmp_path / "b"), exact=True) as target:  # type: ignore[attr-defined]
         fill(source, n=25)
+        if kind == "sqlite":  # read a page at a time: the same documents as in one page
+            paged = [(d.document.doc_id, [c.text for c in d.chunks]) for d in source.export_documents("kb", page=4)]  # type: ignore[call-arg]
+            assert paged == [(d.document.doc_id, [c.text for c in d.chunks]) for d in source.export_documents("kb")]
+            assert len(paged) == 25
         report = migrate_collection(source, target, "kb", batch_docs=7)
         assert (report.documents, report.chunks, report.vectors) == (25, 50, 50)
         assert target.content_hashes("kb") == source.content_hashes("kb")

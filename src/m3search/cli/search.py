@@ -46,13 +46,13 @@ def parse_weights(text: str | None) -> dict[str, float] | None:
 
 
 def make_request(strategy: str, k: int, filters: list[str] | None, rrf_k: int, weights: str | None,
-                 candidates: int, coarse_dim: int | None, coarse_k: int) -> SearchRequest:
+                 candidates: int, coarse_dim: int | None, coarse_k: int, fusion: str = "rrf") -> SearchRequest:
     grouped: dict[str, list[Any]] = {}
     for key, value in (parse_filter(f) for f in filters or []):
         grouped.setdefault(key, []).append(value)  # a key given twice matches either value
     chosen = {key: values[0] if len(values) == 1 else values for key, values in grouped.items()}
     request = SearchRequest(strategy, k, chosen or None, rrf_k, parse_weights(weights),  # type: ignore[arg-type]
-                            candidates, coarse_dim, coarse_k)
+                            candidates, coarse_dim, coarse_k, fusion)  # type: ignore[arg-type]
     return request.checked()[0]
 
 
@@ -73,6 +73,7 @@ def search(
     k: Annotated[int, typer.Option("--k", help="hits")] = 10,
     filters: FilterOption = None,
     rrf_k: RrfOption = DEFAULT_RRF_K,
+    fusion: Annotated[str, typer.Option("--fusion", help="hybrid's fusion: rrf (ranks) or dbsf (scores)")] = "rrf",
     weights: WeightsOption = None,
     candidates: CandidatesOption = 100,
     coarse_dim: CoarseDimOption = None,
@@ -87,7 +88,7 @@ def search(
     """Search a collection (the query is embedded with the model the collection was built with)."""
     if not query.strip():
         raise InputError("the query is empty")
-    request = make_request(strategy, k, filters, rrf_k, weights, candidates, coarse_dim, coarse_k)
+    request = make_request(strategy, k, filters, rrf_k, weights, candidates, coarse_dim, coarse_k, fusion)
     with open_store(db, store_url) as store:
         chosen = model or store.active_set(collection).config.model  # default: the collection's own model
         result = Searcher(store, encoder_for(chosen, backend, precision, False)).search(collection, query, request)

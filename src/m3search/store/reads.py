@@ -162,23 +162,37 @@ class SQLiteReads:
                           (name, *params))
         return np.array([r[0] for r in rows], dtype=np.int64)
 
-    def export_documents(self, name: str) -> Iterator[PreparedDocument]:
-        """Every document of ``name`` (id order) with its chunks and active-set vectors (for ``migrate-store``)."""
+    def export_documents(self, name: str, page: int = 500) -> Iterator[PreparedDocument]:
+        """Every document of ``name`` (id order) with its chunks and active-set vectors (for ``migrate-store``),
+        read ``page`` documents at a time."""
         active = self.active_set(name)
-        docs = self._rows("SELECT d.id, d.doc_id, d.source, d.title, d.metadata, d.content_hash FROM documents d "
-                          "JOIN collections c ON c.id = d.collection_id WHERE c.name = ? ORDER BY d.id", (name,))
-        for did, doc_id, source, title, metadata, content_hash in docs:
-            chunks = self._rows("SELECT id, ordinal, text, char_start, char_end, token_count FROM chunks WHERE "
-                                "document_id = ? ORDER BY ordinal", (did,))
-            ids = [int(r[0]) for r in chunks]
-            vectors = self._chunk_vectors(active, ids)
-            yield PreparedDocument(
-                Document(doc_id, "", source, title, json.loads(metadata), content_hash),
-                [Chunk(r[1], r[2], r[3], r[4], r[5]) for r in chunks],
-                [Embedding(r[5], False, *vectors.get(int(r[0]), (None, None, None))) for r in chunks])
+        last = 0
+        while docs := self._rows("SELECT d.id, d.doc_id, d.source, d.title, d.metadata, d.content_hash FROM documents "
+                                 "d JOIN collections c ON c.id = d.collection_id WHERE c.name = ? AND d.id > ? "
+                                 "ORDER BY d.id LIMIT ?", (name, last, page)):
+            last = docs[-1][0]
+            marks = ",".join("?" * len(docs))
+            chunks = self._rows(f"SELECT document_id, id, ordinal, text, char_start, char_end, token_count FROM "
+                                f"chunks WHERE document_id IN ({marks}) ORDER BY document_id, ordinal",
+                                [d[0] for d in docs])
+            vectors = self._chunk_vectors(active, [int(c[1]) for c in chunks])
+            by_doc: dict[int, list[Any]] = {}
+            for row in chunks:
+                by_doc.setdefault(row[0], []).append(row)
+            for did, doc_id, source, title, metadata, content_hash in docs:
+                rows = by_doc.get(did, [])
+                yield PreparedDocument(
+                    Document(doc_id, "", source, title, json.loads(metadata), content_hash),
+                    [Chunk(r[2], r[3], r[4], r[5], r[6]) for r in rows],
+                    [Embedding(r[6], False, *vectors.get(int(r[1]), (None, None, None))) for r in rows])
 
     def _chunk_vectors(self, target: EmbeddingSet, ids: list[int]
                        ) -> dict[int, tuple[FloatArray | None, SparseVector | None, FloatArray | None]]:
+        if len(ids) > 900:  # SQLite's bound parameters per statement: 999 before 3.32
+            return {k: v for start in range(0, len(ids), 900)
+                    for k, v in self._chunk_vectors(target, ids[start:start + 900]).items()}
+        if not ids:
+            return {}
         marks = ",".join("?" * len(ids))
         found: dict[int, list[Any]] = {i: [None, None, None] for i in ids}
         for chunk_id, dtype, blob in self._rows(f"SELECT chunk_id, dtype, vector FROM dense_vectors WHERE set_id = ? "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal
 
 from m3search.types import Embedding
@@ -27,7 +28,7 @@ class EmbeddingConfig:
     outputs: tuple[str, ...] = ("dense",)
     quantization: str = "none"
 
-    @property
+    @cached_property
     def fingerprint(self) -> str:
         payload = json.dumps(
             {"model": self.model, "revision": self.revision, "dim": self.dim, "truncate_dim": self.truncate_dim,

@@ -27,8 +27,8 @@ from m3search.store.qdrant.driver import (
     VectorValue,
     Where,
     numeric,
-    to_array,
-    to_sparse,
+    point_from,
+    selection,
 )
 from m3search.types import SparseVector
 
@@ -139,20 +139,14 @@ class ClientDriver:
         offset = None
         while True:
             records, offset = self.client.scroll(name, scroll_filter=self._filter(where), limit=_PAGE, offset=offset,
-                                                 with_payload=_list(payload), with_vectors=_list(vectors))
-            yield from (self._point(r) for r in records)
+                                                 with_payload=selection(payload), with_vectors=selection(vectors))
+            yield from (point_from(r) for r in records)
             if offset is None:
                 return
 
     def retrieve(self, name: str, ids: Sequence[int], *, vectors: bool | Sequence[str]) -> list[Point]:
-        return [self._point(r) for r in self.client.retrieve(name, list(ids), with_payload=True,
-                                                              with_vectors=_list(vectors))]
-
-    def _point(self, record: Any) -> Point:
-        found: dict[str, VectorValue] = {}
-        for key, value in (record.vector or {}).items():
-            found[key] = to_sparse(value.indices, value.values) if key == SPARSE else to_array(value)
-        return Point(int(record.id), dict(record.payload or {}), found)
+        return [point_from(r) for r in self.client.retrieve(name, list(ids), with_payload=True,
+                                                              with_vectors=selection(vectors))]
 
     # search -------------------------------------------------------------------------------------
 
@@ -202,6 +196,3 @@ class ClientDriver:
     def close(self) -> None:
         self.client.close()
 
-
-def _list(value: bool | Sequence[str]) -> bool | list[str]:
-    return value if isinstance(value, bool) else list(value)

@@ -145,3 +145,17 @@ def to_array(values: Any) -> FloatArray:
 def to_sparse(indices: Sequence[int], values: Sequence[float]) -> SparseVector:
     order = np.argsort(np.asarray(indices, dtype=np.int64), kind="stable")
     return SparseVector(np.asarray(indices, dtype=np.int64)[order], np.asarray(values, dtype=np.float32)[order])
+
+
+def point_from(record: Any) -> Point:
+    """A :class:`Point` from a record of either library (both give ``id``, ``payload`` and a dict of vectors whose
+    sparse entries have ``indices`` and ``values``)."""
+    found: dict[str, VectorValue] = {}
+    for key, value in (record.vector or {}).items():
+        found[key] = to_sparse(value.indices, value.values) if key == SPARSE else to_array(value)
+    return Point(int(record.id), dict(record.payload or {}), found)
+
+
+def selection(value: bool | Sequence[str]) -> bool | list[str]:
+    """``with_payload`` / ``with_vector(s)``: all, nothing, or these names."""
+    return value if isinstance(value, bool) else list(value)

@@ -28,8 +28,8 @@ from m3search.store.qdrant.driver import (
     VectorValue,
     Where,
     numeric,
-    to_array,
-    to_sparse,
+    point_from,
+    selection,
 )
 from m3search.types import SparseVector
 
@@ -155,21 +155,15 @@ class EdgeDriver:
         shard, offset = self._shard(name), None
         while True:
             records, offset = shard.scroll(self.q.ScrollRequest(
-                offset=offset, limit=_PAGE, filter=self._filter(where), with_payload=_list(payload),
-                with_vector=_list(vectors)))
-            yield from (self._point(r) for r in records)
+                offset=offset, limit=_PAGE, filter=self._filter(where), with_payload=selection(payload),
+                with_vector=selection(vectors)))
+            yield from (point_from(r) for r in records)
             if offset is None:
                 return
 
     def retrieve(self, name: str, ids: Sequence[int], *, vectors: bool | Sequence[str]) -> list[Point]:
-        records = self._shard(name).retrieve(list(ids), with_payload=True, with_vector=_list(vectors))
-        return [self._point(r) for r in records]
-
-    def _point(self, record: Any) -> Point:
-        found: dict[str, VectorValue] = {}
-        for key, value in (record.vector or {}).items():
-            found[key] = to_sparse(value.indices, value.values) if key == SPARSE else to_array(value)
-        return Point(int(record.id), dict(record.payload or {}), found)
+        records = self._shard(name).retrieve(list(ids), with_payload=True, with_vector=selection(vectors))
+        return [point_from(r) for r in records]
 
     # search -------------------------------------------------------------------------------------
 
@@ -222,6 +216,3 @@ class EdgeDriver:
             shard.flush()
             shard.close()
 
-
-def _list(value: bool | Sequence[str]) -> bool | list[str]:
-    return value if isinstance(value, bool) else list(value)
