@@ -8,11 +8,12 @@ back to back (interleaved, so drifts of this machine's speed hit both alike). Ea
 ``Searcher.search_embedded``: strategy, fusion, hits with texts and breakdowns. Dense recall@10 is against exact
 search.
 
-    .venv/bin/python benchmarks/bench_stores.py [--chunks 100000] [--queries 1000]
+    .venv/bin/python benchmarks/bench_stores.py [--chunks 100000] [--queries 1000] [--keep DIR]
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 import time
@@ -66,7 +67,7 @@ def build(scratch: Path, n: int, vectors: Vectors) -> dict[str, Any]:
     return figures
 
 
-def run(n: int, n_queries: int) -> dict[str, Any]:
+def run(n: int, n_queries: int, keep: Path | None) -> dict[str, Any]:
     from dataclasses import replace
 
     from m3search.models.registry import get_spec
@@ -75,9 +76,13 @@ def run(n: int, n_queries: int) -> dict[str, Any]:
     from m3search.store.urls import open_store
 
     vectors = Vectors(np.random.default_rng(1), 1000)
-    scratch = Path(tempfile.mkdtemp(prefix="m3-stores-"))
+    scratch = keep or Path(tempfile.mkdtemp(prefix="m3-stores-"))
     try:
-        result: dict[str, Any] = {"chunks": n, "queries": n_queries, "build": build(scratch, n, vectors)}
+        reuse = keep is not None and (keep / "build.json").exists()
+        figures = json.loads((keep / "build.json").read_text()) if reuse and keep else build(scratch, n, vectors)
+        if keep is not None:
+            (keep / "build.json").write_text(json.dumps(figures))
+        result: dict[str, Any] = {"chunks": n, "queries": n_queries, "build": figures}
         dense_q, qs = queries(vectors, n_queries)
         spec = replace(get_spec("mxbai-embed-large-v1"), name="synthetic-mrl", dim=DIM, mrl_dims=(DIM, 192, 96))
         with open_store(scratch / "index.sqlite3") as lite, open_store(f"qdrant+edge:///{scratch}/edge") as edge:
@@ -113,7 +118,8 @@ def run(n: int, n_queries: int) -> dict[str, Any]:
         result["peak_rss_mb"] = round(peak_rss_mb())
         return result
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        if keep is None:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def table(result: dict[str, Any]) -> str:
@@ -142,9 +148,12 @@ def main() -> None:
     parser = base_parser(__doc__, ())
     parser.add_argument("--chunks", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=1000)
+    parser.add_argument("--keep", type=Path, help="build the stores here once and reuse them in later runs")
     args = parser.parse_args()
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
     result = {"machine": machine(), "versions": versions("qdrant-edge-py", "usearch", "numpy"),
-              **run(args.chunks, args.queries)}
+              **run(args.chunks, args.queries, args.keep)}
     write_results(args.out, "stores", result, table(result))
 
 

@@ -27,7 +27,7 @@ from m3search.types import Embedding
 class EngineStore(Protocol):
     """A store that searches in its engine (``searches_in_engine = True``)."""
 
-    def query(self, target: EmbeddingSet, query: Query) -> list[tuple[int, float]]: ...
+    def query(self, target: EmbeddingSet, *queries: Query) -> list[list[tuple[int, float]]]: ...
 
 
 @dataclass(frozen=True)
@@ -51,41 +51,43 @@ class EngineContext:
         assert value is not None  # required_outputs checked the query has it
         return Probe({"dense": DENSE, "sparse": SPARSE, "colbert": COLBERT}[name], value, limit)
 
-    def run(self, final: Probe | str, limit: int, prefetch: tuple[Probe, ...] = (),
-            ids: list[int] | None = None) -> Ranking:
-        where = Where(self.filters, ids=ids)
-        return self.store.query(self.target, Query(final, limit, prefetch, where,  # type: ignore[arg-type]
-                                                   rrf_k=self.request.rrf_k))
+    def query(self, final: Probe | str, limit: int, prefetch: tuple[Probe, ...] = (),
+              ids: list[int] | None = None) -> Query:
+        return Query(final, limit, prefetch, Where(self.filters, ids=ids), rrf_k=self.request.rrf_k)  # type: ignore[arg-type]
 
-    def retrieve(self, name: str, limit: int) -> Ranking:
-        return self.run(self.probe(name, limit), limit)
+    def run(self, *queries: Query) -> list[Ranking]:
+        """The queries in one batch call of the engine."""
+        return list(self.store.query(self.target, *queries))
 
-    def maxsim(self, limit: int, prefetch: tuple[Probe, ...]) -> Ranking:
-        """ColBERT scores of the prefetched candidates: Qdrant's MaxSim sums over query vectors, BGE-M3's
-        ``colbert_score`` averages, so the engine's scores are divided by the query's vector count."""
+    def first_stage(self, name: str, limit: int) -> Query:
+        return self.query(self.probe(name, limit), limit)
+
+    def maxsim(self, ranking: Ranking) -> Ranking:
+        """Qdrant's MaxSim sums over query vectors, BGE-M3's ``colbert_score`` averages: divide by their count."""
         assert self.embedding is not None and self.embedding.colbert is not None
         rows = max(len(self.embedding.colbert), 1)
-        return [(i, score / rows) for i, score in self.run(self.probe("colbert", limit), limit, prefetch)]
+        return [(i, score / rows) for i, score in ranking]
 
 
 def _single(name: str) -> Callable[[EngineContext], Outcome]:
     def run(ctx: EngineContext) -> Outcome:
-        ranking = ctx.retrieve(name, ctx.request.k)
+        ranking = ctx.run(ctx.first_stage(name, ctx.request.k))[0]
         return Outcome(ranking, {name: ranking})
 
     return run
 
 
 def _hybrid(ctx: EngineContext) -> Outcome:
+    """The engine fuses (prefetch + RRF/DBSF); the per-retriever rankings of the breakdown come in the same batch."""
     names = fusion_retrievers(ctx.target.config.outputs)
-    parts = {name: ctx.retrieve(name, ctx.depth) for name in names}  # the breakdown's per-retriever ranks
-    fused = ctx.run(ctx.request.fusion, ctx.depth, tuple(ctx.probe(n, ctx.depth) for n in names))
-    return Outcome(fused, parts)
+    fused = ctx.query(ctx.request.fusion, ctx.depth, tuple(ctx.probe(n, ctx.depth) for n in names))
+    *parts, final = ctx.run(*(ctx.first_stage(n, ctx.depth) for n in names), fused)
+    return Outcome(final, dict(zip(names, parts, strict=True)))
 
 
 def _weighted(ctx: EngineContext) -> Outcome:
     names = fusion_retrievers(ctx.target.config.outputs)
-    parts = {name: ctx.retrieve(name, ctx.depth) for name in names}
+    parts = dict(zip(names, ctx.run(*(ctx.first_stage(n, ctx.depth) for n in names)), strict=True))
     given = ctx.request.weights
     weights = {n: float(given.get(n, 0.0)) if given is not None else DEFAULT_WEIGHTS[n] for n in names}
     return Outcome(weighted(parts, weights), parts)
@@ -93,27 +95,30 @@ def _weighted(ctx: EngineContext) -> Outcome:
 
 def _colbert(ctx: EngineContext) -> Outcome:
     first = retrievers_of("colbert", ctx.target.config.outputs)[0]
-    candidates = ctx.retrieve(first, ctx.depth)
-    reranked = ctx.maxsim(ctx.depth, (ctx.probe(first, ctx.depth),))
+    rerank = ctx.query(ctx.probe("colbert", ctx.depth), ctx.depth, (ctx.probe(first, ctx.depth),))
+    candidates, reranked = ctx.run(ctx.first_stage(first, ctx.depth), rerank)
+    reranked = ctx.maxsim(reranked)
     return Outcome(reranked, {first: candidates, "colbert": reranked})
 
 
 def _all(ctx: EngineContext) -> Outcome:
     """Dense and sparse prefetch, MaxSim over their candidates in the engine; the three scores of every candidate
     weighted as in the BGE-M3 paper (0.4 dense + 0.2 sparse + 0.4 ColBERT by default)."""
-    stages = (ctx.probe("dense", ctx.depth), ctx.probe("sparse", ctx.depth))
-    pool = sorted({i for stage in stages for i, _ in ctx.run(stage, ctx.depth)})
-    if not pool:
-        return Outcome([], {"dense": [], "sparse": [], "colbert": []})
-    colbert = ctx.maxsim(len(pool), stages)
-    dense = ctx.run(ctx.probe("dense", len(pool)), len(pool), ids=pool)
-    sparse = ctx.run(ctx.probe("sparse", len(pool)), len(pool), ids=pool)
     given = ctx.request.weights
     weights = {n: float(given.get(n, 0.0)) if given is not None else DEFAULT_WEIGHTS[n]
                for n in ("dense", "sparse", "colbert")}
     total = sum(weights.values())
     if total <= 0 or min(weights.values()) < 0:
         raise InputError(f"weights must be non-negative and not all zero, not {weights}")
+    stages = (ctx.probe("dense", ctx.depth), ctx.probe("sparse", ctx.depth))
+    pool = sorted({i for ranking in ctx.run(*(ctx.query(s, ctx.depth) for s in stages)) for i, _ in ranking})
+    if not pool:
+        return Outcome([], {"dense": [], "sparse": [], "colbert": []})
+    size = len(pool)
+    colbert, dense, sparse = ctx.run(ctx.query(ctx.probe("colbert", size), size, stages),
+                                     ctx.query(ctx.probe("dense", size), size, ids=pool),
+                                     ctx.query(ctx.probe("sparse", size), size, ids=pool))
+    colbert = ctx.maxsim(colbert)
     scores = {name: dict(r) for name, r in (("dense", dense), ("sparse", sparse), ("colbert", colbert))}
     final = {i: sum(w * scores[n].get(i, 0.0) for n, w in weights.items()) / total for i in pool}
     ranked = sorted(final.items(), key=lambda item: (-item[1], item[0]))

@@ -182,9 +182,10 @@ def create_set(body: EmbeddingSetIn, request: Request, response: Response) -> Em
         return set_out(service, target.id)
     target = store.start_set(body.collection, config)
     store.put_set_options(target.id, options)
+    accepted = set_out(service, target.id)  # as accepted: a small fill may finish before this reply is written
     start_fill(service, target)
     response.status_code = 202
-    return set_out(service, target.id)
+    return accepted
 
 
 @router.post("/embedding-sets/{set_id}/embed", response_model=EmbeddingSetOut, status_code=202)

@@ -83,8 +83,10 @@ class ClientDriver:
             vectors[DENSE] = m.VectorParams(size=layout.dense_dim, distance=m.Distance.DOT,
                                             quantization_config=quantized)
         if layout.colbert_dim:
-            vectors[COLBERT] = m.VectorParams(size=layout.colbert_dim, distance=m.Distance.DOT, multivector_config=(
-                m.MultiVectorConfig(comparator=m.MultiVectorComparator.MAX_SIM)), quantization_config=quantized)
+            vectors[COLBERT] = m.VectorParams(  # rescoring only: no HNSW graph (m = 0), Qdrant's advice
+                size=layout.colbert_dim, distance=m.Distance.DOT, quantization_config=quantized,
+                multivector_config=m.MultiVectorConfig(comparator=m.MultiVectorComparator.MAX_SIM),
+                hnsw_config=m.HnswConfigDiff(m=0))
         sparse = {SPARSE: m.SparseVectorParams()} if layout.sparse else None
         cluster = {} if self.local else {"shard_number": self.deployment.shards,
                                          "replication_factor": self.deployment.replicas}
@@ -156,24 +158,27 @@ class ClientDriver:
         assert not isinstance(probe.query, str)
         return self._vector(probe.query), probe.using
 
-    def query(self, name: str, query: Query) -> list[tuple[int, float]]:
+    def query(self, name: str, queries: Sequence[Query]) -> list[list[tuple[int, float]]]:
+        """Run ``queries`` in one ``query_batch_points`` request."""
         m = self.m
-        params = m.SearchParams(exact=True) if query.exact and not self.local else None
-        prefetch = []
-        for probe in query.prefetch:
-            vector, space = self._probe(probe)
-            prefetch.append(m.Prefetch(query=vector, using=space, limit=probe.limit, params=params))
-        using: str | None = None
-        if query.final == "rrf":
-            final: Any = m.RrfQuery(rrf=m.Rrf(k=query.rrf_k + 1))  # Qdrant ranks from 0 (see the edge driver)
-        elif query.final == "dbsf":
-            final = m.FusionQuery(fusion=m.Fusion.DBSF)
-        else:
-            final, using = self._probe(query.final)
-        found = self.client.query_points(name, query=final, using=using, prefetch=prefetch or None,
-                                         query_filter=self._filter(query.where), limit=query.limit,
-                                         search_params=params, with_payload=False)
-        return [(int(p.id), float(p.score)) for p in found.points]
+        requests = []
+        for query in queries:
+            params = m.SearchParams(exact=True) if query.exact and not self.local else None
+            prefetch = []
+            for probe in query.prefetch:
+                vector, space = self._probe(probe)
+                prefetch.append(m.Prefetch(query=vector, using=space, limit=probe.limit, params=params))
+            using: str | None = None
+            if query.final == "rrf":
+                final: Any = m.RrfQuery(rrf=m.Rrf(k=query.rrf_k + 1))  # Qdrant ranks from 0 (see the edge driver)
+            elif query.final == "dbsf":
+                final = m.FusionQuery(fusion=m.Fusion.DBSF)
+            else:
+                final, using = self._probe(query.final)
+            requests.append(m.QueryRequest(query=final, using=using, prefetch=prefetch or None, limit=query.limit,
+                                           filter=self._filter(query.where), params=params, with_payload=False))
+        found = self.client.query_batch_points(name, requests=requests)
+        return [[(int(p.id), float(p.score)) for p in response.points] for response in found]
 
     def _filter(self, where: Where) -> Any:
         m = self.m

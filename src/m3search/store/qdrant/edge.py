@@ -93,11 +93,13 @@ class EdgeDriver:
         if layout.dense_dim:
             vectors[DENSE] = q.EdgeVectorParams(layout.dense_dim, q.Distance.Dot, quantization_config=quantized)
         if layout.colbert_dim:
-            vectors[COLBERT] = q.EdgeVectorParams(layout.colbert_dim, q.Distance.Dot, multivector_config=(
-                q.MultiVectorConfig(q.MultiVectorComparator.MaxSim)), quantization_config=quantized)
+            vectors[COLBERT] = q.EdgeVectorParams(  # rescoring only: no HNSW graph (m = 0), Qdrant's advice
+                layout.colbert_dim, q.Distance.Dot, multivector_config=q.MultiVectorConfig(
+                    q.MultiVectorComparator.MaxSim), quantization_config=quantized,
+                hnsw_config=q.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=10_000))
         sparse = {SPARSE: q.EdgeSparseVectorParams()} if layout.sparse else None
-        shard = q.EdgeShard.create(str(self.root / "collections" / name), q.EdgeConfig(
-            vectors=vectors or None, sparse_vectors=sparse))
+        shard = q.EdgeShard.create(str(self.root / "collections" / name), q.EdgeConfig(  # payload pages in RAM:
+            vectors=vectors or None, sparse_vectors=sparse, payload_memory=q.Memory.Cached))  # hits read texts
         shard.update(q.UpdateOperation.create_field_index("doc_id", q.PayloadSchemaType.Keyword))
         shard.update(q.UpdateOperation.create_field_index(TEXT, q.TextIndexParams(
             tokenizer=q.TokenizerType.Word, lowercase=True, scoring=True)))
@@ -174,20 +176,23 @@ class EdgeDriver:
         assert not isinstance(probe.query, str)
         return q.Query.Nearest(self._vector(probe.query), using=probe.using)
 
-    def query(self, name: str, query: Query) -> list[tuple[int, float]]:
+    def query(self, name: str, queries: Sequence[Query]) -> list[list[tuple[int, float]]]:
+        """Run ``queries`` in one batch call (one pass through the engine's search pool)."""
         q = self.q
-        params = q.SearchParams(exact=True) if query.exact else None
-        prefetch = [q.Prefetch(p.limit, self._probe(p), params=params) for p in query.prefetch] or None
-        if query.final == "rrf":
-            final: Any = q.Fusion.Rrf(k=query.rrf_k + 1)  # Qdrant ranks from 0: k + 1 gives 1 / (k + rank from 1)
-        elif query.final == "dbsf":
-            final = q.Fusion.Dbsf()
-        else:
-            final = self._probe(query.final)
-        found = self._shard(name).query(q.QueryRequest(
-            limit=query.limit, query=final, prefetches=prefetch, filter=self._filter(query.where), params=params,
-            with_payload=False))
-        return [(int(p.id), float(p.score)) for p in found]
+        requests = []
+        for query in queries:
+            params = q.SearchParams(exact=True) if query.exact else None
+            prefetch = [q.Prefetch(p.limit, self._probe(p), params=params) for p in query.prefetch] or None
+            if query.final == "rrf":
+                final: Any = q.Fusion.Rrf(k=query.rrf_k + 1)  # Qdrant ranks from 0: k + 1 = 1 / (k + rank from 1)
+            elif query.final == "dbsf":
+                final = q.Fusion.Dbsf()
+            else:
+                final = self._probe(query.final)
+            requests.append(q.QueryRequest(limit=query.limit, query=final, prefetches=prefetch, params=params,
+                                           filter=self._filter(query.where), with_payload=False))
+        found = self._shard(name).query_batch(q.QueryBatchRequest(requests))
+        return [[(int(p.id), float(p.score)) for p in points] for points in found]
 
     def _filter(self, where: Where) -> Any:
         q = self.q

@@ -60,11 +60,13 @@ class QdrantReads:
 
     # searches in the engine ---------------------------------------------------------------------------------
 
-    def query(self, target: EmbeddingSet, query: Query) -> list[tuple[int, float]]:
-        """Run ``query`` on ``target``'s collection; filtered metadata keys get a payload index on first use."""
+    def query(self, target: EmbeddingSet, *queries: Query) -> list[list[tuple[int, float]]]:
+        """Run ``queries`` on ``target``'s collection in one batch; filtered metadata keys get a payload index on
+        first use."""
         qname = self.qname(target)
-        self._index_filters(qname, query.where.filters)
-        return self.driver.query(qname, replace(query, exact=query.exact or self.exact))
+        for query in queries:
+            self._index_filters(qname, query.where.filters)
+        return self.driver.query(qname, [replace(q, exact=q.exact or self.exact) for q in queries])
 
     def _index_filters(self, qname: str, filters: dict[str, list[Scalar]] | Any) -> None:
         known = self._catalog["indexed"].setdefault(qname, {})
@@ -80,20 +82,20 @@ class QdrantReads:
 
     def search_dense(self, name: str, config: EmbeddingConfig, query: FloatArray, k: int) -> list[Hit]:
         active = self.check_model(name, config)
-        return self.hits(self.query(active, Query(Probe(DENSE, query, k), k)), name)
+        return self.hits(self.query(active, Query(Probe(DENSE, query, k), k))[0], name)
 
     def search_sparse(self, name: str, config: EmbeddingConfig, query: SparseVector, k: int) -> list[Hit]:
         if len(query) == 0:
             return []
         active = self.check_model(name, config)
-        return self.hits(self.query(active, Query(Probe(SPARSE, query, k), k)), name)
+        return self.hits(self.query(active, Query(Probe(SPARSE, query, k), k))[0], name)
 
     def search_text(self, name: str, query: str, k: int,
                     filters: dict[str, list[Scalar]] | None = None) -> list[tuple[int, float]]:
         """BM25 of Qdrant's text index over the chunk text (its word tokenizer, lowercased; k1 1.2, b 0.75)."""
         if not query.strip():
             return []
-        return self.query(self.active_set(name), Query(Probe(TEXT, query, k), k, where=Where(filters or {})))
+        return self.query(self.active_set(name), Query(Probe(TEXT, query, k), k, where=Where(filters or {})))[0]
 
     def hits(self, scored: Sequence[tuple[int, float]], collection: str | None = None) -> list[Hit]:
         if not scored:

@@ -64,7 +64,8 @@ class QdrantStore(QdrantReads):
     # collections and sets ------------------------------------------------------------------------
 
     def collections(self) -> list[str]:
-        return sorted(self._catalog["collections"])
+        with self._lock:
+            return sorted(self._catalog["collections"])
 
     def collection_settings(self, name: str) -> tuple[int, int]:
         found = self._catalog["collections"].get(name)
@@ -116,8 +117,9 @@ class QdrantStore(QdrantReads):
 
     def sets(self, name: str) -> list[EmbeddingSet]:
         self.collection_settings(name)
-        return [self._set(int(i), s) for i, s in sorted(self._catalog["sets"].items(), key=lambda x: int(x[0]))
-                if s["collection"] == name]
+        with self._lock:  # a writer thread may be adding a set
+            found = sorted(self._catalog["sets"].items(), key=lambda x: int(x[0]))
+        return [self._set(int(i), s) for i, s in found if s["collection"] == name]
 
     @staticmethod
     def _set(set_id: int, body: dict[str, Any]) -> EmbeddingSet:
@@ -228,10 +230,11 @@ class QdrantStore(QdrantReads):
     def _remove_old(self, name: str, doc_ids: Sequence[str], keep: Sequence[int]) -> None:
         if not doc_ids:
             return
+        kept = set(keep)
         for live in self._live(name):
             qname = self.qname(live)
             old = [p.id for p in self.driver.scroll(qname, Where(doc_ids=doc_ids), payload=False, vectors=False)
-                   if p.id not in set(keep)]
+                   if p.id not in kept]
             if old:
                 self.driver.delete(qname, Where(ids=old))
 
