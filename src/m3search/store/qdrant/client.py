@@ -33,7 +33,7 @@ from m3search.store.qdrant.driver import (
 from m3search.types import SparseVector
 
 CATALOG = "m3search_catalog"
-_PAGE = 1024
+_PAGE = 8192
 
 
 class ClientDriver:

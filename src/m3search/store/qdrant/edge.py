@@ -33,7 +33,7 @@ from m3search.store.qdrant.driver import (
 )
 from m3search.types import SparseVector
 
-_PAGE = 1024
+_PAGE = 8192
 # Points written to a shard after which its optimizers run (segment merges, HNSW build): the embedded engine has
 # no background optimizer thread, so the driver runs them here and when the store is closed.
 OPTIMIZE_EVERY = 20_000

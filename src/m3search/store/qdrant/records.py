@@ -163,11 +163,14 @@ class QdrantReads:
         return docs
 
     def counts(self, name: str) -> tuple[int, int]:
-        docs = self._documents(name, Where())
-        return len(docs), sum(d["chunks"] for d in docs.values())
+        records = self._records(name)
+        documents = {p.payload["doc_id"] for p in self.driver.scroll(records, Where(), payload=["doc_id"],
+                                                                      vectors=False)}
+        return len(documents), self.driver.count(records, Where())
 
     def content_hashes(self, name: str) -> dict[str, str]:
-        return {doc_id: d["content_hash"] for doc_id, d in self._documents(name, Where()).items()}
+        return {p.payload["doc_id"]: p.payload["content_hash"] for p in self.driver.scroll(
+            self._records(name), Where(), payload=["doc_id", "content_hash"], vectors=False)}
 
     def documents(self, name: str, limit: int, offset: int, doc_id: str | None = None) -> list[dict[str, Any]]:
         """Documents of ``name`` in the order they were first written, with chunk counts (the SQLite listing)."""
