@@ -84,6 +84,19 @@ def build_store(path: Path, n: int, vectors: Vectors, seed: int = 0) -> float:
     return time.perf_counter() - start
 
 
+def make_queries(vectors: Vectors, n: int, rng: np.random.Generator) -> tuple[np.ndarray, list[tuple[str, Any]]]:
+    """``n`` query embeddings (dense + sparse + 8 ColBERT rows) with texts for bm25, and their dense matrix."""
+    from m3search.types import Embedding
+
+    dense = vectors.draw(n)
+    found = []
+    for vector in dense:
+        sparse = zipf_sparse(rng, 8, 24)
+        colbert = (vector + 0.3 * rng.standard_normal((8, DIM)) / np.sqrt(DIM)).astype(np.float32)
+        found.append((words(sparse.indices[:6]), Embedding(len(sparse), False, vector, sparse, colbert)))
+    return dense, found
+
+
 def percentiles(samples: list[float]) -> dict[str, float]:
     values = np.array(samples) * 1000
     return {"p50_ms": round(float(np.percentile(values, 50)), 3), "p99_ms": round(float(np.percentile(values, 99)), 3),
@@ -108,18 +121,12 @@ def part_100k(n: int, n_queries: int, cache: Path) -> dict[str, Any]:
     from m3search.retrieval.search import Searcher
     from m3search.retrieval.types import SearchRequest
     from m3search.store.sqlite import SQLiteStore
-    from m3search.types import Embedding
 
     rng = np.random.default_rng(1)
     vectors = Vectors(rng, 1000)
     path = cache / f"synthetic-v2-{n}.sqlite3"
     build_seconds = build_store(path, n, vectors) if not path.exists() else None
-    dense_q = vectors.draw(n_queries)
-    queries = []
-    for vector in dense_q:
-        sparse = zipf_sparse(rng, 8, 24)
-        colbert = (vector + 0.3 * rng.standard_normal((8, DIM)) / np.sqrt(DIM)).astype(np.float32)
-        queries.append((words(sparse.indices[:6]), Embedding(len(sparse), False, vector, sparse, colbert)))
+    dense_q, queries = make_queries(vectors, n_queries, rng)
     spec = replace(get_spec("mxbai-embed-large-v1"), name="synthetic-mrl", dim=DIM, mrl_dims=(DIM, 192, 96))
     result: dict[str, Any] = {"chunks": n, "queries": n_queries, "build_seconds": build_seconds, "strategies": {}}
     with SQLiteStore(path) as store:
