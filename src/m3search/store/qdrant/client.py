@@ -9,6 +9,7 @@ model switch moves in one atomic ``update_collection_aliases`` call.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
@@ -46,10 +47,12 @@ class ClientDriver:
         self.deployment = deployment or Deployment()
         client = require("qdrant_client", "qdrant", "Qdrant server stores (http(s)://)")
         self.m = require("qdrant_client.models", "qdrant", "Qdrant server stores (http(s)://)")
+        self.local = path is not None  # local mode always searches exhaustively (and warns about params)
         try:
-            self.local = path is not None  # local mode always searches exhaustively (and warns about params)
-            self.client = (client.QdrantClient(path=path) if path is not None else
-                           client.QdrantClient(url=url, api_key=api_key, timeout=int(timeout)))
+            with warnings.catch_warnings():  # an unreachable server is reported once, as a StoreError, below
+                warnings.filterwarnings("ignore", message="Failed to obtain server version")
+                self.client = (client.QdrantClient(path=path) if path is not None else
+                               client.QdrantClient(url=url, api_key=api_key, timeout=int(timeout)))
             self._has_catalog = self.client.collection_exists(CATALOG)
         except Exception as exc:  # connection refused, bad URL, TLS: the client raises many kinds
             raise StoreError(f"cannot reach Qdrant at {url or path}: {exc}") from exc
@@ -96,8 +99,6 @@ class ClientDriver:
                                                   lowercase=True, scoring=True))
 
     def _index(self, name: str, key: str, schema: Any) -> None:
-        import warnings
-
         with warnings.catch_warnings():  # local mode warns that it ignores payload indexes
             warnings.simplefilter("ignore", UserWarning)
             self.client.create_payload_index(name, key, schema, wait=True)
