@@ -220,3 +220,24 @@ def test_int8_quantized_collections_rescore_to_the_same_top_hits(kind: str, tmp_
         for seed in (1, 2):
             assert [h[0] for h in hits(quantized, "dense", seed, k=5)] == [h[0] for h in hits(reference, "dense",
                                                                                                seed, k=5)]
+
+
+def test_pending_walks_forward_and_sees_chunks_added_meanwhile(store: Store) -> None:
+    """Batches of a building set: each returns the next chunks without a vector there, including ones indexed after
+    the walk began; a batch written only in part is offered again."""
+    fill(store, n=5)
+    building = store.start_set("kb", EmbeddingConfig("synthetic", "1" * 40, 16, None, ("dense", "sparse"), "fp32"))
+    rng = np.random.default_rng(3)
+    first = store.pending(building, 4)
+    store.write_vectors(building, [(i, _embedding(rng)) for i, _ in first[:2]])  # half of the batch
+    second = store.pending(building, 4)
+    assert [i for i, _ in second][:2] == [i for i, _ in first][2:]
+    store.write_vectors(building, [(i, _embedding(rng)) for i, _ in second])
+    store.write_documents(store.active_set("kb"), [PreparedDocument(
+        Document("late", "late text", "t"), [Chunk(0, "late text", 0, 9, 2)], [_embedding(rng)])])
+    rest = []
+    while batch := store.pending(building, 3):
+        store.write_vectors(building, [(i, _embedding(rng)) for i, _ in batch])
+        rest += [text for _, text in batch]
+    assert "late text" in rest and store.pending_count(building) == 0
+    assert store.vector_count(building) == 11

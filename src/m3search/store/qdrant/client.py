@@ -137,9 +137,9 @@ class ClientDriver:
     def count(self, name: str, where: Where) -> int:
         return int(self.client.count(name, count_filter=self._filter(where), exact=True).count)
 
-    def scroll(self, name: str, where: Where, *, payload: bool | Sequence[str], vectors: bool | Sequence[str]
-               ) -> Iterator[Point]:
-        offset = None
+    def scroll(self, name: str, where: Where, *, payload: bool | Sequence[str], vectors: bool | Sequence[str],
+               start: int | None = None) -> Iterator[Point]:
+        offset = start
         while True:
             records, offset = self.client.scroll(name, scroll_filter=self._filter(where), limit=_PAGE, offset=offset,
                                                  with_payload=selection(payload), with_vectors=selection(vectors))

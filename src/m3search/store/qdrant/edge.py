@@ -152,9 +152,9 @@ class EdgeDriver:
     def count(self, name: str, where: Where) -> int:
         return int(self._shard(name).count(self.q.CountRequest(exact=True, filter=self._filter(where))))
 
-    def scroll(self, name: str, where: Where, *, payload: bool | Sequence[str], vectors: bool | Sequence[str]
-               ) -> Iterator[Point]:
-        shard, offset = self._shard(name), None
+    def scroll(self, name: str, where: Where, *, payload: bool | Sequence[str], vectors: bool | Sequence[str],
+               start: int | None = None) -> Iterator[Point]:
+        shard, offset = self._shard(name), start
         while True:
             records, offset = shard.scroll(self.q.ScrollRequest(
                 offset=offset, limit=_PAGE, filter=self._filter(where), with_payload=selection(payload),

@@ -48,6 +48,8 @@ class QdrantStore(QdrantReads):
         self._lock = threading.RLock()
         self._catalog = driver.load_catalog() or deepcopy(_EMPTY)
         self._generations: dict[int, int] = {}
+        self._cursor: dict[int, int] = {}  # per set: every chunk id below is embedded (see pending)
+        self._handed_out: dict[int, list[int]] = {}  # per set: the ids the last pending() returned
 
     def close(self) -> None:
         self.driver.close()
@@ -213,7 +215,7 @@ class QdrantStore(QdrantReads):
                                "filter": filter_payload(d.metadata), TEXT: chunk.text,
                                "ordinal": chunk.ordinal, "start": chunk.start, "end": chunk.end,
                                "tokens": chunk.tokens, "fingerprint": fingerprint, "written": _now()}
-                    point = Point(chunk_id, payload, _vectors(emb))
+                    point = Point(chunk_id, payload, _vectors(emb, target.config.outputs))
                     fresh.append(chunk_id)
                     chunk_id += 1
                     if target.id == active.id:
@@ -269,18 +271,25 @@ class QdrantStore(QdrantReads):
                                  f"'{target.collection}', which holds {target.config.vector_dim}-d vectors")
 
     def pending(self, target: EmbeddingSet, limit: int) -> list[tuple[int, str]]:
-        """Up to ``limit`` (chunk id, text) of the records without a vector in ``target``, by chunk id."""
+        """Up to ``limit`` (chunk id, text) of the records without a vector in ``target``, by chunk id.
+
+        Scans from a per-set cursor: when the previous batch was written in full, every chunk id below its last one
+        is done, so a re-embedding of n chunks reads each id about once instead of once per batch.
+        """
         records = self.qname(self.active_set(target.collection))
+        start = self._cursor.get(target.id)
         where, done = Where(lacks_vector=primary(target.config)), set[int]()
         if self.qname(target) != records:
             where, done = Where(), {p.id for p in self.driver.scroll(
-                self.qname(target), Where(has_vector=primary(target.config)), payload=False, vectors=False)}
+                self.qname(target), Where(has_vector=primary(target.config)), payload=False, vectors=False,
+                start=start)}
         found: list[tuple[int, str]] = []
-        for point in self.driver.scroll(records, where, payload=[TEXT], vectors=False):
+        for point in self.driver.scroll(records, where, payload=[TEXT], vectors=False, start=start):
             if point.id not in done:
                 found.append((point.id, str(point.payload.get(TEXT, ""))))
                 if len(found) >= limit:
                     break
+        self._handed_out[target.id] = [i for i, _ in found]
         return found
 
     def pending_count(self, target: EmbeddingSet) -> int:
@@ -297,21 +306,26 @@ class QdrantStore(QdrantReads):
         with self._lock:
             records = self.qname(self.active_set(target.collection))
             payloads = {p.id: p.payload for p in self.driver.retrieve(records, [c for c, _ in rows], vectors=False)}
+            config = target.config
             self.driver.upsert(self.qname(target), [
-                Point(c, {**payloads[c], "fingerprint": target.config.fingerprint}, _vectors(emb))
+                Point(c, {**payloads[c], "fingerprint": config.fingerprint}, _vectors(emb, config.outputs))
                 for c, emb in rows if c in payloads])
             self._generations[target.id] = self._generations.get(target.id, 0) + 1
+            handed = self._handed_out.pop(target.id, [])
+            if handed and set(handed) <= {c for c, _ in rows}:  # the whole last batch: all ids below it are done
+                self._cursor[target.id] = max(handed) + 1
 
     def vector_count(self, target: EmbeddingSet) -> int:
         return self.driver.count(self.qname(target), Where(has_vector=primary(target.config)))
 
 
-def _vectors(emb: Embedding) -> dict[str, Any]:
+def _vectors(emb: Embedding, outputs: tuple[str, ...]) -> dict[str, Any]:
+    """The named vectors of ``emb`` that the set holds (a collection has no space for other outputs)."""
     found: dict[str, Any] = {}
-    if emb.dense is not None:
+    if emb.dense is not None and "dense" in outputs:
         found[DENSE] = emb.dense
-    if emb.sparse is not None:
+    if emb.sparse is not None and "sparse" in outputs:
         found[SPARSE] = emb.sparse
-    if emb.colbert is not None:
+    if emb.colbert is not None and "colbert" in outputs:
         found[COLBERT] = emb.colbert
     return found
