@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Path, Request, Response
 
 from m3search.errors import DimensionError, InputError, NotFoundError, StoreError
 from m3search.models.registry import get_spec
@@ -28,6 +28,7 @@ from m3search.store.types import EmbeddingSet
 from m3search.types import Output
 
 router = APIRouter(prefix="/api/v1", tags=["embedding sets"], responses=ERRORS)
+SET_ID = Path(ge=1, le=2**63 - 1, description="an embedding set's id")  # SQLite integers are 64-bit
 JOB_BATCH = 64  # chunks per background batch: small enough that interactive requests interleave
 
 
@@ -144,7 +145,7 @@ def list_sets(request: Request, collection: str | None = None) -> list[Embedding
 
 
 @router.get("/embedding-sets/{set_id}", response_model=EmbeddingSetOut)
-def get_set(set_id: int, request: Request) -> EmbeddingSetOut:
+def get_set(request: Request, set_id: int = SET_ID) -> EmbeddingSetOut:
     service = service_of(request)
     return set_out(service, set_id)
 
@@ -189,7 +190,7 @@ def create_set(body: EmbeddingSetIn, request: Request, response: Response) -> Em
 
 
 @router.post("/embedding-sets/{set_id}/embed", response_model=EmbeddingSetOut, status_code=202)
-def embed_set(set_id: int, request: Request) -> EmbeddingSetOut:
+def embed_set(request: Request, set_id: int = SET_ID) -> EmbeddingSetOut:
     """Embed the set's pending chunks now (documents stored while its auto-embed rules were off)."""
     service = service_of(request)
     target = _set(service, set_id)
