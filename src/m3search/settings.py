@@ -72,6 +72,7 @@ class Settings(BaseSettings):
         default_factory=list, description='JSON list of accepted API keys (Bearer); empty = no authentication'
     )
     max_request_bytes: int = Field(16_000_000, ge=1, description="largest request body; larger gets 413")
+    max_header_bytes: int = Field(32_768, ge=1024, description="largest total size of request headers; more gets 431")
     max_inputs: int = Field(2048, ge=1, description="most texts in one embedding request; more gets 413")
     max_queue: int = Field(
         256, ge=1, description="embedding requests waiting or running at once; more gets 429 with Retry-After"

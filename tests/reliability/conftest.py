@@ -36,3 +36,6 @@ def record() -> Any:
         _FIGURES.setdefault(section, {})[key] = value
 
     return add
+
+
+from tests.unit.conftest import client, make_client  # noqa: E402, F401  (the HTTP test clients, shared)

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 from m3search.cli.options import BackendOption, ForceOption, PrecisionOption, encoder_settings
+from m3search.errors import InputError
 from m3search.models.encoder import Encoder
 from m3search.models.loader import load_encoder
 from m3search.settings import get_settings
@@ -71,6 +72,11 @@ def index(
     """Index documents: unchanged ones are skipped, changed ones re-embedded; exit 2 if any were skipped."""
     console = Console(stderr=True)
     sources = read_sources(paths, max_bytes=max_bytes)
+    if not sources.documents:  # nothing usable: no store is opened, no collection created
+        for problem in sources.problems:
+            typer.echo(f"skipped {problem.source}: {problem.reason}")
+        raise InputError(f"no documents to index in {', '.join(map(str, paths))} "
+                         f"({len(sources.problems)} skipped, listed above)")
     encoder = encoder_for(model, backend, precision, force_precision)
     extra: list[Output] = ["colbert"] if colbert else []
     outputs: list[Output] = [*default_outputs(encoder), *extra]

@@ -30,8 +30,10 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 class RequestMiddleware:
     """Everything every request goes through, in this order: id, auth, size limit, the app, log and metrics."""
 
-    def __init__(self, app: ASGIApp, *, metrics: Metrics, api_keys: list[str], max_body: int) -> None:
+    def __init__(self, app: ASGIApp, *, metrics: Metrics, api_keys: list[str], max_body: int,
+                 max_headers: int = 32_768) -> None:
         self.app = app
+        self.max_headers = max_headers
         self.metrics = metrics
         self.keys = [k.encode() for k in api_keys]
         self.max_body = max_body
@@ -55,7 +57,10 @@ class RequestMiddleware:
             await send(message)
 
         try:
-            refusal = self._refusal(scope["path"], headers)
+            size = sum(len(k) + len(v) for k, v in scope.get("headers", []))
+            refusal = self._refusal(scope["path"], headers) if size <= self.max_headers else error_response(
+                431, f"request headers of {size} bytes are larger than the limit of {self.max_headers} "
+                f"(M3SEARCH_MAX_HEADER_BYTES)", "invalid_request_error", "headers_too_large")
             if refusal is not None:
                 await refusal(scope, receive, send_with_id)
             else:
