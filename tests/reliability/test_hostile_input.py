@@ -15,10 +15,12 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from m3search.errors import DimensionError, InputError, M3SearchError, UnknownModelError
+from m3search.errors import DimensionError, DocumentError, InputError, M3SearchError, UnknownModelError
 from m3search.models.loader import load_encoder
+from m3search.retrieval.search import Searcher
 from m3search.server.app import create_app
 from m3search.settings import get_settings
+from m3search.store.ingest import check_text
 from m3search.store.sqlite import SQLiteStore
 from m3search.store.types import Chunk, Document, EmbeddingConfig, PreparedDocument
 from m3search.types import Embedding
@@ -124,10 +126,19 @@ def test_cli_hostile_input(tmp_path: Path, record: Callable[..., None]) -> None:
 
 
 def test_library_hostile_input(tmp_path: Path, record: Callable[..., None]) -> None:
+    """Encoders embed an empty text as their peers do (sentence-transformers, FlagEmbedding: the conformance tests
+    compare it); the layers that take user text refuse it: documents, queries, the server and the CLI."""
     encoder = load_encoder("hash")
+    searcher = Searcher(SQLiteStore(tmp_path / "q.sqlite3"), encoder)
     cases: dict[str, tuple[Callable[[], object], type[M3SearchError]]] = {
-        "empty text": (lambda: encoder.encode([""]), InputError),
-        "whitespace-only text": (lambda: encoder.encode(["  \n"]), InputError),
+        "empty document": (lambda: check_text("doc", b"", 1000), DocumentError),
+        "whitespace-only document": (lambda: check_text("doc", b"  \n\t", 1000), DocumentError),
+        "NUL bytes in a document": (lambda: check_text("doc", b"a\x00b", 1000), DocumentError),
+        "invalid UTF-8 document": (lambda: check_text("doc", b"caf\xe9", 1000), DocumentError),
+        "10 MB document": (lambda: check_text("doc", TEN_MB.encode(), 10_000_000), DocumentError),
+        "empty query": (lambda: searcher.search("kb", "  "), InputError),
+        "texts given as one string": (lambda: encoder.encode("a string"), InputError),  # type: ignore[arg-type]
+        "token ids instead of texts": (lambda: encoder.encode([[1, 2, 3]]), InputError),  # type: ignore[list-item]
         "unknown model": (lambda: load_encoder("gpt-17"), UnknownModelError),
         "dimension not Matryoshka": (lambda: load_encoder("nomic-embed-text-v1.5", dim=50), DimensionError),
     }

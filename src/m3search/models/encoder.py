@@ -154,9 +154,6 @@ class Encoder(ABC):
         bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
         if bad is not None:
             raise InputError(f"input {bad} is a {type(texts[bad]).__name__}, not a string")
-        empty = next((i for i, t in enumerate(texts) if not t.strip()), None)
-        if empty is not None:
-            raise InputError(f"input {empty} is empty or whitespace only")
         prefix = {"query": self.spec.query_prefix, "document": self.spec.doc_prefix, None: ""}.get(kind)
         if prefix is None:
             raise ConfigError(f"kind must be 'query', 'document' or None, not {kind!r}")
