@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from m3search._optional import require
-from m3search.errors import ModelFormatError
+from m3search.errors import M3SearchError, ModelFormatError
 from m3search.models.registry import ModelSpec
 
 OPSET = 17
@@ -136,7 +136,14 @@ def export_onnx(spec: ModelSpec, src: Path, out: Path) -> ExportInfo:
     """Export ``src`` (a Hugging Face model directory) to the ONNX file ``out`` (fp32)."""
     torch = require("torch", "export", "Converting a model to ONNX")
     config = read_config(src)
-    module, outputs = _wrapper(spec, src)
+    try:
+        module, outputs = _wrapper(spec, src)
+    except M3SearchError:
+        raise
+    except Exception as exc:  # transformers/safetensors raise many kinds for truncated or corrupt files
+        raise ModelFormatError(
+            f"cannot read the weights in {src} ({type(exc).__name__}: {exc}); the files are incomplete or corrupt: "
+            f"copy them again or run 'm3search models pull {spec.name}'") from exc
     inputs = ("input_ids", "attention_mask", "token_type_ids")
     ids = torch.tensor([[0, 5, 6, 7, 2], [0, 8, 9, 2, 1]], dtype=torch.long)
     mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 1, 0]], dtype=torch.long)

@@ -158,10 +158,29 @@ def transaction(db: sqlite3.Connection, *, write: bool = True) -> Iterator[sqlit
     With ``write=False`` a deferred transaction: every read inside sees one snapshot (WAL), even while
     another connection commits.
     """
-    db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+    try:
+        db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+    except sqlite3.OperationalError as exc:
+        raise storage_error(exc) from exc
     try:
         yield db
-    except BaseException:
-        db.execute("ROLLBACK")
+        db.execute("COMMIT")
+    except BaseException as exc:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        if isinstance(exc, sqlite3.OperationalError):
+            raise storage_error(exc) from exc
         raise
-    db.execute("COMMIT")
+
+
+def storage_error(exc: sqlite3.OperationalError) -> StoreError:
+    """A typed error that names the fix for SQLite's operational failures (the transaction was rolled back)."""
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return StoreError(f"the index database is locked by another process ({text}); nothing was written: run the "
+                          f"command again when the other writer has finished")
+    if "full" in text or "disk I/O" in text:
+        return StoreError(f"the index database could not be written ({text}); nothing of this batch was written: "
+                          f"free disk space (or raise the file size limit) and run the command again: it continues "
+                          f"where it stopped")
+    return StoreError(f"the index database failed: {text}")
