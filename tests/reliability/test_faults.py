@@ -36,9 +36,9 @@ def _corpus(path: Path, docs: int) -> Path:
 
 def _counts(db: Path) -> tuple[str, int, int, int]:
     con = sqlite3.connect(db)
-    row = (con.execute("PRAGMA integrity_check").fetchone()[0], con.execute("SELECT count(*) FROM documents").fetchone()[0],
-           con.execute("SELECT count(*) FROM chunks").fetchone()[0],
-           con.execute("SELECT count(*) FROM dense_vectors").fetchone()[0])
+    row = (con.execute("PRAGMA integrity_check").fetchone()[0],
+           *(con.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in ("documents", "chunks",
+                                                                                      "dense_vectors")))
     con.close()
     return row
 
