@@ -5,12 +5,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from m3search.errors import ConfigError
 from m3search.settings import Settings
 from m3search.store.base import CatalogStore
-from m3search.store.qdrant.driver import Deployment
+from m3search.store.qdrant.driver import Deployment, redact
 
 SCHEMES = ("sqlite", "qdrant+edge", "qdrant+local", "http", "https")
 
@@ -22,10 +21,7 @@ def _path(url: str, scheme: str) -> Path:
     return Path(rest).expanduser()
 
 
-def describe(url: str) -> str:
-    """The URL without credentials, for messages and logs."""
-    parts = urlsplit(url)
-    return url.replace(f"{parts.username}:{parts.password}@", "") if parts.password else url
+describe = redact  # the URL without its password, for messages and logs
 
 
 def open_store(url: str | Path, *, api_key: str | None = None, exact: bool = False,

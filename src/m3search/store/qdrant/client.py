@@ -29,6 +29,7 @@ from m3search.store.qdrant.driver import (
     Where,
     numeric,
     point_from,
+    redact,
     selection,
 )
 from m3search.types import SparseVector
@@ -55,7 +56,8 @@ class ClientDriver:
                                client.QdrantClient(url=url, api_key=api_key, timeout=int(timeout)))
             self._has_catalog = self.client.collection_exists(CATALOG)
         except Exception as exc:  # connection refused, bad URL, TLS: the client raises many kinds
-            raise StoreError(f"cannot reach Qdrant at {url or path}: {exc}") from exc
+            raise StoreError(f"cannot reach Qdrant at {redact(url) if url else path}: "
+                             f"{str(exc).replace(url or '', redact(url or ''))}") from exc
 
     # catalog ------------------------------------------------------------------------------------
 

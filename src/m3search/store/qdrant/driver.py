@@ -161,3 +161,11 @@ def point_from(record: Any) -> Point:
 def selection(value: bool | Sequence[str]) -> bool | list[str]:
     """``with_payload`` / ``with_vector(s)``: all, nothing, or these names."""
     return value if isinstance(value, bool) else list(value)
+
+
+def redact(url: str) -> str:
+    """``url`` without its password (for messages and logs)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return url.replace(f"{parts.username}:{parts.password}@", f"{parts.username}:***@") if parts.password else url
