@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint bench clean
+.PHONY: install demo test test-fast lint bench reliability clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,12 @@ test-fast: install
 
 bench: install
 	$(BIN)/python benchmarks/bench_minilm.py
+
+# The reliability and security suite (crashes, faults, hostile input, fuzzing, load, soak) with its report.
+reliability: install
+	rm -f benchmarks/results/reliability.json
+	M3SEARCH_RELIABILITY_OUT=$(CURDIR)/benchmarks/results/reliability.json $(BIN)/python -m pytest tests/reliability
+	$(BIN)/python benchmarks/reliability_report.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
