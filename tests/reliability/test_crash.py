@@ -9,7 +9,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -18,6 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+from tests.live import free_port, wait_until_up
 
 pytestmark = pytest.mark.slow
 TRIALS = 20
@@ -36,6 +37,16 @@ def _corpus(path: Path, docs: int = 3000) -> Path:
 def _index(corpus: Path, db: Path) -> subprocess.Popen[bytes]:
     args = ["index", str(corpus), "-c", "kb", "-m", "hash", "--chunk-tokens", "64", "--db", str(db), "--json"]
     return subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+
+
+def _kill_within(process: subprocess.Popen[bytes], seconds: float) -> bool:
+    """kill -9 ``process`` after ``seconds`` unless it ended first; True if it was killed."""
+    time.sleep(seconds)
+    killed = process.poll() is None
+    if killed:
+        os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=60)
+    return killed
 
 
 def _state(db: Path) -> tuple[str, int, int, int, int]:
@@ -61,12 +72,7 @@ def test_kill_9_never_leaves_half_written_documents(tmp_path: Path, record: Call
     db, rng = tmp_path / "crash.sqlite3", random.Random(9)
     kills = 0
     for _ in range(TRIALS):
-        process = _index(corpus, db)
-        time.sleep(rng.uniform(0.2, full_run))
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGKILL)
-            kills += 1
-        process.wait(timeout=60)
+        kills += _kill_within(_index(corpus, db), rng.uniform(0.2, full_run))
         integrity, documents, chunks, vectors, empty = _state(db)
         assert integrity == "ok" and chunks == vectors and empty == 0  # whole documents only
         assert documents <= 3000
@@ -118,12 +124,7 @@ def test_kill_9_during_reembed_keeps_the_active_set_whole(tmp_path: Path, record
     shutil.copy(db, original)
     rng, kills, switched = random.Random(5), 0, 0
     for _ in range(TRIALS):
-        process = _reembed(db, home)
-        time.sleep(rng.uniform(0.3, full_run))
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGKILL)
-            kills += 1
-        process.wait(timeout=60)
+        kills += _kill_within(_reembed(db, home), rng.uniform(0.3, full_run))
         after = _sets(db)
         active = [s for s in after if s[0] == "active"]
         assert len(active) == 1 and active[0][2] == 0  # the active set has every chunk's vector
@@ -148,16 +149,13 @@ def test_kill_9_of_the_server_during_an_upload_burst(tmp_path: Path, record: Cal
     db, lost, acknowledged, trials = tmp_path / "srv.sqlite3", 0, 0, 5
     rng = random.Random(11)
     for trial in range(trials):
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-        sock.close()
+        port = free_port()
         server = subprocess.Popen([*CLI, "serve", "--port", str(port), "-m", "hash", "--db", str(db)],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                   env={**os.environ, "M3SEARCH_HOME": str(tmp_path / "home")})
         base = f"http://127.0.0.1:{port}"
         try:
-            _wait_up(base)
+            wait_until_up(base)
             client = httpx.Client(base_url=base, timeout=10)
             client.put("/api/v1/embedding-configs/h", json={"id": "h", "model": "hash"})
             client.post("/api/v1/embedding-sets", json={"collection": "kb", "embedding_config_id": "h"})
@@ -184,15 +182,3 @@ def test_kill_9_of_the_server_during_an_upload_burst(tmp_path: Path, record: Cal
                                             "lost": lost})
     assert acknowledged > 0 and lost == 0
 
-
-def _wait_up(base: str, timeout: float = 30.0) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise AssertionError("the server did not start")

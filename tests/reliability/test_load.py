@@ -8,7 +8,6 @@ import asyncio
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -19,6 +18,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+
+from tests.live import free_port, wait_until_up
 
 httpx = pytest.importorskip("httpx", reason="httpx is in the dev extra")
 
@@ -36,21 +37,12 @@ def _rss_mb(pid: int) -> float:
 
 
 def _start(tmp_path: Path) -> tuple[subprocess.Popen[bytes], str]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
+    port = free_port()
     server = subprocess.Popen([*CLI, "serve", "--port", str(port), "-m", "hash", "--db", str(tmp_path / "l.sqlite3"),
                                "--log-level", "warning"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               env={**os.environ, "M3SEARCH_HOME": str(tmp_path / "home"), "M3SEARCH_MAX_QUEUE": "32"})
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.1)
+    wait_until_up(base)
     client = httpx.Client(base_url=base, timeout=30)
     client.put("/api/v1/embedding-configs/h", json={"id": "h", "model": "hash"})
     client.post("/api/v1/embedding-sets", json={"collection": "kb", "embedding_config_id": "h"})

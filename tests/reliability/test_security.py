@@ -7,7 +7,6 @@ import hmac
 import logging
 import os
 import pickle
-import socket
 import subprocess
 import sys
 import time
@@ -21,16 +20,14 @@ from fastapi.testclient import TestClient
 from m3search.errors import ModelFormatError, StoreError
 from m3search.settings import get_settings
 from m3search.store.urls import open_store
+from tests.live import free_port
 
 CLI = [sys.executable, "-c", "from m3search.cli.app import main; main()"]
 
 
 def test_the_server_binds_loopback_by_default(tmp_path: Path, record: Callable[..., None]) -> None:
     assert get_settings().host == "127.0.0.1"
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
+    port = free_port()
     server = subprocess.Popen([*CLI, "serve", "--port", str(port), "-m", "hash", "--db", str(tmp_path / "s.db")],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               env={**os.environ, "M3SEARCH_HOME": str(tmp_path / "home")})
