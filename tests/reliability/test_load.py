@@ -106,6 +106,7 @@ def run_load(tmp_path: Path, clients: int, seconds: float, sample_every: float) 
                                                                                 for t, r in samples]}
 
 
+@pytest.mark.slow
 def test_64_clients_for_60_seconds(tmp_path: Path, record: Callable[..., None]) -> None:
     result = run_load(tmp_path, clients=64, seconds=60, sample_every=1.0)
     record("load", "64 clients, 60 s, 60 % embeddings (1-16 texts) / 40 % searches",
