@@ -14,10 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from m3search.errors import ConfigError, InputError
+from m3search.errors import ConfigError
 from m3search.retrieval.fusion import Ranking, weighted
-from m3search.retrieval.strategies import Outcome, fusion_retrievers, retrievers_of
-from m3search.retrieval.types import DEFAULT_WEIGHTS, SearchRequest
+from m3search.retrieval.strategies import Outcome, fusion_retrievers, paper_scores, request_weights, retrievers_of
+from m3search.retrieval.types import SearchRequest
 from m3search.store.filters import Scalar
 from m3search.store.qdrant.driver import COLBERT, DENSE, SPARSE, TEXT, Probe, Query, Where
 from m3search.store.types import EmbeddingSet
@@ -88,9 +88,7 @@ def _hybrid(ctx: EngineContext) -> Outcome:
 def _weighted(ctx: EngineContext) -> Outcome:
     names = fusion_retrievers(ctx.target.config.outputs)
     parts = dict(zip(names, ctx.run(*(ctx.first_stage(n, ctx.depth) for n in names)), strict=True))
-    given = ctx.request.weights
-    weights = {n: float(given.get(n, 0.0)) if given is not None else DEFAULT_WEIGHTS[n] for n in names}
-    return Outcome(weighted(parts, weights), parts)
+    return Outcome(weighted(parts, request_weights(ctx.request, names)), parts)
 
 
 def _colbert(ctx: EngineContext) -> Outcome:
@@ -104,12 +102,7 @@ def _colbert(ctx: EngineContext) -> Outcome:
 def _all(ctx: EngineContext) -> Outcome:
     """Dense and sparse prefetch, MaxSim over their candidates in the engine; the three scores of every candidate
     weighted as in the BGE-M3 paper (0.4 dense + 0.2 sparse + 0.4 ColBERT by default)."""
-    given = ctx.request.weights
-    weights = {n: float(given.get(n, 0.0)) if given is not None else DEFAULT_WEIGHTS[n]
-               for n in ("dense", "sparse", "colbert")}
-    total = sum(weights.values())
-    if total <= 0 or min(weights.values()) < 0:
-        raise InputError(f"weights must be non-negative and not all zero, not {weights}")
+    paper_scores(ctx.request, [], {})  # bad weights are refused before the engine is asked anything
     stages = (ctx.probe("dense", ctx.depth), ctx.probe("sparse", ctx.depth))
     pool = sorted({i for ranking in ctx.run(*(ctx.query(s, ctx.depth) for s in stages)) for i, _ in ranking})
     if not pool:
@@ -119,10 +112,8 @@ def _all(ctx: EngineContext) -> Outcome:
                                      ctx.query(ctx.probe("dense", size), size, ids=pool),
                                      ctx.query(ctx.probe("sparse", size), size, ids=pool))
     colbert = ctx.maxsim(colbert)
-    scores = {name: dict(r) for name, r in (("dense", dense), ("sparse", sparse), ("colbert", colbert))}
-    final = {i: sum(w * scores[n].get(i, 0.0) for n, w in weights.items()) / total for i in pool}
-    ranked = sorted(final.items(), key=lambda item: (-item[1], item[0]))
-    return Outcome(ranked, {"dense": dense, "sparse": sparse, "colbert": colbert})
+    final = paper_scores(ctx.request, pool, {"dense": dict(dense), "sparse": dict(sparse), "colbert": dict(colbert)})
+    return Outcome(final, {"dense": dense, "sparse": sparse, "colbert": colbert})
 
 
 def _two_stage(ctx: EngineContext) -> Outcome:

@@ -129,9 +129,14 @@ def _hybrid(ctx: Context) -> Outcome:
     return Outcome(fused, parts)
 
 
-def _weights(ctx: Context, names: tuple[str, ...]) -> dict[str, float]:
-    given = ctx.request.weights
+def request_weights(request: SearchRequest, names: tuple[str, ...]) -> dict[str, float]:
+    """The request's weights of ``names`` (missing ones weigh 0), or the defaults when it gives none."""
+    given = request.weights
     return {n: float(given.get(n, 0.0)) if given is not None else DEFAULT_WEIGHTS[n] for n in names}
+
+
+def _weights(ctx: Context, names: tuple[str, ...]) -> dict[str, float]:
+    return request_weights(ctx.request, names)
 
 
 def _weighted(ctx: Context) -> Outcome:
@@ -140,8 +145,20 @@ def _weighted(ctx: Context) -> Outcome:
     return Outcome(weighted(parts, _weights(ctx, names)), parts)
 
 
-def _ranked(scores: dict[int, float]) -> Ranking:
+def ranked(scores: dict[int, float]) -> Ranking:
+    """Best first, ties by id."""
     return sorted(scores.items(), key=lambda item: (-item[1], item[0]))
+
+
+
+def paper_scores(request: SearchRequest, ids: list[int], scores: dict[str, dict[int, float]]) -> Ranking:
+    """``all``'s final ranking: each id's dense, sparse and ColBERT scores weighted (the BGE-M3 paper's 0.4 / 0.2 /
+    0.4 unless the request says) and divided by the weight sum; a missing score counts 0."""
+    weights = request_weights(request, ("dense", "sparse", "colbert"))
+    total = sum(weights.values())
+    if total <= 0 or min(weights.values()) < 0:
+        raise InputError(f"weights must be non-negative and not all zero, not {weights}")
+    return ranked({i: sum(w * scores[n].get(i, 0.0) for n, w in weights.items()) / total for i in ids})
 
 
 def _maxsim(ctx: Context, ids: list[int]) -> dict[int, float]:
@@ -154,7 +171,7 @@ def _maxsim(ctx: Context, ids: list[int]) -> dict[int, float]:
 def _colbert(ctx: Context) -> Outcome:
     first = retrievers_of("colbert", ctx.target.config.outputs)[0]
     candidates = retrieve(ctx, first, _depth(ctx))
-    reranked = _ranked(_maxsim(ctx, [i for i, _ in candidates]))
+    reranked = ranked(_maxsim(ctx, [i for i, _ in candidates]))
     return Outcome(reranked, {first: candidates, "colbert": reranked})
 
 
@@ -165,14 +182,8 @@ def _all(ctx: Context) -> Outcome:
     dense = ctx.index.dense_scores(ctx.dense_query(), ids)
     lexical = ctx.index.sparse_scores(ctx.sparse_query(), ids)
     colbert = _maxsim(ctx, ids.tolist())
-    weights = _weights(ctx, ("dense", "sparse", "colbert"))
-    total = sum(weights.values())
-    if total <= 0 or min(weights.values()) < 0:
-        raise InputError(f"weights must be non-negative and not all zero, not {weights}")
-    final = {i: (weights["dense"] * dense.get(i, 0.0) + weights["sparse"] * lexical.get(i, 0.0)
-                 + weights["colbert"] * colbert.get(i, 0.0)) / total for i in ids.tolist()}
-    return Outcome(_ranked(final), {"dense": _ranked(dense), "sparse": _ranked(lexical),
-                                    "colbert": _ranked(colbert)})
+    final = paper_scores(ctx.request, ids.tolist(), {"dense": dense, "sparse": lexical, "colbert": colbert})
+    return Outcome(final, {"dense": ranked(dense), "sparse": ranked(lexical), "colbert": ranked(colbert)})
 
 
 def _two_stage(ctx: Context) -> Outcome:
@@ -188,7 +199,7 @@ def _two_stage(ctx: Context) -> Outcome:
                           f"'{ctx.target.config.model}': {', '.join(map(str, valid)) or 'none'}; not {coarse_dim}")
     coarse = ctx.index.coarse(ctx.dense_query(), coarse_dim, max(request.coarse_k, request.k), ctx.allowed)
     ids = np.array([i for i, _ in coarse], dtype=np.int64)
-    rescored = _ranked(ctx.index.dense_scores(ctx.dense_query(), ids))
+    rescored = ranked(ctx.index.dense_scores(ctx.dense_query(), ids))
     return Outcome(rescored, {f"coarse@{coarse_dim}": coarse, "dense": rescored},
                    {"coarse_dim": coarse_dim, "coarse_k": request.coarse_k})
 

@@ -4,12 +4,43 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
+from m3search.errors import DimensionError, ModelMismatchError
 from m3search.store.filters import Scalar
 from m3search.store.reads import SparseRows, TermCounts
 from m3search.store.types import EmbeddingConfig, EmbeddingSet, Hit, PreparedDocument
 from m3search.types import Embedding, FloatArray, IntArray, SparseVector
+
+
+class StoreBase:
+    """What every store does the same way on top of its own ``active_set`` and ``close``: the model check, the
+    dimension check of written vectors, and ``with store:``. First among a store's bases."""
+
+    def active_set(self, name: str) -> EmbeddingSet:
+        raise NotImplementedError  # the store's own
+
+    def close(self) -> None:
+        raise NotImplementedError  # the store's own
+
+    def check_model(self, name: str, config: EmbeddingConfig) -> EmbeddingSet:
+        """The active set, if it was made by ``config``; else :class:`ModelMismatchError`."""
+        active = self.active_set(name)
+        if active.config.fingerprint != config.fingerprint:
+            raise ModelMismatchError(name, active.config.describe(), config.describe())
+        return active
+
+    @staticmethod
+    def _check_dim(target: EmbeddingSet, emb: Embedding) -> None:
+        if emb.dense is not None and emb.dense.shape[0] != target.config.vector_dim:
+            raise DimensionError(f"a {emb.dense.shape[0]}-d vector cannot go into set {target.id} of "
+                                 f"'{target.collection}', which holds {target.config.vector_dim}-d vectors")
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class Store(Protocol):

@@ -15,8 +15,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from m3search.errors import CollectionNotFoundError, DimensionError, ModelMismatchError, StoreError
+from m3search.errors import CollectionNotFoundError, StoreError
 from m3search.store import codec
+from m3search.store.base import StoreBase
 from m3search.store.catalog import SQLiteCatalog
 from m3search.store.reads import SQLiteReads
 from m3search.store.schema import connect, transaction
@@ -42,7 +43,7 @@ _PENDING = """
 _BUMP_COLLECTION = "UPDATE embedding_sets SET generation = generation + 1 WHERE collection_id = ?"
 
 
-class SQLiteStore(SQLiteReads, SQLiteCatalog):
+class SQLiteStore(StoreBase, SQLiteReads, SQLiteCatalog):
     """The default :class:`~m3search.store.base.Store` (searches and bulk reads: :class:`SQLiteReads`)."""
 
     def __init__(self, path: Path, *, dense_dtype: str = "float32") -> None:
@@ -55,12 +56,6 @@ class SQLiteStore(SQLiteReads, SQLiteCatalog):
 
     def close(self) -> None:
         self._db.close()
-
-    def __enter__(self) -> SQLiteStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # collections and sets ------------------------------------------------------------------------
 
@@ -131,13 +126,6 @@ class SQLiteStore(SQLiteReads, SQLiteCatalog):
     def building_set(self, name: str) -> EmbeddingSet | None:
         found = self._sets("c.name = ? AND s.status = 'building'", (name,))
         return found[0] if found else None
-
-    def check_model(self, name: str, config: EmbeddingConfig) -> EmbeddingSet:
-        """The active set, if it was made by ``config``; else :class:`ModelMismatchError`."""
-        active = self.active_set(name)
-        if active.config.fingerprint != config.fingerprint:
-            raise ModelMismatchError(name, active.config.describe(), config.describe())
-        return active
 
     def start_set(self, name: str, config: EmbeddingConfig) -> EmbeddingSet:
         """The ``building`` set of ``config`` for a model change: resumed if it exists, else created.
@@ -227,11 +215,6 @@ class SQLiteStore(SQLiteReads, SQLiteCatalog):
             return int(cursor.rowcount)
 
     # vectors -------------------------------------------------------------------------------------
-
-    def _check_dim(self, target: EmbeddingSet, emb: Embedding) -> None:
-        if emb.dense is not None and emb.dense.shape[0] != target.config.vector_dim:
-            raise DimensionError(f"a {emb.dense.shape[0]}-d vector cannot go into set {target.id} of "
-                                 f"'{target.collection}', which holds {target.config.vector_dim}-d vectors")
 
     def _insert_vectors(self, db: sqlite3.Connection, target: EmbeddingSet, chunk_id: int, emb: Embedding) -> None:
         fp = target.config.fingerprint

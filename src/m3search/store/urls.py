@@ -21,7 +21,6 @@ def _path(url: str, scheme: str) -> Path:
     return Path(rest).expanduser()
 
 
-describe = redact  # the URL without its password, for messages and logs
 
 
 def open_store(url: str | Path, *, api_key: str | None = None, exact: bool = False,
@@ -45,17 +44,16 @@ def open_store(url: str | Path, *, api_key: str | None = None, exact: bool = Fal
     if scheme == "qdrant+edge":
         from m3search.store.qdrant.edge import EdgeDriver
 
-        return QdrantStore(EdgeDriver(_path(url, scheme), deployment), url=url, exact=exact)
+        return QdrantStore(EdgeDriver(_path(url, scheme), deployment), exact=exact)
     if scheme == "qdrant+local":
         from m3search.store.qdrant.client import ClientDriver
 
-        return QdrantStore(ClientDriver(path=str(_path(url, scheme)), deployment=deployment), url=url, exact=exact)
+        return QdrantStore(ClientDriver(path=str(_path(url, scheme)), deployment=deployment), exact=exact)
     if scheme in ("http", "https"):
         from m3search.store.qdrant.client import ClientDriver
 
-        return QdrantStore(ClientDriver(url=url, api_key=api_key, deployment=deployment), url=describe(url),
-                           exact=exact)
-    raise ConfigError(f"unknown store URL {describe(url)!r}: use one of {', '.join(s + '://' for s in SCHEMES)}")
+        return QdrantStore(ClientDriver(url=url, api_key=api_key, deployment=deployment), exact=exact)
+    raise ConfigError(f"unknown store URL {redact(url)!r}: use one of {', '.join(s + '://' for s in SCHEMES)}")
 
 
 def configured_store(settings: Settings, *, db: Path | None = None, url: str | None = None) -> CatalogStore:

@@ -41,7 +41,6 @@ _PAGE = 8192
 class ClientDriver:
     """:class:`~m3search.store.qdrant.driver.Driver` over a ``QdrantClient``."""
 
-    supports_aliases = True
 
     def __init__(self, *, url: str | None = None, path: str | None = None, api_key: str | None = None,
                  timeout: float = 30.0, deployment: Deployment | None = None) -> None:

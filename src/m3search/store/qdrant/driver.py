@@ -87,8 +87,6 @@ class Query:
 class Driver(Protocol):
     """The operations of one Qdrant deployment that the store uses."""
 
-    supports_aliases: bool
-
     def load_catalog(self) -> dict[str, Any] | None: ...
 
     def save_catalog(self, catalog: dict[str, Any]) -> None: ...

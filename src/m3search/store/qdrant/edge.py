@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -42,7 +43,6 @@ OPTIMIZE_EVERY = 20_000
 class EdgeDriver:
     """:class:`~m3search.store.qdrant.driver.Driver` over ``qdrant_edge`` shards in ``root``."""
 
-    supports_aliases = False
 
     def __init__(self, root: Path, deployment: Deployment | None = None) -> None:
         self.deployment = deployment or Deployment()
@@ -107,8 +107,6 @@ class EdgeDriver:
             self._shards[name] = shard
 
     def drop(self, name: str) -> None:
-        import shutil
-
         with self._lock:
             shard = self._shards.pop(name, None)
             self._written.pop(name, None)

@@ -22,7 +22,8 @@ from collections.abc import Sequence
 from copy import deepcopy
 from typing import Any
 
-from m3search.errors import CollectionNotFoundError, DimensionError, ModelMismatchError, StoreError
+from m3search.errors import CollectionNotFoundError, StoreError
+from m3search.store.base import StoreBase
 from m3search.store.qdrant.driver import COLBERT, DENSE, SPARSE, TEXT, Driver, Layout, Point, Where, filter_payload
 from m3search.store.qdrant.records import QdrantReads, config_of, primary
 from m3search.store.types import EmbeddingConfig, EmbeddingSet, PreparedDocument
@@ -36,14 +37,13 @@ def _now() -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
 
 
-class QdrantStore(QdrantReads):
+class QdrantStore(StoreBase, QdrantReads):
     """A store whose vectors, payloads and searches live in Qdrant (see the module's description)."""
 
     searches_in_engine = True
 
-    def __init__(self, driver: Driver, *, url: str = "", exact: bool = False) -> None:
+    def __init__(self, driver: Driver, *, exact: bool = False) -> None:
         self.driver = driver
-        self.url = url
         self.exact = exact  # exact (brute-force) searches instead of HNSW: the contract tests compare results
         self._lock = threading.RLock()
         self._catalog = driver.load_catalog() or deepcopy(_EMPTY)
@@ -53,12 +53,6 @@ class QdrantStore(QdrantReads):
 
     def close(self) -> None:
         self.driver.close()
-
-    def __enter__(self) -> QdrantStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def _save(self) -> None:
         self.driver.save_catalog(self._catalog)
@@ -143,12 +137,6 @@ class QdrantStore(QdrantReads):
     def embedding_set(self, set_id: int) -> EmbeddingSet | None:
         body = self._catalog["sets"].get(str(set_id))
         return self._set(set_id, body) if body is not None else None
-
-    def check_model(self, name: str, config: EmbeddingConfig) -> EmbeddingSet:
-        active = self.active_set(name)
-        if active.config.fingerprint != config.fingerprint:
-            raise ModelMismatchError(name, active.config.describe(), config.describe())
-        return active
 
     def start_set(self, name: str, config: EmbeddingConfig) -> EmbeddingSet:
         """A building set (a new Qdrant collection) of ``config``: resumed if it exists, else created."""
@@ -263,12 +251,6 @@ class QdrantStore(QdrantReads):
         return self._generations.get(target.id, 0)
 
     # vectors -------------------------------------------------------------------------------------
-
-    @staticmethod
-    def _check_dim(target: EmbeddingSet, emb: Embedding) -> None:
-        if emb.dense is not None and emb.dense.shape[0] != target.config.vector_dim:
-            raise DimensionError(f"a {emb.dense.shape[0]}-d vector cannot go into set {target.id} of "
-                                 f"'{target.collection}', which holds {target.config.vector_dim}-d vectors")
 
     def pending(self, target: EmbeddingSet, limit: int) -> list[tuple[int, str]]:
         """Up to ``limit`` (chunk id, text) of the records without a vector in ``target``, by chunk id.
