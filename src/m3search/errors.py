@@ -152,3 +152,7 @@ class OverloadedError(M3SearchError):
 
 class PayloadTooLargeError(InputError):
     """A request carries more (bytes, inputs) than the server accepts."""
+
+
+class LLMError(M3SearchError):
+    """An OpenAI-compatible chat endpoint failed, timed out or answered something unusable."""
