@@ -138,6 +138,10 @@ class DocumentError(InputError):
         super().__init__(f"{source}: {reason}")
 
 
+class ImageError(DocumentError):
+    """An image cannot be decoded (not an image, truncated, too many pixels); the message names the file."""
+
+
 class NotFoundError(M3SearchError):
     """A named resource (embedding configuration, embedding set, document) does not exist."""
 
@@ -156,3 +160,15 @@ class PayloadTooLargeError(InputError):
 
 class LLMError(M3SearchError):
     """An OpenAI-compatible chat endpoint failed, timed out or answered something unusable."""
+
+
+class RemoteError(M3SearchError):
+    """A remote m3search server was unreachable, timed out, or answered an error (``status``/``code`` say which)."""
+
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code = status, code
+
+
+class RemoteRequestError(RemoteError, InputError):
+    """A remote m3search server refused the request as the caller's mistake (HTTP 4xx)."""

@@ -41,6 +41,9 @@ class EmbeddingsRequest(BaseModel):
     on_overflow: Literal["truncate", "error"] = Field(
         "truncate", description="inputs longer than the model's max tokens: cut them, or answer 413"
     )
+    input_type: Literal["query", "document"] | None = Field(
+        None, description="m3search extension: apply the model's query or document prefix (default: none)"
+    )
 
 
 class EmbeddingData(BaseModel):
@@ -59,6 +62,7 @@ class EmbeddingsResponse(BaseModel):
     data: list[EmbeddingData]
     model: str
     usage: Usage
+    input_type: Literal["query", "document"] | None = Field(None, description="echoed when the request set it")
 
 
 # /embeddings (simple) and /api/v1/encode (BGE-M3's three outputs) -------------------------------------

@@ -11,7 +11,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from m3search.errors import InputError
-from m3search.models.registry import list_specs
+from m3search.models.local import all_specs
 from m3search.server.routes.common import ERRORS, json_response, service_of
 from m3search.server.schemas import (
     EmbeddingsRequest,
@@ -29,18 +29,23 @@ from m3search.types import Embedding, FloatArray
 router = APIRouter()
 
 
-def _openai_body(matrix: FloatArray, model: str, tokens: int, encoding: str) -> dict[str, Any]:
+def _openai_body(matrix: FloatArray, model: str, tokens: int, encoding: str, input_type: str | None = None
+                 ) -> dict[str, Any]:
     if encoding == "base64":  # little-endian float32, what the openai client decodes with numpy
         vectors: list[Any] = [base64.b64encode(row.astype("<f4").tobytes()).decode("ascii") for row in matrix]
     else:
         vectors = matrix.tolist()
-    return {"object": "list", "model": model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    body = {"object": "list", "model": model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
             "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)]}
+    if input_type is not None:  # the echo tells a client that this server applied the prefix it asked for
+        body["input_type"] = input_type
+    return body
 
 
 @router.post("/v1/embeddings", response_model=EmbeddingsResponse, responses=ERRORS, tags=["embeddings"])
 async def openai_embeddings(body: EmbeddingsRequest, request: Request) -> Response:
-    """OpenAI-compatible embeddings (documents: no query prefix; use ``/api/v1/encode`` with ``kind``)."""
+    """OpenAI-compatible embeddings; no prefix unless ``input_type`` ("query"/"document", an m3search extension)
+    asks for the model's query or document prefix."""
     texts = [body.input] if isinstance(body.input, str) else body.input
     if not texts:
         raise InputError("'input' is an empty list")
@@ -51,11 +56,11 @@ async def openai_embeddings(body: EmbeddingsRequest, request: Request) -> Respon
     encoder = service.pool.get(body.model)
     dim = encoder.spec.check_dim(body.dimensions)
     embeddings, tokens = await service.embed(encoder, texts, outputs=["dense"], on_overflow=body.on_overflow,  # type: ignore[arg-type]
-                                             route="/v1/embeddings")
+                                             kind=body.input_type, route="/v1/embeddings")
     request.state.tokens = tokens
     matrix = dense_rows(embeddings, dim, encoder.spec.normalize)
     return await run_in_threadpool(
-        lambda: json_response(_openai_body(matrix, encoder.spec.name, tokens, body.encoding_format)))
+        lambda: json_response(_openai_body(matrix, encoder.spec.name, tokens, body.encoding_format, body.input_type)))
 
 
 @router.post("/embeddings", response_model=SimpleEmbedResponse, responses=ERRORS, tags=["embeddings"])
@@ -100,8 +105,8 @@ async def encode(body: EncodeRequest, request: Request) -> Response:
 @router.get("/api/v1/models", response_model=ModelList, tags=["models"])
 @router.get("/v1/models", response_model=ModelList, tags=["models"], include_in_schema=False)
 async def models(request: Request) -> ModelList:
-    """The registry's models, and which ones this server has loaded."""
+    """The registry's models and the local ones, and which ones this server has loaded."""
     loaded = service_of(request).pool.loaded()
     return ModelList(data=[ModelOut(id=s.name, dim=s.dim, max_tokens=s.max_tokens, outputs=list(s.outputs),
                                     matryoshka_dims=list(s.mrl_dims), pooling=s.pooling, license=s.license,
-                                    loaded=s.name in loaded) for s in list_specs()])
+                                    loaded=s.name in loaded) for s in all_specs()])

@@ -1,0 +1,98 @@
+"""LlamaIndex embeddings over m3search (``pip install 'm3search[llamaindex]'``).
+
+::
+
+    from llama_index.core import VectorStoreIndex
+    from m3search.integrations.llamaindex import M3SearchEmbedding
+
+    embed_model = M3SearchEmbedding(model_name="bge-m3")                    # in-process encoder
+    embed_model = M3SearchEmbedding(base_url="http://127.0.0.1:8000")      # an m3search server
+    index = VectorStoreIndex.from_documents(documents, embed_model=embed_model)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from m3search._optional import require
+
+require("llama_index.core", "llamaindex", "The LlamaIndex adapter")
+
+from llama_index.core.base.embeddings.base import BaseEmbedding  # noqa: E402
+from pydantic import Field, PrivateAttr  # noqa: E402
+
+from m3search.integrations._backend import (  # noqa: E402
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_TIMEOUT,
+    Backend,
+    LocalBackend,
+    RemoteBackend,
+)
+from m3search.models.encoder import Encoder  # noqa: E402
+
+__all__ = ["M3SearchEmbedding"]
+
+
+class M3SearchEmbedding(BaseEmbedding):
+    """A LlamaIndex embedding model backed by m3search: queries get the model's query prefix, texts (nodes) its
+    document prefix.
+
+    Without ``base_url`` it runs the model in this process (loaded on first use); with ``base_url`` it calls that
+    m3search server's ``/v1/embeddings`` (``api_key`` as bearer token).
+
+    Args:
+        model_name: registry name or Hugging Face repo id (default: ``M3SEARCH_DEFAULT_MODEL`` locally, the
+            server's default model remotely).
+        base_url: an m3search server's URL; None embeds locally.
+        api_key: the server's API key.
+        dimensions: a Matryoshka dimension of the model.
+        timeout: seconds per server request.
+        model_path: a local directory with the model's files.
+        encoder: a ready local encoder (tests, custom models).
+        **kwargs: LlamaIndex's own fields (``embed_batch_size``, ``callback_manager``, ...).
+    """
+
+    base_url: str | None = Field(default=None, description="m3search server URL; None embeds in this process")
+    api_key: str | None = Field(default=None, description="the server's API key", repr=False, exclude=True)
+    dimensions: int | None = Field(default=None, description="a Matryoshka dimension of the model")
+    timeout: float = Field(default=DEFAULT_TIMEOUT, gt=0, description="seconds per server request")
+    embed_batch_size: int = Field(default=DEFAULT_BATCH_SIZE, gt=0, le=2048, description="texts per batch")
+    _backend: Backend = PrivateAttr()
+
+    def __init__(self, model_name: str | None = None, *, base_url: str | None = None, api_key: str | None = None,
+                 dimensions: int | None = None, timeout: float = DEFAULT_TIMEOUT,
+                 model_path: str | Path | None = None, encoder: Encoder | None = None, **kwargs: Any) -> None:
+        backend: Backend
+        if base_url is not None:
+            backend = RemoteBackend(base_url, model=model_name, api_key=api_key, dimensions=dimensions,
+                                    timeout=timeout, batch_size=kwargs.get("embed_batch_size", DEFAULT_BATCH_SIZE),
+                                    extra="llamaindex")
+        else:
+            backend = LocalBackend(model_name, path=model_path, dimensions=dimensions, encoder=encoder)
+        fields: dict[str, Any] = {"base_url": base_url, "api_key": api_key, "dimensions": dimensions,
+                                  "timeout": timeout}  # this class's own fields (BaseEmbedding's init lacks them)
+        super().__init__(model_name=backend.model or "server-default", **fields, **kwargs)
+        self._backend = backend
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "M3SearchEmbedding"
+
+    def _get_query_embedding(self, query: str) -> list[float]:
+        return self._backend.embed([query], "query")[0]
+
+    async def _aget_query_embedding(self, query: str) -> list[float]:
+        return (await self._backend.aembed([query], "query"))[0]
+
+    def _get_text_embedding(self, text: str) -> list[float]:
+        return self._backend.embed([text], "document")[0]
+
+    async def _aget_text_embedding(self, text: str) -> list[float]:
+        return (await self._backend.aembed([text], "document"))[0]
+
+    def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
+        return self._backend.embed(texts, "document")
+
+    async def _aget_text_embeddings(self, texts: list[str]) -> list[list[float]]:
+        return await self._backend.aembed(texts, "document")
