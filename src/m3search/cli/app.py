@@ -7,7 +7,7 @@ import sys
 import typer
 from rich.console import Console
 
-from m3search.cli import demo, embed, index, migrate, models, search, serve
+from m3search.cli import demo, embed, finetune, index, migrate, models, search, serve
 from m3search.errors import M3SearchError
 
 app = typer.Typer(
@@ -18,6 +18,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(models.app, name="models")
+app.add_typer(finetune.app, name="finetune")
 app.command("embed")(embed.embed)
 app.command("demo")(demo.demo)
 app.command("index")(index.index)
