@@ -1,4 +1,5 @@
-"""Background jobs of the server (filling a new embedding set), one thread each, with progress for GET."""
+"""Background jobs of the server (filling a new embedding set, generating fine-tuning data), one thread each, with
+progress for GET."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from m3search.errors import M3SearchError
 LOGGER = logging.getLogger("m3search.server")
 State = Literal["running", "done", "failed", "stopped"]
 Progress = Callable[[int, int], None]
+JobKey = int | str  # an embedding set's id, or the id of another kind of job (fine-tuning data: a string)
 
 
 class JobStopped(M3SearchError):
@@ -28,15 +30,15 @@ class JobState:
 
 
 class Jobs:
-    """Jobs by embedding-set id; a job's work gets a progress callback that also stops it on shutdown."""
+    """Jobs by key (see :data:`JobKey`); a job's work gets a progress callback that also stops it on shutdown."""
 
     def __init__(self) -> None:
-        self._states: dict[int, JobState] = {}
-        self._threads: dict[int, threading.Thread] = {}
+        self._states: dict[JobKey, JobState] = {}
+        self._threads: dict[JobKey, threading.Thread] = {}
         self._stop = threading.Event()
         self._lock = threading.Lock()
 
-    def start(self, set_id: int, work: Callable[[Progress], None]) -> bool:
+    def start(self, set_id: JobKey, work: Callable[[Progress], None]) -> bool:
         """Run ``work(progress)`` in a thread unless a job for ``set_id`` is already running."""
         with self._lock:
             if set_id in self._threads and self._threads[set_id].is_alive():
@@ -56,16 +58,16 @@ class Jobs:
                     state.state = "stopped"
                 except M3SearchError as exc:
                     state.state, state.error = "failed", str(exc)
-                    LOGGER.warning("embedding job failed", extra={"set_id": set_id, "error": str(exc)})
+                    LOGGER.warning("background job failed", extra={"set_id": set_id, "error": str(exc)})
                 except Exception as exc:  # a job thread must report, not vanish; logged with its traceback
                     state.state, state.error = "failed", f"internal error: {type(exc).__name__}"
-                    LOGGER.exception("embedding job crashed", extra={"set_id": set_id})
+                    LOGGER.exception("background job crashed", extra={"set_id": set_id})
 
             thread = self._threads[set_id] = threading.Thread(target=run, name=f"m3search-set-{set_id}", daemon=True)
             thread.start()
             return True
 
-    def state(self, set_id: int) -> JobState | None:
+    def state(self, set_id: JobKey) -> JobState | None:
         with self._lock:
             return self._states.get(set_id)
 

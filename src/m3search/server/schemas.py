@@ -289,3 +289,30 @@ class SearchResponse(BaseModel):
     took_ms: float
     k: int
     hits: list[SearchHitOut]
+
+
+class LLMEndpointIn(BaseModel):
+    url: str = Field(..., description="an OpenAI-compatible base URL, e.g. http://127.0.0.1:11434/v1")
+    model: str = Field(..., min_length=1, description="the endpoint's model name")
+
+
+class FineTuneGenerateIn(BaseModel):
+    collection: str
+    queries_per_doc: int = Field(4, ge=1, le=100)
+    validation_split: float = Field(0.1, ge=0, lt=1, description="share of documents held out for validation")
+    hard_negatives: int = Field(3, ge=0, le=100)
+    negatives_skip: int = Field(2, ge=0, le=100, description="top documents skipped when mining negatives")
+    negatives_strategy: Literal["dense", "hybrid"] = "hybrid"
+    filter_k: int = Field(10, ge=1, le=1000)
+    seed: int = 0
+    llm: LLMEndpointIn | None = Field(None, description="generate queries with this chat endpoint (default: offline)")
+
+
+class FineTuneJobOut(BaseModel):
+    id: str
+    state: Literal["running", "done", "failed", "stopped"]
+    processed: int = Field(description="queries searched (filter and negatives) so far")
+    total: int = Field(description="queries to search (known once generation is done; 0 before)")
+    error: str | None = None
+    output_dir: str
+    report: dict[str, Any] | None = Field(None, description="the report.json of a finished job")

@@ -1,6 +1,7 @@
 """Fine-tuning data generated from an indexed collection (``m3search finetune generate``)."""
 
-from m3search.retrieval.finetune.generate import (
+from m3search.retrieval.finetune.output import write_output
+from m3search.retrieval.finetune.pipeline import (
     Example,
     GeneratedData,
     GenerateOptions,
@@ -8,7 +9,6 @@ from m3search.retrieval.finetune.generate import (
     generate,
     split_documents,
 )
-from m3search.retrieval.finetune.output import write_output
 from m3search.retrieval.finetune.queries import ORIGINS, Candidate, Origin, parse_queries
 
 __all__ = ["ORIGINS", "Candidate", "Example", "GenerateOptions", "GeneratedData", "GenerationReport", "Origin",
