@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 import platformdirs
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # "int8" is an alias of "int8-dynamic" (the name used before the precision modes had variants).
@@ -81,6 +81,14 @@ class Settings(BaseSettings):
         16384, ge=1, description="tokens of concurrent requests merged into one inference call by the batcher"
     )
     cors_origins: list[str] = Field(default_factory=list, description="origins allowed by CORS; empty = CORS off")
+    # Reranking (search --rerank): cross-encoders, and LLM reranking through an OpenAI-compatible chat endpoint.
+    rerank_precision: Literal["fp32", "int8-dynamic", "int8"] = Field(
+        "int8-dynamic", description="precision of cross-encoder rerankers"
+    )
+    llm_url: str | None = Field(None, description="OpenAI-compatible chat endpoint (e.g. http://127.0.0.1:11434/v1)")
+    llm_model: str | None = Field(None, description="model name the LLM endpoint expects (e.g. llama3.2)")
+    llm_api_key: SecretStr | None = Field(None, description="bearer token of the LLM endpoint (never logged)")
+    llm_timeout: float = Field(30.0, gt=0, description="seconds an LLM call may take before it fails open")
 
     @field_validator("home", mode="after")
     @classmethod

@@ -11,10 +11,12 @@ from rich.console import Console
 from rich.table import Table
 
 from m3search.cli.options import BackendOption, ForceOption, PrecisionOption, encoder_settings
+from m3search.cli.rerankers import prepare_reranker, print_rerankers, pull_reranker
 from m3search.models.loader import load_encoder
 from m3search.models.pooled import OnnxEncoder
 from m3search.models.prepare import prepare_model
 from m3search.models.registry import ModelSpec, get_spec, list_specs
+from m3search.models.rerankers import find_reranker
 from m3search.models.resolve import find_local, pull, register_dir, resolve_model
 from m3search.settings import get_settings
 
@@ -45,8 +47,12 @@ def _describe(spec: ModelSpec, path: Path | None, source: str | None) -> dict[st
 @app.command("list")
 def list_models(
     as_json: Annotated[bool, typer.Option("--json", help="print a JSON list instead of a table")] = False,
+    rerankers: Annotated[bool, typer.Option("--rerankers", help="list the cross-encoder rerankers instead")] = False,
 ) -> None:
     """List registered models and whether each is available offline."""
+    if rerankers:
+        print_rerankers(as_json)
+        return
     settings = get_settings()
     rows = []
     for spec in list_specs():
@@ -78,6 +84,9 @@ def add(
 @app.command("pull")
 def pull_model(name: Annotated[str, typer.Argument(help="registry name of the model")]) -> None:
     """Download the model's pinned revision from the Hugging Face hub into M3SEARCH_HOME."""
+    if find_reranker(name) is not None:
+        typer.echo(pull_reranker(name))
+        return
     resolved = pull(get_spec(name), get_settings())
     typer.echo(f"downloaded {resolved.spec.name} -> {resolved.path}")
 
@@ -94,6 +103,9 @@ def prepare(
     force_precision: ForceOption = False,
 ) -> None:
     """Convert the model to ONNX once (fp32 and INT8); with --backend/--precision also build and check that mode."""
+    if find_reranker(name) is not None:  # a cross-encoder: exported as pair -> logit, fp32 and INT8
+        typer.echo("\n".join(prepare_reranker(name, model_path, force)))
+        return
     settings, options = encoder_settings(backend, precision, force_precision)
     spec = get_spec(name)
     if not spec.needs_weights:

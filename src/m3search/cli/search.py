@@ -16,8 +16,10 @@ from m3search.errors import InputError
 from m3search.retrieval.beir import load_dataset, write_run
 from m3search.retrieval.evaluation import EvalReport, evaluate, metric_names, plot
 from m3search.retrieval.fusion import DEFAULT_RRF_K
+from m3search.retrieval.rerank import RerankerPool
 from m3search.retrieval.search import Searcher
 from m3search.retrieval.types import DEFAULT_WEIGHTS, STRATEGIES, SearchRequest, SearchResult
+from m3search.settings import get_settings
 from m3search.store.filters import parse_filter
 
 StrategyOption = Annotated[str, typer.Option("--strategy", "-s", help=f"one of {', '.join(STRATEGIES)}")]
@@ -27,6 +29,13 @@ WeightsOption = Annotated[str | None, typer.Option("--weights", help="e.g. dense
 CandidatesOption = Annotated[int, typer.Option("--candidates", help="depth of each retriever in fusions/reranks")]
 CoarseDimOption = Annotated[int | None, typer.Option("--coarse-dim", help="Matryoshka dimension (two_stage)")]
 CoarseKOption = Annotated[int, typer.Option("--coarse-k", help="candidates of the first stage (two_stage)")]
+RerankOption = Annotated[str | None, typer.Option(
+    "--rerank", help="rerank the first stage's candidates: a cross-encoder (models list --rerankers) or 'llm'")]
+RerankKOption = Annotated[int, typer.Option("--rerank-k", help="first-stage candidates the reranker reorders")]
+LLMUrlOption = Annotated[str | None, typer.Option(
+    "--llm-url", help="OpenAI-compatible chat endpoint for --rerank llm (default: M3SEARCH_LLM_URL)")]
+LLMModelOption = Annotated[str | None, typer.Option(
+    "--llm-model", help="the endpoint's model for --rerank llm (default: M3SEARCH_LLM_MODEL)")]
 
 
 def parse_weights(text: str | None) -> dict[str, float] | None:
@@ -46,13 +55,15 @@ def parse_weights(text: str | None) -> dict[str, float] | None:
 
 
 def make_request(strategy: str, k: int, filters: list[str] | None, rrf_k: int, weights: str | None,
-                 candidates: int, coarse_dim: int | None, coarse_k: int, fusion: str = "rrf") -> SearchRequest:
+                 candidates: int, coarse_dim: int | None, coarse_k: int, fusion: str = "rrf",
+                 rerank: str | None = None, rerank_k: int = 50) -> SearchRequest:
     grouped: dict[str, list[Any]] = {}
     for key, value in (parse_filter(f) for f in filters or []):
         grouped.setdefault(key, []).append(value)  # a key given twice matches either value
     chosen = {key: values[0] if len(values) == 1 else values for key, values in grouped.items()}
     request = SearchRequest(strategy, k, chosen or None, rrf_k, parse_weights(weights),  # type: ignore[arg-type]
-                            candidates, coarse_dim, coarse_k, fusion)  # type: ignore[arg-type]
+                            candidates, coarse_dim, coarse_k, fusion, rerank=rerank,  # type: ignore[arg-type]
+                            rerank_k=rerank_k)
     return request.checked()[0]
 
 
@@ -64,11 +75,17 @@ def _describe(result: SearchResult) -> None:
         parts = "  ".join(f"{name} #{c.rank} {c.score:.4g}" for name, c in hit.breakdown.items())
         console.print(f"{rank:>2}. {hit.score:.4f} [bold]{hit.document_id}[/]  [dim]{parts}[/]", markup=True)
         console.print("    " + hit.text.replace("\n", " ")[:110], markup=False)
+    rerank = result.details.get("rerank")
+    if isinstance(rerank, dict) and rerank.get("status") == "failed-open":
+        console.print(f"[yellow]rerank by {rerank['by']} failed open (first-stage order kept): "
+                      f"{rerank.get('reason')}[/]")
 
 
 def search(
-    query: Annotated[str, typer.Argument(help="the query")],
     collection: CollectionOption,
+    query: Annotated[str | None, typer.Argument(help="the query (leave it out with --image)")] = None,
+    image: Annotated[Path | None, typer.Option(
+        "--image", help="image->image: search an image collection with this image file (strategy dense)")] = None,
     strategy: StrategyOption = "hybrid",
     k: Annotated[int, typer.Option("--k", help="hits")] = 10,
     filters: FilterOption = None,
@@ -78,6 +95,10 @@ def search(
     candidates: CandidatesOption = 100,
     coarse_dim: CoarseDimOption = None,
     coarse_k: CoarseKOption = 100,
+    rerank: RerankOption = None,
+    rerank_k: RerankKOption = 50,
+    llm_url: LLMUrlOption = None,
+    llm_model: LLMModelOption = None,
     model: ModelOption = None,
     db: DbOption = None,
     store_url: StoreOption = None,
@@ -86,12 +107,23 @@ def search(
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
     """Search a collection (the query is embedded with the model the collection was built with)."""
-    if not query.strip():
-        raise InputError("the query is empty")
-    request = make_request(strategy, k, filters, rrf_k, weights, candidates, coarse_dim, coarse_k, fusion)
+    if image is None and not (query or "").strip():
+        raise InputError("the query is empty (or search an image collection with --image PATH)")
+    if image is not None and query:
+        raise InputError("give a query text or --image, not both")
+    if image is not None and strategy == "hybrid":
+        strategy = "dense"  # image queries search dense vectors only: the default strategy becomes dense
+    request = make_request(strategy, k, filters, rrf_k, weights, candidates, coarse_dim, coarse_k, fusion,
+                           rerank, rerank_k)
+    overrides = {key: value for key, value in (("llm_url", llm_url), ("llm_model", llm_model)) if value}
+    rerankers = RerankerPool(get_settings(**overrides))
+    if request.rerank is not None:
+        rerankers.check(request.rerank)  # before the store opens and the model loads
     with open_store(db, store_url) as store:
         chosen = model or store.active_set(collection).config.model  # default: the collection's own model
-        result = Searcher(store, encoder_for(chosen, backend, precision, False)).search(collection, query, request)
+        searcher = Searcher(store, encoder_for(chosen, backend, precision, False), rerankers=rerankers)
+        result = (searcher.search_image(collection, image, request) if image is not None
+                  else searcher.search(collection, query or "", request))
     if as_json:
         typer.echo(json.dumps(result.as_dict(), ensure_ascii=False))
     else:

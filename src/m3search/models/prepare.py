@@ -17,6 +17,7 @@ import os
 import shutil
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -24,6 +25,7 @@ from typing import Any
 
 from m3search.errors import ConfigError, ModelFormatError
 from m3search.models import onnx as onnx_tools
+from m3search.models.registry import ModelSpec
 from m3search.models.resolve import ResolvedModel
 from m3search.settings import canonical_precision
 
@@ -31,6 +33,8 @@ MANIFEST = "manifest.json"
 FORMAT = 2  # manifests of another format are rebuilt
 _LOCKS: dict[Path, threading.Lock] = {}
 _LOCKS_GUARD = threading.Lock()
+# (spec, checkpoint directory, output graph) -> ExportInfo; the default exports an embedding model
+Exporter = Callable[[ModelSpec, Path, Path], Any]
 
 
 @dataclass(frozen=True)
@@ -124,8 +128,11 @@ def load_prepared(directory: Path) -> PreparedModel | None:
     return PreparedModel(directory, manifest)
 
 
-def prepare_model(resolved: ResolvedModel, home: Path, *, force: bool = False) -> PreparedModel:
+def prepare_model(resolved: ResolvedModel, home: Path, *, force: bool = False,
+                  exporter: Exporter | None = None) -> PreparedModel:
     """Export, fuse and quantize ``resolved`` once; later calls return the cached result.
+
+    ``exporter`` replaces the embedding-model export (cross-encoders export their classification logits).
 
     Concurrent callers in one process wait for the first; files are moved into place atomically.
     """
@@ -137,7 +144,7 @@ def prepare_model(resolved: ResolvedModel, home: Path, *, force: bool = False) -
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(dir=target.parent, prefix=".tmp-") as tmp:
-                manifest = _build(resolved, Path(tmp))
+                manifest = _build(resolved, Path(tmp), exporter)
                 target.mkdir(exist_ok=True)
                 for path in Path(tmp).iterdir():
                     os.replace(path, target / path.name)
@@ -150,12 +157,12 @@ def prepare_model(resolved: ResolvedModel, home: Path, *, force: bool = False) -
         return PreparedModel(target, manifest)
 
 
-def _build(resolved: ResolvedModel, work: Path) -> dict[str, Any]:
+def _build(resolved: ResolvedModel, work: Path, exporter: Exporter | None = None) -> dict[str, Any]:
     from m3search.models.export import export_onnx, read_config
 
     spec, src = resolved.spec, resolved.path
     raw = work / "raw" / "model.onnx"  # a folder: graphs over 2 GB are exported as many external files
-    info = export_onnx(spec, src, raw)
+    info = (exporter or export_onnx)(spec, src, raw)
     fp32 = work / "model.fp32.onnx"
     _copy_graph(raw, fp32)
     fused_graph = work / "fused" / "model.onnx"

@@ -28,6 +28,15 @@ class Tokens:
         return self.original_length > len(self.ids)
 
 
+@dataclass(frozen=True)
+class PairTokens:
+    """Token ids and segment ids of one (query, passage) pair, and its content length before truncation."""
+
+    ids: list[int]
+    type_ids: list[int]
+    original_length: int
+
+
 class TextTokenizer(Protocol):
     """What encoders need from a tokenizer."""
 
@@ -71,6 +80,29 @@ class HFTokenizer:
     def offsets(self, texts: Sequence[str]) -> list[list[tuple[int, int]]]:
         encodings = self._tok.encode_batch(list(texts), add_special_tokens=False)  # parallel, in Rust
         return [[(int(a), int(b)) for a, b in e.offsets] for e in encodings]
+
+    def encode_pairs(self, query: str, passages: Sequence[str], max_length: int) -> list[PairTokens]:
+        """``[CLS] query [SEP] passage [SEP]`` (the model's own pair template) for each passage.
+
+        The passage is truncated first; the query only when it alone would leave the passage less than half
+        of the content budget.
+        """
+        budget = max_length - int(self._tok.num_special_tokens_to_add(True))
+        if budget < 2:
+            raise ConfigError(f"max_length {max_length} leaves no room for a query and a passage")
+        first = self._tok.encode(query, add_special_tokens=False)
+        result = []
+        for second in self._tok.encode_batch(list(passages), add_special_tokens=False):
+            total = len(first.ids) + len(second.ids)
+            q = first
+            if total > budget and len(first.ids) > budget // 2:
+                q = self._tok.encode(query, add_special_tokens=False)
+                q.truncate(max(budget - len(second.ids), budget // 2))
+            if len(q.ids) + len(second.ids) > budget:
+                second.truncate(budget - len(q.ids))
+            pair = self._tok.post_process(q, second, add_special_tokens=True)
+            result.append(PairTokens(list(pair.ids), list(pair.type_ids), total))
+        return result
 
     def token_to_id(self, token: str) -> int | None:
         result: int | None = self._tok.token_to_id(token)

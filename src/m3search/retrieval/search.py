@@ -9,9 +9,11 @@ from pathlib import Path
 
 from m3search.errors import ConfigError, InputError, UnknownModelError
 from m3search.models.encoder import Encoder
+from m3search.models.images import ImageInput
 from m3search.models.registry import ModelSpec, get_spec
 from m3search.retrieval.engine import ENGINE_STRATEGIES, EngineContext
 from m3search.retrieval.memory import IndexCache, check_query_dim
+from m3search.retrieval.rerank import RerankerPool, rerank_result
 from m3search.retrieval.strategies import STRATEGY_FUNCTIONS, Context, Outcome, required_outputs, retrievers_of
 from m3search.retrieval.types import Contribution, SearchHit, SearchRequest, SearchResult
 from m3search.settings import get_settings
@@ -35,11 +37,13 @@ class Searcher:
 
     Without an encoder only pre-computed query embeddings (:meth:`search_embedded`) and ``bm25`` work; ``spec``
     then names the model facts (Matryoshka dimensions) when the registry does not know the collection's model.
+    ``rerankers`` provides the rerank stage's models (default: the process-wide pool with settings read when first
+    needed).
     """
 
     def __init__(self, store: Store, encoder: Encoder | None = None, *, spec: ModelSpec | None = None,
-                 ann_threshold: int | None = None, ann_dir: Path | None = None, cache: IndexCache | None = None
-                 ) -> None:
+                 ann_threshold: int | None = None, ann_dir: Path | None = None, cache: IndexCache | None = None,
+                 rerankers: RerankerPool | None = None) -> None:
         self.store = store
         self.encoder = encoder
         self.spec = spec or (encoder.spec if encoder is not None else None)
@@ -47,6 +51,14 @@ class Searcher:
         self.ann_threshold = get_settings().ann_threshold if ann_threshold is None else ann_threshold
         self.ann_dir = ann_dir if ann_dir is not None else ann_dir_for(store)
         self._cache = cache or _CACHE
+        self._rerankers = rerankers
+
+    @property
+    def rerankers(self) -> RerankerPool:
+        """The rerankers of the rerank stage (settings read on first use)."""
+        if self._rerankers is None:
+            self._rerankers = RerankerPool()
+        return self._rerankers
 
     def _target(self, collection: str) -> EmbeddingSet:
         active = self.store.active_set(collection)
@@ -80,9 +92,28 @@ class Searcher:
             raise InputError("the query is empty")
         start = time.perf_counter()
         request, filters = request.checked()  # before the model loads
+        if request.rerank is not None:
+            self.rerankers.check(request.rerank)
         target = self._target(collection)
         embedding = self._encode(target, [query], [request.strategy])[0]
         result = self._search(target, query, embedding, request, filters)
+        return replace(result, took_ms=(time.perf_counter() - start) * 1000)
+
+    def search_image(self, collection: str, image: ImageInput, request: SearchRequest | None = None) -> SearchResult:
+        """Image->image: ``image`` (a path, encoded bytes or a uint8 array) embedded by the collection's image model
+        (CLIP's vision tower) and searched by the ``dense`` strategy (the default here; others are refused)."""
+        start = time.perf_counter()
+        request, filters = (request or SearchRequest(strategy="dense")).checked()
+        if request.strategy != "dense":
+            raise InputError(f"image queries search dense vectors only: use strategy 'dense', not "
+                             f"'{request.strategy}'")
+        encode = getattr(self.encoder, "encode_images", None)
+        if encode is None:
+            raise ConfigError("image queries need an image model (CLIP) as the Searcher's encoder: the model of an "
+                              "image collection, e.g. clip-vit-b-32")
+        target = self._target(collection)
+        embedding: Embedding = encode([image])[0]
+        result = self._search(target, "", embedding, request, filters)
         return replace(result, took_ms=(time.perf_counter() - start) * 1000)
 
     def _mrl_dims(self, target: EmbeddingSet) -> tuple[int, ...]:
@@ -98,11 +129,16 @@ class Searcher:
         """Search with a query embedding computed beforehand (``text`` serves bm25)."""
         start = time.perf_counter()
         request, filters = (request or SearchRequest()).checked()
+        if request.rerank is not None:
+            self.rerankers.check(request.rerank)
         result = self._search(self._target(collection), text, embedding, request, filters)
         return replace(result, took_ms=(time.perf_counter() - start) * 1000)
 
     def _search(self, target: EmbeddingSet, text: str, embedding: Embedding | None, request: SearchRequest,
                 filters: dict[str, list[Scalar]]) -> SearchResult:
+        if request.rerank is not None:  # the first stage finds rerank_k candidates; the reranker keeps k
+            first = self._search(target, text, embedding, replace(request, k=request.rerank_k, rerank=None), filters)
+            return rerank_result(first, text, request, self.rerankers)
         needed = required_outputs(request.strategy, target)
         if needed and (embedding is None or any(getattr(embedding, o) is None for o in needed)):
             raise InputError(f"strategy '{request.strategy}' needs the query's {', '.join(needed)} output(s)")

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 from m3search.errors import InputError
+from m3search.models.rerankers import LLM, find_reranker, list_rerankers
 from m3search.retrieval.fusion import DEFAULT_RRF_K
 from m3search.store.filters import Filters, Scalar, check_filters
 
@@ -33,6 +34,8 @@ class SearchRequest:
         candidates: how deep each retriever of a fusion or rerank looks.
         coarse_dim: Matryoshka dimension of the first stage (``two_stage``); must be one of the model's.
         coarse_k: candidates kept by the first stage (``two_stage``).
+        rerank: a cross-encoder's registry name, or ``"llm"`` (the configured chat endpoint); None = no rerank.
+        rerank_k: first-stage candidates the reranker reorders (at least ``k``, at most 1000).
     """
 
     strategy: Strategy = "hybrid"
@@ -44,6 +47,8 @@ class SearchRequest:
     coarse_dim: int | None = None
     coarse_k: int = 100
     fusion: Fusion = "rrf"
+    rerank: str | None = None
+    rerank_k: int = 50
 
     def checked(self) -> tuple[SearchRequest, dict[str, list[Scalar]]]:
         """Validate; returns the request and its normalised filters, or raises :class:`InputError`."""
@@ -57,11 +62,34 @@ class SearchRequest:
             raise InputError(f"rrf_k must be an integer >= 0, not {self.rrf_k!r}")
         if self.fusion not in ("rrf", "dbsf"):
             raise InputError(f"fusion must be rrf or dbsf, not {self.fusion!r}")
+        self._check_rerank()
         if self.weights is not None:
             unknown = sorted(set(self.weights) - set(DEFAULT_WEIGHTS))
             if unknown:
                 raise InputError(f"unknown weight(s) {', '.join(unknown)}; use {', '.join(DEFAULT_WEIGHTS)}")
         return self, check_filters(self.filters)
+
+    def _check_rerank(self) -> None:
+        if not isinstance(self.rerank_k, int) or isinstance(self.rerank_k, bool) or not 1 <= self.rerank_k <= 1000:
+            raise InputError(f"rerank_k must be an integer from 1 to 1000, not {self.rerank_k!r}")
+        if self.rerank is None:
+            return
+        if not isinstance(self.rerank, str) or (self.rerank != LLM and find_reranker(self.rerank) is None):
+            known = ", ".join([s.name for s in list_rerankers()] + [LLM])
+            raise InputError(f"unknown reranker {self.rerank!r}; use one of {known} "
+                             f"(see 'm3search models list --rerankers')")
+        if self.rerank_k < self.k:
+            raise InputError(f"rerank_k ({self.rerank_k}) must be at least k ({self.k}): the reranker can only "
+                             f"return candidates the first stage found")
+
+
+@dataclass(frozen=True)
+class RerankNote:
+    """How a hit was reranked: by which model, ``ok`` or ``failed-open`` (first-stage order kept) and why."""
+
+    by: str
+    status: Literal["ok", "failed-open"]
+    reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -82,11 +110,16 @@ class SearchHit:
     text: str
     metadata: dict[str, Any] = field(default_factory=dict)
     breakdown: dict[str, Contribution] = field(default_factory=dict)
+    rerank: RerankNote | None = None
 
     def as_dict(self) -> dict[str, Any]:
+        breakdown: dict[str, dict[str, Any]] = {name: {"rank": c.rank, "score": c.score}
+                                                for name, c in self.breakdown.items()}
+        if self.rerank is not None:  # the rerank's rank and score (None when it failed open), and its status
+            breakdown["rerank"] = {**breakdown.get("rerank", {"rank": None, "score": None}),
+                                   "by": self.rerank.by, "status": self.rerank.status, "reason": self.rerank.reason}
         return {"document_id": self.document_id, "chunk_id": self.chunk_id, "score": self.score, "text": self.text,
-                "metadata": self.metadata,
-                "breakdown": {name: {"rank": c.rank, "score": c.score} for name, c in self.breakdown.items()}}
+                "metadata": self.metadata, "breakdown": breakdown}
 
 
 @dataclass(frozen=True)

@@ -264,11 +264,16 @@ class SearchBody(BaseModel):
     candidates: int = Field(100, ge=1, le=10_000)
     coarse_dim: int | None = None
     coarse_k: int = Field(100, ge=1, le=10_000)
+    rerank: str | None = Field(None, description="a cross-encoder's name, or 'llm' (the server's chat endpoint)")
+    rerank_k: int = Field(50, ge=1, le=1000, description="first-stage candidates the reranker reorders (>= k)")
 
 
 class ContributionOut(BaseModel):
-    rank: int
-    score: float
+    rank: int | None = Field(description="None in 'rerank' when the rerank failed open")
+    score: float | None
+    by: str | None = Field(None, description="'rerank' only: the reranker")
+    status: Literal["ok", "failed-open"] | None = Field(None, description="'rerank' only")
+    reason: str | None = Field(None, description="'rerank' only: why it failed open")
 
 
 class SearchHitOut(BaseModel):

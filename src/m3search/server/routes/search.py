@@ -9,6 +9,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from m3search.errors import InputError
+from m3search.retrieval.rerank import RerankerPool
 from m3search.retrieval.search import Searcher
 from m3search.retrieval.strategies import required_outputs
 from m3search.retrieval.types import STRATEGIES, SearchRequest
@@ -22,8 +23,11 @@ router = APIRouter(prefix="/api/v1", tags=["search"], responses=ERRORS)
 async def run_search(request: Request, body: SearchBody) -> Response:
     service = service_of(request)
     search = SearchRequest(body.strategy, body.k, body.filters, body.rrf_k, body.weights, body.candidates,
-                           body.coarse_dim, body.coarse_k, body.fusion)
+                           body.coarse_dim, body.coarse_k, body.fusion, rerank=body.rerank, rerank_k=body.rerank_k)
     search.checked()
+    rerankers = RerankerPool(service.settings)  # cross-encoders are shared by the process, loaded once
+    if search.rerank is not None:
+        rerankers.check(search.rerank)
     active = await run_in_threadpool(service.store.active_set, body.collection)
     outputs = required_outputs(body.strategy, active)
     embedding = None
@@ -35,7 +39,7 @@ async def run_search(request: Request, body: SearchBody) -> Response:
         request.state.tokens = tokens
         embedding = embeddings[0]
     searcher = Searcher(service.store, encoder, ann_threshold=service.settings.ann_threshold,
-                        cache=service.index_cache)
+                        cache=service.index_cache, rerankers=rerankers)
     result = await run_in_threadpool(searcher.search_embedded, body.collection, body.q, embedding, search)
     return json_response(result.as_dict())
 
@@ -59,6 +63,8 @@ async def search_get(
     fusion: Literal["rrf", "dbsf"] = Query("rrf", description="how hybrid fuses: rank (rrf) or score (dbsf)"),
     candidates: int = Query(100, ge=1, le=10_000),
     filter: list[str] | None = Query(None, description="key=value, repeatable; values are JSON-typed"),
+    rerank: str | None = Query(None, description="a cross-encoder's name, or 'llm'"),
+    rerank_k: int = Query(50, ge=1, le=1000, description="first-stage candidates the reranker reorders (>= k)"),
 ) -> Response:
     """The same search from a URL: ``?q=...&collection=...&strategy=two_stage&coarse_dim=64&coarse_k=100``."""
     if strategy not in STRATEGIES:
@@ -68,5 +74,5 @@ async def search_get(
         filters.setdefault(key, []).append(value)
     body = SearchBody(q=q, collection=collection, strategy=strategy, k=k, filters=filters or None,  # type: ignore[arg-type]
                       rrf_k=rrf_k, fusion=fusion, candidates=candidates, coarse_dim=coarse_dim,
-                      coarse_k=coarse_k)
+                      coarse_k=coarse_k, rerank=rerank, rerank_k=rerank_k)
     return await run_search(request, body)

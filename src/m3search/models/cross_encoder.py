@@ -1,0 +1,215 @@
+"""Cross-encoder rerankers on ONNX Runtime: export, lazy thread-safe sessions, batched pair scoring.
+
+``load_reranker(name)`` is the façade (like :func:`~m3search.models.loader.load_encoder`): construction is cheap;
+the files are resolved, exported to ONNX (fp32 + dynamic INT8, cached under ``M3SEARCH_HOME/onnx/NAME``) and the
+session is built on the first :meth:`CrossEncoderReranker.score`.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from m3search._optional import require
+from m3search.errors import ConfigError, InputError, M3SearchError, ModelFormatError
+from m3search.models.batching import plan_batches
+from m3search.models.export import OPSET, ExportInfo, read_config
+from m3search.models.onnx import build_session
+from m3search.models.prepare import PreparedModel, prepare_model
+from m3search.models.registry import ModelSpec
+from m3search.models.rerankers import RerankerSpec, get_reranker
+from m3search.models.resolve import resolve_model
+from m3search.models.tokenize import HFTokenizer, PairTokens
+from m3search.settings import Settings, get_settings
+
+RerankPrecision = Literal["fp32", "int8-dynamic", "int8"]
+_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def export_classifier(spec: ModelSpec, src: Path, out: Path) -> ExportInfo:
+    """Export a ``*ForSequenceClassification`` checkpoint with one label to ONNX: pair ids -> ``logits`` (batch,).
+
+    Raises:
+        ModelFormatError: unreadable weights, or a classifier with more than one label.
+    """
+    torch = require("torch", "export", "Converting a reranker to ONNX")
+    transformers = require("transformers", "export", "Converting a reranker to ONNX")
+    config = read_config(src)
+    try:
+        model = transformers.AutoModelForSequenceClassification.from_pretrained(
+            str(src), attn_implementation="eager").eval()
+    except Exception as exc:  # transformers/safetensors raise many kinds for truncated or corrupt files
+        raise ModelFormatError(
+            f"cannot read the reranker weights in {src} ({type(exc).__name__}: {exc}); copy the files again "
+            f"or run 'm3search models pull {spec.name}'") from exc
+    if int(model.config.num_labels) != 1:
+        raise ModelFormatError(f"{src} is a classifier with {model.config.num_labels} labels; a reranker has one")
+
+    class Logits(torch.nn.Module):  # type: ignore[misc,name-defined]
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
+            return self.model(input_ids=input_ids, attention_mask=attention_mask,
+                              token_type_ids=token_type_ids).logits[:, 0]
+
+    ids = torch.tensor([[0, 5, 6, 2, 2, 7, 2], [0, 8, 2, 2, 9, 2, 1]], dtype=torch.long)
+    mask = torch.tensor([[1] * 7, [1] * 6 + [0]], dtype=torch.long)
+    types = torch.zeros_like(ids)
+    axes: dict[str, dict[int, str]] = {name: {0: "batch", 1: "sequence"} for name in _INPUTS}
+    axes["logits"] = {0: "batch"}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation/tracer notes (see export.py)
+        torch.onnx.export(Logits().eval(), (ids, mask, types), str(out), input_names=list(_INPUTS),
+                          output_names=["logits"], dynamic_axes=axes, opset_version=OPSET, dynamo=False,
+                          do_constant_folding=True)
+    return ExportInfo(opset=OPSET, num_heads=int(config.get("num_attention_heads", 0)),
+                      hidden_size=int(config.get("hidden_size", 0)), inputs=_INPUTS, outputs=("logits",))
+
+
+def declared_sigmoid(directory: Path, default: bool) -> bool:
+    """Whether scores get a sigmoid: the checkpoint's own ``sentence_transformers.activation_fn`` if it names
+    Identity or Sigmoid (what sentence-transformers' CrossEncoder follows), else the registry's default."""
+    try:
+        config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+        declared = str(config.get("sentence_transformers", {}).get("activation_fn", ""))
+    except (OSError, ValueError, AttributeError):
+        return default
+    if declared.endswith(".Sigmoid"):
+        return True
+    if declared.endswith(".Identity"):
+        return False
+    return default
+
+
+class CrossEncoderReranker:
+    """Scores (query, passage) pairs with a prepared cross-encoder; thread-safe, loaded on first use.
+
+    Args:
+        spec: the reranker's registry facts.
+        prepare: returns the prepared model (resolution + export happen here, once).
+        precision: "fp32" or "int8-dynamic" (alias "int8").
+        threads: intra-op threads of the session.
+        max_length: tokens per pair (default: the spec's ``default_length``).
+        batch_tokens / max_batch_size: the padded-token budget and size cap of one batch.
+    """
+
+    def __init__(self, spec: RerankerSpec, prepare: Callable[[], PreparedModel], *,
+                 precision: RerankPrecision = "int8-dynamic", threads: int = 1, max_length: int | None = None,
+                 batch_tokens: int = 8192, max_batch_size: int = 64) -> None:
+        precision = "int8-dynamic" if precision == "int8" else precision
+        if precision not in ("fp32", "int8-dynamic"):
+            raise ConfigError(f"reranker precision must be fp32 or int8-dynamic, not {precision!r}")
+        length = max_length or spec.default_length
+        if not 2 < length <= spec.max_tokens:
+            raise ConfigError(f"reranker max_length must be from 3 to {spec.max_tokens}, not {length}")
+        self.spec, self.precision, self.threads, self.max_length = spec, precision, threads, length
+        self.batch_tokens, self.max_batch_size = batch_tokens, max_batch_size
+        self._prepare = prepare
+        self._lock = threading.Lock()
+        self._loaded: tuple[PreparedModel, HFTokenizer, Any, bool] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def _load(self) -> tuple[PreparedModel, HFTokenizer, Any, bool]:
+        if self._loaded is None:
+            with self._lock:
+                if self._loaded is None:
+                    prepared = self._prepare()
+                    if "logits" not in prepared.manifest.get("outputs", []):
+                        raise ModelFormatError(f"{prepared.directory} is not a prepared reranker; delete it and "
+                                               f"run 'm3search models prepare {self.spec.name} --force'")
+                    tokenizer = HFTokenizer(prepared.tokenizer_path, prepared.pad_id)
+                    session = build_session(prepared.onnx_path(self.precision), self.threads)
+                    sigmoid = declared_sigmoid(Path(prepared.manifest["source"]), self.spec.sigmoid)
+                    self._loaded = (prepared, tokenizer, session, sigmoid)
+        return self._loaded
+
+    def load(self) -> None:
+        """Resolve, export and open the session now instead of on the first score."""
+        self._load()
+
+    @property
+    def sigmoid(self) -> bool:
+        """Whether :meth:`score` returns ``sigmoid(logit)`` rather than the raw logit."""
+        return self._load()[3]
+
+    def logits(self, query: str, passages: Sequence[str]) -> list[float]:
+        """Raw relevance logits of ``query`` against each passage, in input order."""
+        if not isinstance(query, str) or not query.strip():
+            raise InputError("the query to rerank is empty")
+        if not passages:
+            return []
+        prepared, tokenizer, session, _ = self._load()
+        pairs = tokenizer.encode_pairs(query, [str(p) for p in passages], self.max_length)
+        names = {i.name for i in session.get_inputs()}
+        result = np.zeros(len(pairs), dtype=np.float32)
+        for batch in plan_batches([len(p.ids) for p in pairs], self.batch_tokens, self.max_batch_size):
+            feed = _feed([pairs[i] for i in batch], prepared.pad_id, names)
+            (scores,) = session.run(["logits"], feed)
+            result[batch] = np.asarray(scores, dtype=np.float32).reshape(-1)
+        if not np.isfinite(result).all():
+            raise M3SearchError(f"reranker '{self.spec.name}' produced NaN/Inf scores; its files may be corrupt: "
+                                f"run 'm3search models prepare {self.spec.name} --force' or use fp32")
+        return [float(x) for x in result]
+
+    def score(self, query: str, passages: Sequence[str]) -> list[float]:
+        """Relevance of each passage to ``query`` (higher is better), in input order."""
+        raw = self.logits(query, passages)
+        if not self.sigmoid:
+            return raw
+        return [float(x) for x in 1.0 / (1.0 + np.exp(-np.asarray(raw, dtype=np.float64)))]
+
+
+def _feed(pairs: Sequence[PairTokens], pad_id: int, names: set[str]) -> dict[str, Any]:
+    width = max(len(p.ids) for p in pairs)
+    ids = np.full((len(pairs), width), pad_id, dtype=np.int64)
+    types = np.zeros((len(pairs), width), dtype=np.int64)
+    mask = np.zeros((len(pairs), width), dtype=np.int64)
+    for row, pair in enumerate(pairs):
+        n = len(pair.ids)
+        ids[row, :n], types[row, :n], mask[row, :n] = pair.ids, pair.type_ids, 1
+    feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+    return {name: value for name, value in feed.items() if name in names}
+
+
+def load_reranker(name: str, *, path: str | Path | None = None, precision: RerankPrecision | None = None,
+                  max_length: int | None = None, threads: int | None = None,
+                  settings: Settings | None = None) -> CrossEncoderReranker:
+    """A lazily loading cross-encoder reranker for registry name (or repository id) ``name``.
+
+    Files resolve like an encoder's (path -> registered -> ``M3SEARCH_HOME/models/NAME`` -> HF cache -> download);
+    a missing model raises :class:`~m3search.errors.ModelNotFoundError` with the fix on the first score.
+
+    Args:
+        name: registry name or Hugging Face repository id (see ``m3search models list --rerankers``).
+        path: a directory with the checkpoint (skips resolution).
+        precision: "fp32" or "int8-dynamic" (default: ``M3SEARCH_RERANK_PRECISION``).
+        max_length: tokens per (query, passage) pair (default: the registry's ``default_length``).
+        threads: intra-op threads (default: settings).
+        settings: explicit settings (default: read from the environment now).
+
+    Raises:
+        UnknownModelError: ``name`` is not a registered reranker.
+    """
+    cfg = settings or get_settings()
+    spec = get_reranker(name)
+    source = Path(path) if path is not None else None
+
+    def prepare() -> PreparedModel:
+        resolved = resolve_model(spec.weights, cfg, source)
+        return prepare_model(resolved, cfg.home, exporter=export_classifier)
+
+    return CrossEncoderReranker(spec, prepare, precision=precision or cfg.rerank_precision,
+                                threads=threads or cfg.effective_threads(), max_length=max_length,
+                                batch_tokens=cfg.batch_tokens, max_batch_size=cfg.max_batch_size)
