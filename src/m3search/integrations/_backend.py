@@ -12,16 +12,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from m3search._optional import require
-from m3search.errors import ConfigError, RemoteError, RemoteRequestError
+from m3search.errors import ConfigError, RemoteError
+from m3search.integrations._http import DEFAULT_TIMEOUT, ServerClient
 from m3search.models.encoder import Encoder, Kind
 from m3search.models.loader import load_encoder
 from m3search.models.registry import get_spec
 from m3search.settings import Settings, get_settings
 
 Vector = list[float]
-DEFAULT_TIMEOUT = 60.0
 DEFAULT_BATCH_SIZE = 64
+PATH = "/v1/embeddings"
 
 
 class Backend(Protocol):
@@ -87,11 +87,11 @@ class LocalBackend:
 
 
 class RemoteBackend:
-    """An m3search server's OpenAI-compatible ``POST /v1/embeddings`` over httpx, with ``input_type`` set.
+    """An m3search server's OpenAI-compatible ``POST /v1/embeddings`` with ``input_type`` set (the m3search
+    extension that applies the model's query or document prefix; a server that does not echo it is refused).
 
-    Long input lists go in requests of ``batch_size`` texts. Errors become :class:`~m3search.errors.RemoteError`
-    (unreachable, timed out, 5xx, a server that cannot apply prefixes) or
-    :class:`~m3search.errors.RemoteRequestError` (4xx: a bad key, model, dimension or input).
+    Long input lists go in requests of ``batch_size`` texts; errors are those of
+    :class:`~m3search.integrations._http.ServerClient`.
 
     Args:
         base_url: the server's URL (``http://127.0.0.1:8000``; a trailing ``/v1`` is accepted).
@@ -106,62 +106,33 @@ class RemoteBackend:
     def __init__(self, base_url: str, *, model: str | None = None, api_key: str | None = None,
                  dimensions: int | None = None, timeout: float = DEFAULT_TIMEOUT,
                  batch_size: int = DEFAULT_BATCH_SIZE, extra: str = "llm") -> None:
-        if not base_url.startswith(("http://", "https://")):
-            raise ConfigError(f"the m3search server URL must be http(s)://..., not {base_url!r}")
-        if not timeout > 0 or batch_size < 1:
-            raise ConfigError(f"timeout must be positive and batch_size at least 1, not {timeout}, {batch_size}")
-        base = base_url.rstrip("/")
-        self.base_url = base.removesuffix("/v1")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"batch_size must be a positive integer, not {batch_size!r}")
+        self.client = ServerClient(base_url, api_key=api_key, timeout=timeout, extra=extra)
         self.model = model or ""
-        self._api_key, self._dimensions = api_key, dimensions
-        self.timeout, self.batch_size = timeout, batch_size
-        self._httpx = require("httpx", extra, "Embedding through an m3search server")
-        self._client: Any = None
-        self._lock = threading.Lock()
+        self.batch_size = batch_size
+        self._dimensions = dimensions
 
     def __repr__(self) -> str:  # keeps the key out of logs
-        return f"RemoteBackend(base_url={self.base_url!r}, model={self.model!r}, dimensions={self._dimensions})"
+        return (f"RemoteBackend(base_url={self.client.base_url!r}, model={self.model!r}, "
+                f"dimensions={self._dimensions})")
 
     def embed(self, texts: Sequence[str], kind: Kind) -> list[Vector]:
-        with self._lock:
-            if self._client is None:
-                self._client = self._httpx.Client(timeout=self.timeout)
-            client = self._client
         vectors: list[Vector] = []
         for chunk in self._chunks(texts):
-            try:
-                response = client.post(self._url, json=self._body(chunk, kind), headers=self._headers)
-            except self._httpx.HTTPError as exc:
-                raise self._transport_error(exc) from exc
-            vectors.extend(self._vectors(response, len(chunk), kind))
+            vectors.extend(self._vectors(self.client.post(PATH, self._body(chunk, kind)), len(chunk), kind))
         return vectors
 
     async def aembed(self, texts: Sequence[str], kind: Kind) -> list[Vector]:
         vectors: list[Vector] = []
-        # one client per call: an AsyncClient belongs to the event loop it was made in, and callers may run several
-        async with self._httpx.AsyncClient(timeout=self.timeout) as client:
+        async with self.client.session() as post:
             for chunk in self._chunks(texts):
-                try:
-                    response = await client.post(self._url, json=self._body(chunk, kind), headers=self._headers)
-                except self._httpx.HTTPError as exc:
-                    raise self._transport_error(exc) from exc
-                vectors.extend(self._vectors(response, len(chunk), kind))
+                vectors.extend(self._vectors(await post(PATH, self._body(chunk, kind)), len(chunk), kind))
         return vectors
 
     def close(self) -> None:
-        """Close the pooled connections of the sync client (a later call opens new ones)."""
-        with self._lock:
-            if self._client is not None:
-                self._client.close()
-                self._client = None
-
-    @property
-    def _url(self) -> str:
-        return f"{self.base_url}/v1/embeddings"
-
-    @property
-    def _headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+        """Close pooled connections."""
+        self.client.close()
 
     def _chunks(self, texts: Sequence[str]) -> list[list[str]]:
         items = list(texts)
@@ -175,47 +146,17 @@ class RemoteBackend:
             body["dimensions"] = self._dimensions
         return body
 
-    def _transport_error(self, exc: Exception) -> RemoteError:
-        if isinstance(exc, self._httpx.TimeoutException):
-            return RemoteError(f"m3search server {self.base_url} did not answer within {self.timeout:g} s; "
-                               f"raise timeout= or send fewer texts per request (batch_size=)", code="timeout")
-        return RemoteError(f"m3search server {self.base_url} is unreachable ({type(exc).__name__}); start it "
-                           f"with 'm3search serve' or fix the URL", code="unreachable")
-
-    def _vectors(self, response: Any, expected: int, kind: Kind) -> list[Vector]:
-        where = f"m3search server {self.base_url}"
-        status = int(response.status_code)
-        if status >= 400:
-            raise _status_error(where, status, response)
+    def _vectors(self, body: Any, expected: int, kind: Kind) -> list[Vector]:
+        where = f"m3search server {self.client.base_url}"
         try:
-            body = response.json()
             rows = sorted(body["data"], key=lambda item: int(item["index"]))
             vectors = [[float(x) for x in row["embedding"]] for row in rows]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise RemoteError(f"{where} answered something that is not an embeddings list", status=status) from exc
-        if body.get("input_type") != kind:
+            echoed = body.get("input_type")
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise RemoteError(f"{where} answered something that is not an embeddings list") from exc
+        if echoed != kind:
             raise RemoteError(f"{where} does not apply query/document prefixes (no 'input_type' support: an older "
-                              f"m3search or another server); upgrade it, or embed locally", status=status,
-                              code="no_input_type")
+                              f"m3search or another server); upgrade it, or embed locally", code="no_input_type")
         if len(vectors) != expected:
-            raise RemoteError(f"{where} returned {len(vectors)} vectors for {expected} inputs", status=status)
+            raise RemoteError(f"{where} returned {len(vectors)} vectors for {expected} inputs")
         return vectors
-
-
-def _status_error(where: str, status: int, response: Any) -> RemoteError:
-    """The typed error of an HTTP error answer (the server's ``{"error": {"message", "code"}}`` when present)."""
-    try:
-        error = response.json()["error"]
-        message, code = str(error["message"]), error.get("code")
-    except (ValueError, KeyError, TypeError):
-        message, code = response.text[:200], None
-    if status == 401:
-        return RemoteRequestError(f"{where} refused the API key (HTTP 401): {message}; pass api_key=",
-                                  status=status, code=code)
-    if status == 429:
-        return RemoteError(f"{where} is busy (HTTP 429): {message}", status=status, code=code)
-    if status < 500:
-        return RemoteRequestError(f"{where} refused the request (HTTP {status}): {message}", status=status,
-                                  code=code)
-    return RemoteError(f"{where} failed (HTTP {status}): {message}; see the server's log", status=status,
-                       code=code)

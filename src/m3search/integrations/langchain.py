@@ -20,13 +20,8 @@ require("langchain_core", "langchain", "The LangChain adapter")
 
 from langchain_core.embeddings import Embeddings  # noqa: E402
 
-from m3search.integrations._backend import (  # noqa: E402
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_TIMEOUT,
-    Backend,
-    LocalBackend,
-    RemoteBackend,
-)
+from m3search.integrations._backend import DEFAULT_BATCH_SIZE, Backend, LocalBackend, RemoteBackend  # noqa: E402
+from m3search.integrations._http import DEFAULT_TIMEOUT  # noqa: E402
 from m3search.models.encoder import Encoder  # noqa: E402
 
 __all__ = ["M3SearchEmbeddings"]

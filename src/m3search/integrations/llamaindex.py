@@ -22,13 +22,8 @@ require("llama_index.core", "llamaindex", "The LlamaIndex adapter")
 from llama_index.core.base.embeddings.base import BaseEmbedding  # noqa: E402
 from pydantic import Field, PrivateAttr  # noqa: E402
 
-from m3search.integrations._backend import (  # noqa: E402
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_TIMEOUT,
-    Backend,
-    LocalBackend,
-    RemoteBackend,
-)
+from m3search.integrations._backend import DEFAULT_BATCH_SIZE, Backend, LocalBackend, RemoteBackend  # noqa: E402
+from m3search.integrations._http import DEFAULT_TIMEOUT  # noqa: E402
 from m3search.models.encoder import Encoder  # noqa: E402
 
 __all__ = ["M3SearchEmbedding"]
