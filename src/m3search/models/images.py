@@ -69,6 +69,14 @@ def open_image(source: str | Path | bytes, *, name: str | None = None, max_pixel
     return to_rgb(image)
 
 
+def probe(data: bytes, name: str) -> tuple[int, int, str]:
+    """(width, height, format) of an encoded image, after checking that it decodes (:class:`ImageError` if not)."""
+    decoded = open_image(data, name=name)
+    with io.BytesIO(data) as handle, _pil().open(handle) as header:
+        kind = str(header.format or "unknown").lower()
+    return decoded.width, decoded.height, kind
+
+
 def to_rgb(image: Image) -> Image:
     """RGB, with any transparency composited onto white (as ``CLIPImageProcessor`` does)."""
     pil = _pil()
