@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
+from m3search.cli.images import explain_images, index_image_files, wants_images
 from m3search.cli.options import BackendOption, ForceOption, PrecisionOption, encoder_settings
 from m3search.errors import InputError
 from m3search.models.encoder import Encoder
@@ -48,7 +49,8 @@ def _progress(console: Console, label: str) -> Progress:
 
 
 def index(
-    paths: Annotated[list[Path], typer.Argument(help="files or directories (.txt, .md, .jsonl)")],
+    paths: Annotated[list[Path], typer.Argument(
+        help="files or directories (.txt, .md, .jsonl; images with an image model such as clip-vit-b-32)")],
     collection: CollectionOption,
     model: ModelOption = None,
     db: DbOption = None,
@@ -70,8 +72,12 @@ def index(
     ray_threads: Annotated[int, typer.Option("--ray-threads", help="inference threads (and CPUs) per actor")] = 1,
 ) -> None:
     """Index documents: unchanged ones are skipped, changed ones re-embedded; exit 2 if any were skipped."""
+    if wants_images(model):  # an image model (CLIP): image files into an image collection
+        index_image_files(paths, collection, model=model, db=db, store_url=store_url, max_bytes=max_bytes,
+                          backend=backend, precision=precision, force_precision=force_precision, as_json=as_json)
+        return
     console = Console(stderr=True)
-    sources = read_sources(paths, max_bytes=max_bytes)
+    sources = explain_images(read_sources(paths, max_bytes=max_bytes))
     if not sources.documents:  # nothing usable: no store is opened, no collection created
         for problem in sources.problems:
             typer.echo(f"skipped {problem.source}: {problem.reason}")

@@ -6,13 +6,15 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+from m3search.errors import M3SearchError
 from m3search.models.bge_m3 import BGEM3Encoder
+from m3search.models.clip import ClipEncoder
 from m3search.models.encoder import Encoder
 from m3search.models.hashing import HashEncoder
 from m3search.models.pooled import OnnxEncoder
 from m3search.models.prepare import PreparedModel, prepare_model
 from m3search.models.registry import ModelSpec, get_spec
-from m3search.models.resolve import resolve_model
+from m3search.models.resolve import find_local, resolve_model
 from m3search.models.runtime import RunOptions
 from m3search.settings import Backend, Precision, Settings, get_settings
 
@@ -58,11 +60,13 @@ def load_encoder(
     source = Path(path) if path is not None else None
     if source is not None:
         spec = _sized_like(spec, source)
+    elif spec.family == "clip":  # a local copy's sizes (a test model, a distilled variant) are the true ones
+        spec = _clip_local(spec, cfg)
 
     def prepare() -> PreparedModel:
         return prepare_model(resolve_model(spec, cfg, source), cfg.home)
 
-    kind = BGEM3Encoder if "colbert" in spec.outputs else OnnxEncoder
+    kind = ClipEncoder if spec.family == "clip" else BGEM3Encoder if "colbert" in spec.outputs else OnnxEncoder
     options = RunOptions(
         fidelity_threshold=cfg.fidelity_threshold,
         force_precision=cfg.force_precision,
@@ -90,7 +94,31 @@ def _sized_like(spec: ModelSpec, directory: Path) -> ModelSpec:
         hidden = int(json.loads((directory / "config.json").read_text(encoding="utf-8")).get("hidden_size", 0))
     except (OSError, ValueError, TypeError, AttributeError):
         return spec
+    if spec.family == "clip":
+        return _clip_sized_like(spec, directory)
     if spec.pooling in ("cls", "mean", "last_token") and hidden > 0 and hidden != spec.dim:
         return replace(spec, dim=hidden, mrl_dims=())
     return spec
 
+
+def _clip_sized_like(spec: ModelSpec, directory: Path) -> ModelSpec:
+    """A CLIP ``spec`` with the projection dimension, text length and image size of the files in ``directory``."""
+    try:
+        config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+        dim = int(config.get("projection_dim", spec.dim))
+        tokens = int(config.get("text_config", {}).get("max_position_embeddings", spec.max_tokens))
+        size = int(config.get("vision_config", {}).get("image_size", 0))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return spec
+    image = replace(spec.image, size=size) if spec.image is not None and size > 0 else spec.image
+    return replace(spec, dim=dim if dim > 0 else spec.dim, max_tokens=tokens if tokens > 0 else spec.max_tokens,
+                   image=image)
+
+
+def _clip_local(spec: ModelSpec, cfg: Settings) -> ModelSpec:
+    """``spec`` sized like the local copy that resolution finds, if any (problems surface later, on first use)."""
+    try:
+        found = find_local(spec, cfg)
+    except M3SearchError:
+        return spec
+    return _clip_sized_like(spec, found.path) if found is not None else spec

@@ -161,6 +161,10 @@ def _build(resolved: ResolvedModel, work: Path, exporter: Exporter | None = None
     from m3search.models.export import export_onnx, read_config
 
     spec, src = resolved.spec, resolved.path
+    if spec.family == "clip":  # two towers: the text graph takes the usual place, the vision graph sits beside it
+        from m3search.models.clip_export import build_clip
+
+        return build_clip(resolved, work)
     raw = work / "raw" / "model.onnx"  # a folder: graphs over 2 GB are exported as many external files
     info = (exporter or export_onnx)(spec, src, raw)
     fp32 = work / "model.fp32.onnx"

