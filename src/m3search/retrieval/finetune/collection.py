@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from m3search.retrieval.finetune.queries import SourceChunk
 from m3search.retrieval.lexical import Bm25Index
 from m3search.store.base import Store
@@ -38,17 +40,20 @@ def rebuild_text(title: str, chunks: Sequence[Chunk]) -> str:
     return full[len(prefix):] if title and full.startswith(prefix) else full
 
 
-def _chunk_weights(index: Bm25Index) -> list[dict[str, float]]:
-    """Per row of ``index``: term -> BM25 weight of that term in that chunk (idf times saturated tf)."""
+def _chunk_weights(index: Bm25Index) -> list[tuple[dict[str, float], frozenset[str]]]:
+    """Per row of ``index``: term -> BM25 weight of that term in that chunk (idf times saturated tf), and the
+    chunk's terms that occur in no other chunk."""
     terms = [""] * len(index.vocabulary)
     for term, position in index.vocabulary.items():
         terms[position] = term
+    chunks_with = np.diff(index.weights.indptr)  # CSC: chunks holding each term
     rows = index.weights.tocsr()
     found = []
     for row in range(rows.shape[0]):
-        start, stop = rows.indptr[row], rows.indptr[row + 1]
-        found.append({terms[t]: float(w * index.idf[t]) for t, w in zip(rows.indices[start:stop],
-                                                                         rows.data[start:stop], strict=True)})
+        span = slice(rows.indptr[row], rows.indptr[row + 1])
+        ids, values = rows.indices[span], rows.data[span]
+        found.append(({terms[t]: float(w * index.idf[t]) for t, w in zip(ids, values, strict=True)},
+                      frozenset(terms[t] for t in ids if chunks_with[t] == 1)))
     return found
 
 
@@ -67,7 +72,7 @@ def load_collection(store: Store, collection: str) -> CollectionData:
     for offset in range(0, len(ids), PAGE):
         for hit in store.hits([(c, 0.0) for c in ids[offset:offset + PAGE]], collection):
             chunks.setdefault(hit.doc_id, []).append(SourceChunk(hit.chunk_id, hit.doc_id, hit.text,
-                                                                 weights[row_of[hit.chunk_id]]))
+                                                                 *weights[row_of[hit.chunk_id]]))
     documents = [Document(p.document.doc_id, rebuild_text(p.document.title, p.chunks), p.document.source,
                           p.document.title, p.document.metadata) for p in store.export_documents(collection)]
     return CollectionData(documents, {d: sorted(c, key=lambda s: s.chunk_id) for d, c in chunks.items()})

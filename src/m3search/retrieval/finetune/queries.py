@@ -41,12 +41,14 @@ _WORD = re.compile(r"\S+")
 
 @dataclass(frozen=True)
 class SourceChunk:
-    """A chunk of the collection as the generators see it; ``weights`` maps its terms to BM25 weights."""
+    """A chunk of the collection as the generators see it: ``weights`` maps its terms to BM25 weights,
+    ``unique`` holds its terms that no other chunk has (typos, names: poor keyphrases)."""
 
     chunk_id: int
     doc_id: str
     text: str
     weights: dict[str, float]
+    unique: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -80,11 +82,11 @@ def key_sentences(chunk: SourceChunk, title: str = "") -> list[str]:
 
 
 def keyphrases(chunk: SourceChunk, rng: random.Random) -> list[str]:
-    """Queries of 2 to 4 of the chunk's heaviest BM25 terms (stopwords, numbers and 1-2 letter terms out), the
-    heaviest terms first, each query's terms in text order."""
+    """Queries of 2 to 4 of the chunk's heaviest BM25 terms (stopwords, numbers and 1-2 letter terms out; terms
+    found in no other chunk only after the others), the heaviest terms first, each query's terms in text order."""
     tokens = fts_tokens(chunk.text)  # first-occurrence order
     usable = [t for t in tokens if t not in STOPWORDS and len(t) > 2 and not t.isdigit()]
-    ranked = sorted(usable, key=lambda t: (-chunk.weights.get(t, 0.0), tokens.index(t)))
+    ranked = sorted(usable, key=lambda t: (t in chunk.unique, -chunk.weights.get(t, 0.0), tokens.index(t)))
     queries: list[str] = []
     start = 0
     while start < len(ranked) and len(queries) < PER_CHUNK:
