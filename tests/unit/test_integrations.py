@@ -248,3 +248,88 @@ def test_a_missing_library_names_the_extra(monkeypatch: pytest.MonkeyPatch, modu
     with pytest.raises(MissingDependencyError, match=rf"pip install 'm3search\[{extra}\]'") as missing:
         importlib.import_module(module)
     assert missing.value.extra == extra
+
+
+# retrievers over an m3search collection --------------------------------------------------------------
+
+WORDS_OF = {"wing": "boundary layer flow over a wing", "stall": "the wing stalls at high angle of attack",
+            "heat": "heat transfer in a pipe", "cat": "the cat sat on the mat", "dog": "a dog runs fast"}
+
+
+@pytest.fixture
+def indexed(tmp_path: Path) -> Path:
+    """An index file with collection "kb" of the hash model (documents with metadata)."""
+    from m3search.store.ingest import index_documents
+    from m3search.store.sqlite import SQLiteStore
+    from m3search.store.types import Document
+
+    db = tmp_path / "index.sqlite3"
+    documents = [Document(key, text, "test", metadata={"topic": "aero" if key in ("wing", "stall") else "other"})
+                 for key, text in WORDS_OF.items()]
+    with SQLiteStore(db) as store:
+        index_documents(store, load_encoder("hash"), "kb", documents)
+    return db
+
+
+def _expected(db: Path, query: str, **request: Any) -> list[Any]:
+    from m3search.retrieval.search import Searcher
+    from m3search.retrieval.types import SearchRequest
+    from m3search.store.sqlite import SQLiteStore
+
+    with SQLiteStore(db) as store:
+        return Searcher(store, load_encoder("hash")).search("kb", query, SearchRequest(**request)).hits
+
+
+def test_retrievers_return_the_searchers_hits_locally_and_through_a_server(indexed: Path) -> None:
+    from m3search.integrations.langchain import M3SearchRetriever as ChainRetriever
+    from m3search.integrations.llamaindex import M3SearchRetriever as LlamaRetriever
+
+    query, filters = "wing flow", {"topic": "aero"}
+    hybrid = _expected(indexed, query, strategy="hybrid", k=3)
+    filtered = _expected(indexed, query, strategy="dense", k=5, filters=filters)
+    assert [h.document_id for h in hybrid][:1] == ["wing"] and len(hybrid) == 3
+    assert {h.document_id for h in filtered} == {"wing", "stall"}
+    app = create_app(get_settings(), model="hash", loader=lambda name, dim, precision: load_encoder(name, dim=dim),
+                     db=indexed)
+    with live_server(app) as url:
+        for where in ({"db": indexed}, {"base_url": url}):
+            chain = ChainRetriever("kb", k=3, **where)  # type: ignore[arg-type]
+            documents = chain.invoke(query)
+            assert [(d.metadata["document_id"], d.page_content) for d in documents] == \
+                [(h.document_id, h.text) for h in hybrid]
+            assert documents[0].metadata["topic"] == "aero" and documents[0].id == f"wing#{hybrid[0].chunk_id}"
+            assert [d.metadata["score"] for d in documents] == pytest.approx([h.score for h in hybrid])
+            assert set(documents[0].metadata["breakdown"]) == set(hybrid[0].breakdown)  # dense, bm25 ranks
+            llama = LlamaRetriever("kb", strategy="dense", k=5, filters=filters, **where)  # type: ignore[arg-type]
+            nodes = llama.retrieve(query)
+            assert [n.node.metadata["document_id"] for n in nodes] == [h.document_id for h in filtered]
+            assert [n.score for n in nodes] == pytest.approx([h.score for h in filtered])
+            assert nodes[0].node.source_node is not None and nodes[0].node.source_node.node_id == "wing"
+            assert "breakdown" not in nodes[0].node.get_content(metadata_mode="llm")  # type: ignore[attr-defined]
+            anodes = asyncio.run(llama.aretrieve(query))
+            adocs = asyncio.run(chain.ainvoke(query))
+            assert [n.node.node_id for n in anodes] == [n.node.node_id for n in nodes]
+            assert [d.id for d in adocs] == [d.id for d in documents]
+            chain.close()
+            llama.close()
+
+
+def test_retriever_errors_are_typed(indexed: Path) -> None:
+    from m3search.errors import CollectionNotFoundError
+    from m3search.integrations.langchain import M3SearchRetriever as ChainRetriever
+    from m3search.integrations.llamaindex import M3SearchRetriever as LlamaRetriever
+
+    with pytest.raises(InputError, match="unknown search option"):
+        ChainRetriever("kb", db=indexed, rfr_k=3)
+    with pytest.raises(InputError, match="unknown strategy"):
+        LlamaRetriever("kb", db=indexed, strategy="semantic")
+    with pytest.raises(CollectionNotFoundError):
+        ChainRetriever("nope", db=indexed).invoke("x")
+    app = create_app(get_settings(api_keys=["k-one"]), model="hash",
+                     loader=lambda name, dim, precision: load_encoder(name, dim=dim), db=indexed)
+    with live_server(app) as url:
+        with pytest.raises(RemoteRequestError, match="HTTP 401"):
+            LlamaRetriever("kb", base_url=url).retrieve("x")
+        with pytest.raises(RemoteRequestError, match="HTTP 404") as missing:
+            ChainRetriever("nope", base_url=url, api_key="k-one").invoke("x")
+        assert missing.value.code == "collection_not_found"

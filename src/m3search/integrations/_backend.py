@@ -119,8 +119,9 @@ class RemoteBackend:
 
     def embed(self, texts: Sequence[str], kind: Kind) -> list[Vector]:
         vectors: list[Vector] = []
-        for chunk in self._chunks(texts):
-            vectors.extend(self._vectors(self.client.post(PATH, self._body(chunk, kind)), len(chunk), kind))
+        with self.client.sync_session() as post:
+            for chunk in self._chunks(texts):
+                vectors.extend(self._vectors(post(PATH, self._body(chunk, kind)), len(chunk), kind))
         return vectors
 
     async def aembed(self, texts: Sequence[str], kind: Kind) -> list[Vector]:
@@ -129,10 +130,6 @@ class RemoteBackend:
             for chunk in self._chunks(texts):
                 vectors.extend(self._vectors(await post(PATH, self._body(chunk, kind)), len(chunk), kind))
         return vectors
-
-    def close(self) -> None:
-        """Close pooled connections."""
-        self.client.close()
 
     def _chunks(self, texts: Sequence[str]) -> list[list[str]]:
         items = list(texts)

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 from m3search._optional import require
 from m3search.errors import ConfigError, RemoteError, RemoteRequestError
 
 DEFAULT_TIMEOUT = 60.0
+SyncPost = Callable[[str, dict[str, Any]], Any]
 AsyncPost = Callable[[str, dict[str, Any]], Awaitable[Any]]
 
 
@@ -39,27 +39,27 @@ class ServerClient:
         self.timeout = timeout
         self._api_key = api_key
         self._httpx = require("httpx", extra, "Calling an m3search server")
-        self._client: Any = None
-        self._lock = threading.Lock()
 
     def __repr__(self) -> str:  # keeps the key out of logs
         return f"ServerClient(base_url={self.base_url!r}, timeout={self.timeout})"
 
-    def post(self, path: str, body: dict[str, Any]) -> Any:
-        """POST ``body`` to ``path`` and return the JSON answer (a pooled client, safe across threads)."""
-        with self._lock:
-            if self._client is None:
-                self._client = self._httpx.Client(timeout=self.timeout)
-            client = self._client
-        try:
-            response = client.post(self.base_url + path, json=body, headers=self._headers)
-        except self._httpx.HTTPError as exc:
-            raise self._transport_error(exc) from exc
-        return self._answer(response)
+    @contextmanager
+    def sync_session(self) -> Iterator[SyncPost]:
+        """A ``post`` over one httpx Client (pooled connections for several requests, closed at the end)."""
+        with self._httpx.Client(timeout=self.timeout) as client:
+
+            def post(path: str, body: dict[str, Any]) -> Any:
+                try:
+                    response = client.post(self.base_url + path, json=body, headers=self._headers)
+                except self._httpx.HTTPError as exc:
+                    raise self._transport_error(exc) from exc
+                return self._answer(response)
+
+            yield post
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncPost]:
-        """An async ``post`` over one AsyncClient (which belongs to the running event loop, so one per session)."""
+        """The async :meth:`sync_session` (an AsyncClient belongs to the running event loop: one per session)."""
         async with self._httpx.AsyncClient(timeout=self.timeout) as client:
 
             async def post(path: str, body: dict[str, Any]) -> Any:
@@ -71,17 +71,15 @@ class ServerClient:
 
             yield post
 
+    def post(self, path: str, body: dict[str, Any]) -> Any:
+        """POST ``body`` to ``path`` and return the JSON answer."""
+        with self.sync_session() as post:
+            return post(path, body)
+
     async def apost(self, path: str, body: dict[str, Any]) -> Any:
         """One async POST (see :meth:`session` for several)."""
         async with self.session() as post:
             return await post(path, body)
-
-    def close(self) -> None:
-        """Close the sync client's pooled connections (a later call opens new ones)."""
-        with self._lock:
-            if self._client is not None:
-                self._client.close()
-                self._client = None
 
     @property
     def _headers(self) -> dict[str, str]:

@@ -8,23 +8,35 @@
     embeddings = M3SearchEmbeddings(model="bge-m3")                      # in-process encoder
     embeddings = M3SearchEmbeddings(base_url="http://127.0.0.1:8000")   # an m3search server
     store = InMemoryVectorStore(embedding=embeddings)
+
+    retriever = M3SearchRetriever(collection="docs", strategy="hybrid", k=5)  # an m3search collection
+    retriever = M3SearchRetriever(collection="docs", base_url="http://127.0.0.1:8000")
+    documents = retriever.invoke("how do wings stall?")
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from m3search._optional import require
 
 require("langchain_core", "langchain", "The LangChain adapter")
 
+from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, CallbackManagerForRetrieverRun  # noqa: E402
+from langchain_core.documents import Document  # noqa: E402
 from langchain_core.embeddings import Embeddings  # noqa: E402
+from langchain_core.retrievers import BaseRetriever  # noqa: E402
+from pydantic import PrivateAttr  # noqa: E402
 
 from m3search.integrations._backend import DEFAULT_BATCH_SIZE, Backend, LocalBackend, RemoteBackend  # noqa: E402
 from m3search.integrations._http import DEFAULT_TIMEOUT  # noqa: E402
+from m3search.integrations._search import SearchBackend, search_backend, search_request  # noqa: E402
 from m3search.models.encoder import Encoder  # noqa: E402
+from m3search.retrieval.search import Searcher  # noqa: E402
+from m3search.retrieval.types import SearchHit  # noqa: E402
 
-__all__ = ["M3SearchEmbeddings"]
+__all__ = ["M3SearchEmbeddings", "M3SearchRetriever"]
 
 
 class M3SearchEmbeddings(Embeddings):
@@ -76,3 +88,62 @@ class M3SearchEmbeddings(Embeddings):
     async def aembed_query(self, text: str) -> list[float]:
         """:meth:`embed_query` without blocking the event loop."""
         return (await self.backend.aembed([text], "query"))[0]
+
+
+class M3SearchRetriever(BaseRetriever):
+    """A LangChain retriever over an m3search collection: any strategy (hybrid by default: dense + sparse fused),
+    with metadata filters and reranking, in this process or through a server's ``/api/v1/search``.
+
+    Each hit becomes a ``Document`` whose ``page_content`` is the chunk's text and whose ``metadata`` is the
+    document's metadata plus ``document_id``, ``chunk_id``, ``score`` (the fused score) and ``breakdown``
+    (each retriever's ``{"rank", "score"}``).
+
+    Args:
+        collection: the collection's name.
+        strategy: dense, sparse, bm25, colbert, hybrid, weighted, all or two_stage.
+        k: hits to return.
+        filters: metadata filters (``{"key": value}`` or ``{"key": [values]}``).
+        base_url: an m3search server's URL; None searches locally.
+        api_key: the server's API key.
+        timeout: seconds per server request.
+        searcher: a ready local Searcher.
+        db: the local SQLite index file (default: ``M3SEARCH_DB``).
+        store_url: a local store URL instead (Qdrant).
+        model: the local query model (default: the collection's).
+        **options: other :class:`~m3search.retrieval.types.SearchRequest` fields (``rrf_k``, ``weights``,
+            ``candidates``, ``coarse_dim``, ``rerank``...).
+    """
+
+    collection: str
+    base_url: str | None = None
+    _backend: SearchBackend = PrivateAttr()
+
+    def __init__(self, collection: str, *, strategy: str = "hybrid", k: int = 10,
+                 filters: dict[str, Any] | None = None, base_url: str | None = None, api_key: str | None = None,
+                 timeout: float = DEFAULT_TIMEOUT, searcher: Searcher | None = None, db: str | Path | None = None,
+                 store_url: str | None = None, model: str | None = None, **options: Any) -> None:
+        backend = search_backend(collection, search_request(strategy, k, filters, options), base_url=base_url,
+                                 api_key=api_key, timeout=timeout, searcher=searcher, db=db, store_url=store_url,
+                                 model=model, extra="langchain")
+        fields: dict[str, Any] = {"collection": collection, "base_url": base_url}
+        super().__init__(**fields)
+        self._backend = backend
+
+    def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun
+                                ) -> list[Document]:
+        return [_document(hit) for hit in self._backend.search(query)]
+
+    async def _aget_relevant_documents(self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun
+                                       ) -> list[Document]:
+        return [_document(hit) for hit in await self._backend.asearch(query)]
+
+    def close(self) -> None:
+        """Close the store this retriever opened, or its server connections."""
+        self._backend.close()
+
+
+def _document(hit: SearchHit) -> Document:
+    breakdown = {name: {"rank": c.rank, "score": c.score} for name, c in hit.breakdown.items()}
+    metadata = {**hit.metadata, "document_id": hit.document_id, "chunk_id": hit.chunk_id, "score": hit.score,
+                "breakdown": breakdown}
+    return Document(page_content=hit.text, metadata=metadata, id=f"{hit.document_id}#{hit.chunk_id}")

@@ -8,6 +8,9 @@
     embed_model = M3SearchEmbedding(model_name="bge-m3")                    # in-process encoder
     embed_model = M3SearchEmbedding(base_url="http://127.0.0.1:8000")      # an m3search server
     index = VectorStoreIndex.from_documents(documents, embed_model=embed_model)
+
+    retriever = M3SearchRetriever("docs", strategy="hybrid", k=5)          # an m3search collection
+    nodes = retriever.retrieve("how do wings stall?")
 """
 
 from __future__ import annotations
@@ -19,14 +22,21 @@ from m3search._optional import require
 
 require("llama_index.core", "llamaindex", "The LlamaIndex adapter")
 
+from llama_index.core.base.base_retriever import BaseRetriever  # noqa: E402
 from llama_index.core.base.embeddings.base import BaseEmbedding  # noqa: E402
+from llama_index.core.callbacks import CallbackManager  # noqa: E402
+from llama_index.core.schema import NodeRelationship, NodeWithScore, QueryBundle, RelatedNodeInfo, TextNode  # noqa: E402
 from pydantic import Field, PrivateAttr  # noqa: E402
 
 from m3search.integrations._backend import DEFAULT_BATCH_SIZE, Backend, LocalBackend, RemoteBackend  # noqa: E402
 from m3search.integrations._http import DEFAULT_TIMEOUT  # noqa: E402
+from m3search.integrations._search import SearchBackend, search_backend, search_request  # noqa: E402
 from m3search.models.encoder import Encoder  # noqa: E402
+from m3search.retrieval.search import Searcher  # noqa: E402
+from m3search.retrieval.types import SearchHit  # noqa: E402
 
-__all__ = ["M3SearchEmbedding"]
+__all__ = ["M3SearchEmbedding", "M3SearchRetriever"]
+_HIT_KEYS = ["document_id", "chunk_id", "breakdown"]
 
 
 class M3SearchEmbedding(BaseEmbedding):
@@ -91,3 +101,59 @@ class M3SearchEmbedding(BaseEmbedding):
 
     async def _aget_text_embeddings(self, texts: list[str]) -> list[list[float]]:
         return await self._backend.aembed(texts, "document")
+
+
+class M3SearchRetriever(BaseRetriever):
+    """A LlamaIndex retriever over an m3search collection: any strategy (hybrid by default: dense + sparse fused),
+    with metadata filters and reranking, in this process or through a server's ``/api/v1/search``.
+
+    Each hit becomes a ``NodeWithScore``: a ``TextNode`` (id ``document_id#chunk_id``, the chunk's text, the
+    document's metadata plus ``document_id``, ``chunk_id`` and ``breakdown``, kept out of the LLM's and the
+    embedder's view; its SOURCE relationship is the document) with the fused score.
+
+    Args:
+        collection: the collection's name.
+        strategy: dense, sparse, bm25, colbert, hybrid, weighted, all or two_stage.
+        k: hits to return.
+        filters: metadata filters (``{"key": value}`` or ``{"key": [values]}``).
+        base_url: an m3search server's URL; None searches locally.
+        api_key: the server's API key.
+        timeout: seconds per server request.
+        searcher: a ready local Searcher.
+        db: the local SQLite index file (default: ``M3SEARCH_DB``).
+        store_url: a local store URL instead (Qdrant).
+        model: the local query model (default: the collection's).
+        callback_manager: LlamaIndex's callback manager.
+        **options: other :class:`~m3search.retrieval.types.SearchRequest` fields (``rrf_k``, ``weights``,
+            ``candidates``, ``coarse_dim``, ``rerank``...).
+    """
+
+    def __init__(self, collection: str, *, strategy: str = "hybrid", k: int = 10,
+                 filters: dict[str, Any] | None = None, base_url: str | None = None, api_key: str | None = None,
+                 timeout: float = DEFAULT_TIMEOUT, searcher: Searcher | None = None, db: str | Path | None = None,
+                 store_url: str | None = None, model: str | None = None,
+                 callback_manager: CallbackManager | None = None, **options: Any) -> None:
+        self.backend: SearchBackend = search_backend(
+            collection, search_request(strategy, k, filters, options), base_url=base_url, api_key=api_key,
+            timeout=timeout, searcher=searcher, db=db, store_url=store_url, model=model, extra="llamaindex")
+        super().__init__(callback_manager=callback_manager)
+
+    def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        return [_node(hit) for hit in self.backend.search(query_bundle.query_str)]
+
+    async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        return [_node(hit) for hit in await self.backend.asearch(query_bundle.query_str)]
+
+    def close(self) -> None:
+        """Close the store this retriever opened, or its server connections."""
+        self.backend.close()
+
+
+def _node(hit: SearchHit) -> NodeWithScore:
+    breakdown = {name: {"rank": c.rank, "score": c.score} for name, c in hit.breakdown.items()}
+    node = TextNode(id_=f"{hit.document_id}#{hit.chunk_id}", text=hit.text,
+                    metadata={**hit.metadata, "document_id": hit.document_id, "chunk_id": hit.chunk_id,
+                              "breakdown": breakdown},
+                    excluded_llm_metadata_keys=_HIT_KEYS, excluded_embed_metadata_keys=_HIT_KEYS,
+                    relationships={NodeRelationship.SOURCE: RelatedNodeInfo(node_id=hit.document_id)})
+    return NodeWithScore(node=node, score=hit.score)
