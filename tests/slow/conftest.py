@@ -45,3 +45,11 @@ def tiny_m3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from m3search.testing import build_random_bge_m3
 
     return build_random_bge_m3(tmp_path_factory.mktemp("tiny-bge-m3"))
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random-weight CLIP (ViT-B/32 layout, 224 px images, 32 px patches), built once per session."""
+    from tests.tiny_clip import build_tiny_clip
+
+    return build_tiny_clip(tmp_path_factory.mktemp("tiny-clip"))

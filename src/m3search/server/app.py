@@ -18,7 +18,7 @@ from m3search.server import errors
 from m3search.server.engines import EncoderPool, Loader, settings_loader
 from m3search.server.metrics import Metrics
 from m3search.server.middleware import RequestMiddleware
-from m3search.server.routes import catalog, documents, embeddings, finetune, ops, search
+from m3search.server.routes import catalog, documents, embeddings, finetune, images, ops, search
 from m3search.server.service import Service
 from m3search.settings import Settings, get_settings
 from m3search.store.urls import configured_store
@@ -60,7 +60,7 @@ def create_app(settings: Settings | None = None, *, model: str | None = None, pr
     app = FastAPI(title="m3search", version=__version__, lifespan=lifespan, docs_url=None,
                   description="Local-first embeddings (OpenAI-compatible) and hybrid retrieval around BAAI/bge-m3.")
     errors.install(app)
-    for module in (embeddings, catalog, documents, search, finetune, ops):
+    for module in (embeddings, catalog, documents, search, images, finetune, ops):
         app.include_router(module.router)
     ops.install_docs(app)
     if cfg.cors_origins:

@@ -321,3 +321,10 @@ class FineTuneJobOut(BaseModel):
     error: str | None = None
     output_dir: str
     report: dict[str, Any] | None = Field(None, description="the report.json of a finished job")
+
+
+class ImageSearchBody(BaseModel):
+    image: str = Field(min_length=1, description="the query image, base64-encoded file bytes (a data: URL is accepted)")
+    collection: str = Field(description="an image collection (built with an image model such as clip-vit-b-32)")
+    k: int = Field(10, ge=1, le=1000)
+    filters: dict[str, Any] | None = None

@@ -232,12 +232,17 @@ def start_index(store: Store, encoder: Encoder, collection: str, documents: Sequ
     return plan, report
 
 
+def refuse_image_model(encoder: Encoder) -> None:
+    """:class:`ConfigError` for an image model (CLIP): text vectors must never enter an image collection."""
+    if encoder.spec.family == "clip":
+        raise ConfigError(f"model '{encoder.spec.name}' builds image collections: index image files with it, and "
+                          f"text into another collection with a text model (e.g. --model bge-m3)")
+
+
 def prepare_documents(encoder: Encoder, batch: Sequence[Document], outputs: Sequence[Output], chunk_tokens: int,
                       overlap: int, *, vectors: bool = True, embed: EmbedFn | None = None) -> list[PreparedDocument]:
     """Chunk ``batch`` and embed every chunk (or leave the vectors out): ready for one ``write_documents``."""
-    if encoder.spec.family == "clip":  # text vectors must never enter an image collection
-        raise ConfigError(f"model '{encoder.spec.name}' builds image collections: index image files with it, and "
-                          f"text into another collection with a text model (e.g. --model bge-m3)")
+    refuse_image_model(encoder)
     embed = embed or direct_embed(encoder)
     pieces = chunk_texts([_full_text(d) for d in batch], encoder.tokenizer, chunk_tokens, overlap)
     texts = [c.text for chunks in pieces for c in chunks]
@@ -280,6 +285,7 @@ def index_documents(
     ``embed`` replaces the direct call of the encoder (a server passes one that goes through its batcher).
     """
     start = time.perf_counter()
+    refuse_image_model(encoder)  # before the collection is created
     plan, report = start_index(store, encoder, collection, documents, outputs=outputs, chunk_tokens=chunk_tokens,
                                overlap=overlap, progress=progress)
     for offset in range(0, len(plan.todo), batch_docs):
