@@ -246,3 +246,22 @@ def test_server_generates_in_the_background(make_client: Callable[..., TestClien
     expect_error(client.get(f"/api/v1/fine-tuning/jobs/{'0' * 32}"), 404)
     expect_error(client.get("/api/v1/fine-tuning/jobs/not-a-job"), 400)
     assert sorted(p.name for p in (isolated_home / "finetune").iterdir()) == [job_id]
+
+
+def test_server_job_fails_with_the_llm_error_and_writes_nothing(make_client: Callable[..., TestClient],
+                                                                isolated_home: Path) -> None:
+    client = make_client()
+    client.put("/api/v1/embedding-configs/fake", json={"id": "fake", "model": "hash"})
+    client.post("/api/v1/embedding-sets", json={"collection": "kb", "embedding_config_id": "fake"})
+    documents = [{"id": d, "title": title, "text": text} for d, (title, text) in DOCS.items()]
+    assert client.post("/api/v1/collections/kb/documents", json={"documents": documents}).status_code == 200
+    with fake_llm(_llm_reply, status=503) as down:
+        started = client.post("/api/v1/fine-tuning/generate", json={"collection": "kb", "llm": {"url": down.url,
+                                                                                                "model": "m"}})
+        assert started.status_code == 202, started.text
+        deadline = time.monotonic() + 30
+        while (body := client.get(f"/api/v1/fine-tuning/jobs/{started.json()['id']}").json())["state"] == "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    assert body["state"] == "failed" and "HTTP 503" in body["error"] and body["report"] is None
+    assert list((isolated_home / "finetune" / body["id"]).iterdir()) == []

@@ -133,9 +133,12 @@ class GeneratedData:
     report: GenerationReport
 
 
-def _candidates(data: CollectionData, options: GenerateOptions, report: GenerationReport) -> list[Candidate]:
+def _candidates(data: CollectionData, options: GenerateOptions, report: GenerationReport,
+                progress: Progress | None) -> list[Candidate]:
     found: list[Candidate] = []
     for doc in data.documents:
+        if progress is not None:
+            progress(0, 0)  # nothing searched yet; lets a server job stop between documents (LLM calls are slow)
         chunks = data.chunks.get(doc.doc_id, [])
         if not chunks:
             continue
@@ -238,7 +241,7 @@ def generate(store: Store, encoder: Encoder, collection: str, options: GenerateO
     report = GenerationReport(collection, store.active_set(collection).config.model, options.as_dict(),
                               len(data.documents), data.chunk_count)
     searcher = searcher or Searcher(store, encoder)
-    candidates = _deduplicated(_candidates(data, options, report), report)
+    candidates = _deduplicated(_candidates(data, options, report, progress), report)
     examples = _examples(searcher, collection, data, candidates, options, report, progress) if candidates else []
     validation_docs = split_documents([e.doc_id for e in examples], options.validation_split, options.seed)
     train = [e for e in examples if e.doc_id not in validation_docs]
