@@ -155,7 +155,7 @@ class CrossEncoderReranker:
         names = {i.name for i in session.get_inputs()}
         result = np.zeros(len(pairs), dtype=np.float32)
         for batch in plan_batches([len(p.ids) for p in pairs], self.batch_tokens, self.max_batch_size):
-            feed = _feed([pairs[i] for i in batch], prepared.pad_id, names)
+            feed = _feed([pairs[i] for i in batch], prepared.pad_id, names, segments=self.spec.family == "bert")
             (scores,) = session.run(["logits"], feed)
             result[batch] = np.asarray(scores, dtype=np.float32).reshape(-1)
         if not np.isfinite(result).all():
@@ -171,14 +171,18 @@ class CrossEncoderReranker:
         return [float(x) for x in 1.0 / (1.0 + np.exp(-np.asarray(raw, dtype=np.float64)))]
 
 
-def _feed(pairs: Sequence[PairTokens], pad_id: int, names: set[str]) -> dict[str, Any]:
+def _feed(pairs: Sequence[PairTokens], pad_id: int, names: set[str], *, segments: bool) -> dict[str, Any]:
+    """Padded arrays of a batch; BERT pairs carry segment ids (0 query, 1 passage), XLM-R ones all zeros (one
+    token type, as its tokenizer feeds them)."""
     width = max(len(p.ids) for p in pairs)
     ids = np.full((len(pairs), width), pad_id, dtype=np.int64)
     types = np.zeros((len(pairs), width), dtype=np.int64)
     mask = np.zeros((len(pairs), width), dtype=np.int64)
     for row, pair in enumerate(pairs):
         n = len(pair.ids)
-        ids[row, :n], types[row, :n], mask[row, :n] = pair.ids, pair.type_ids, 1
+        ids[row, :n], mask[row, :n] = pair.ids, 1
+        if segments:
+            types[row, :n] = pair.type_ids
     feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
     return {name: value for name, value in feed.items() if name in names}
 
