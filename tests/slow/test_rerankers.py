@@ -167,7 +167,7 @@ def _index(db: Path, settings: Settings) -> None:
                         [Document(f"p{i}", text, "test") for i, text in enumerate(PASSAGES)])
 
 
-def test_cli_search_rerank_and_models_commands(home_with_reranker: Settings, tmp_path: Path,
+def test_cli_search_rerank_and_models_commands(home_with_reranker: Settings, tmp_path: Path, bert_dir: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     db = tmp_path / "i.sqlite3"
     _index(db, home_with_reranker)
@@ -189,6 +189,10 @@ def test_cli_search_rerank_and_models_commands(home_with_reranker: Settings, tmp
     assert all(h["breakdown"]["rerank"]["by"] == MINILM for h in result["hits"]) and candidates
     code, out, _ = _run(["search", QUERY, "-c", "kb", "--db", str(db), "-s", "bm25", "--rerank", MINILM], capsys)
     assert code == 0 and "first_stage #" in out and "rerank #1" in out
+    code, out, _ = _run(["models", "add", MINILM, str(bert_dir)], capsys)
+    assert code == 0 and f"registered {MINILM} -> {bert_dir}" in out
+    code, out, _ = _run(["models", "list", "--rerankers", "--json"], capsys)
+    assert {row["name"]: row["source"] for row in json.loads(out)}[MINILM] == "registered"
 
 
 def test_server_search_rerank_loads_the_model_once(home_with_reranker: Settings, tmp_path: Path) -> None:

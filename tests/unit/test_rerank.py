@@ -265,3 +265,17 @@ def test_cli_llm_rerank_json(hash_db: str, capsys: pytest.CaptureFixture[str]) -
     result = json.loads(out)
     assert code == 0 and result["rerank"]["status"] == "ok" and len(first) == 2
     assert [h["document_id"] for h in result["hits"]] == [first[1], first[0]]
+
+
+def test_cli_models_add_and_list_rerankers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "partial").mkdir()
+    (tmp_path / "partial" / "config.json").write_text("{}")
+    code, _, err = _run(["models", "add", "ms-marco-minilm-l-6-v2", str(tmp_path / "partial")], capsys)
+    assert code == 2 and "lacks tokenizer.json" in err and len(err.strip().splitlines()) == 1
+    code, out, _ = _run(["models", "list", "--rerankers", "--json"], capsys)
+    rows = {row["name"]: row for row in json.loads(out)}
+    assert code == 0 and set(rows) == {"bge-reranker-v2-m3", "ms-marco-minilm-l-6-v2"}
+    assert not any(row["available"] for row in rows.values())
+    assert rows["ms-marco-minilm-l-6-v2"]["revision"] == "c5ee24cb16019beea0893ab7796b1df96625c6b8"
+    code, _, err = _run(["models", "prepare", "bge-reranker-v2-m3"], capsys)
+    assert code == 2 and "models pull bge-reranker-v2-m3" in err

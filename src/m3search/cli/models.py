@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from m3search.cli.options import BackendOption, ForceOption, PrecisionOption, encoder_settings
-from m3search.cli.rerankers import prepare_reranker, print_rerankers, pull_reranker
+from m3search.cli.rerankers import add_reranker, prepare_reranker, print_rerankers, pull_reranker
 from m3search.models.loader import load_encoder
 from m3search.models.pooled import OnnxEncoder
 from m3search.models.prepare import prepare_model
@@ -77,6 +77,9 @@ def add(
     path: Annotated[Path, typer.Argument(help="directory with config.json, tokenizer.json and weights")],
 ) -> None:
     """Use model files you already have (e.g. copied from a machine with internet access)."""
+    if find_reranker(name) is not None:  # a cross-encoder's files
+        typer.echo(add_reranker(name, path))
+        return
     resolved = register_dir(get_settings(), name, path)
     typer.echo(f"registered {resolved.spec.name} -> {resolved.path}")
 

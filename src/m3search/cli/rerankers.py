@@ -1,4 +1,4 @@
-"""Rerankers in ``m3search models``: ``list --rerankers``, and ``pull``/``prepare`` of a reranker's name."""
+"""Rerankers in ``m3search models``: ``list --rerankers``, and ``add``/``pull``/``prepare`` of a reranker's name."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from m3search.errors import ConfigError
 from m3search.models.cross_encoder import export_classifier
-from m3search.models.prepare import prepare_model
+from m3search.models.prepare import prepare_model, write_json
 from m3search.models.rerankers import RerankerSpec, get_reranker, list_rerankers
-from m3search.models.resolve import find_local, pull, resolve_model
+from m3search.models.resolve import find_local, pull, registered_dirs, resolve_model
 from m3search.settings import get_settings
 
 
@@ -59,3 +60,21 @@ def prepare_reranker(name: str, model_path: Path | None, force: bool) -> list[st
     prepared = prepare_model(resolved, settings.home, force=force, exporter=export_classifier)
     return [f"{key}: {prepared.directory / v['file']} ({v['bytes'] / 1e6:.1f} MB)"
             for key, v in prepared.manifest["variants"].items()]
+
+
+def add_reranker(name: str, path: Path) -> str:
+    """Remember ``path`` as the files of reranker ``name`` (``models add``); returns the line to print."""
+    spec = get_reranker(name)
+    settings = get_settings()
+    checked = find_local(spec.weights, settings, path)  # an explicit path: validated, never looked up elsewhere
+    assert checked is not None
+    directory = checked.path
+    entries = registered_dirs(settings)
+    entries[spec.name] = str(directory)
+    target = settings.home / "models.json"
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_json(target, dict(entries))
+    except OSError as exc:
+        raise ConfigError(f"cannot write {target} ({exc}); set M3SEARCH_HOME to a writable directory") from exc
+    return f"registered {spec.name} -> {directory}"
