@@ -192,3 +192,16 @@ def test_real_clip_finds_the_cat(settings: Settings, photos: Path, tmp_path: Pat
                                 ("an astronaut", "astronaut.jpg")):
             hits = searcher.search("photos", query, SearchRequest(strategy="dense", k=5)).hits
             assert hits[0].document_id == expected, (query, [h.document_id for h in hits])
+
+
+def test_qdrant_edge_image_collection(clip: ClipEncoder, settings: Settings, photos: Path, tmp_path: Path) -> None:
+    pytest.importorskip("qdrant_edge", reason="qdrant-edge-py is in the dev extra")
+    from m3search.store.urls import configured_store
+
+    with configured_store(settings, url=f"qdrant+edge:///{tmp_path}/edge") as store:
+        assert index_images(store, clip, "photos", read_images([photos]).documents).added == 5
+        searcher = Searcher(store, clip)
+        query = variant(data.chelsea(), tmp_path / "cat.png")
+        assert searcher.search_image("photos", query).hits[0].document_id == "sub/chelsea.webp"
+        hits = searcher.search("photos", "a cat", SearchRequest(strategy="dense", k=5)).hits
+        assert sorted(h.document_id for h in hits) == sorted(SAMPLES)
