@@ -13,8 +13,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from m3search.cli.app import main
+from m3search.errors import FidelityError
 from m3search.models.cross_encoder import CrossEncoderReranker, load_reranker
 from m3search.models.loader import load_encoder
+from m3search.models.rerank_fidelity import METRIC
 from m3search.models.rerankers import get_reranker
 from m3search.models.resolve import find_local
 from m3search.retrieval import rerank as rerank_module
@@ -132,16 +134,30 @@ def test_batches_restore_input_order(bert_dir: Path, settings: Settings) -> None
 
 
 @pytest.mark.parametrize(("name", "fixture"), [(MINILM, "bert_dir"), (BGE, "xlmr_dir")])
-def test_int8_ranks_like_fp32(name: str, fixture: str, settings: Settings, request: pytest.FixtureRequest) -> None:
+def test_int8_ranks_like_fp32_and_is_checked(name: str, fixture: str, settings: Settings,
+                                            request: pytest.FixtureRequest) -> None:
     directory: Path = request.getfixturevalue(fixture)
     fp32 = np.asarray(load_reranker(name, path=directory, precision="fp32", settings=settings).logits(QUERY, PASSAGES))
-    int8 = np.asarray(load_reranker(name, path=directory, precision="int8", settings=settings).logits(QUERY, PASSAGES))
+    forced = load_reranker(name, path=directory, precision="int8", settings=settings.model_copy(
+        update={"force_precision": True}))
+    int8 = np.asarray(forced.logits(QUERY, PASSAGES))
     ranks32, ranks8 = np.argsort(np.argsort(-fp32)), np.argsort(np.argsort(-int8))
     spearman = 1 - 6 * float(((ranks32 - ranks8) ** 2).sum()) / (len(fp32) * (len(fp32) ** 2 - 1))
     # Measured on these random-weight models: Spearman 0.96 (BERT), 0.88 (XLM-R, whose 250k x 32 embedding table is
     # quantized too); no real reranker weights exist here to measure a trained one.
     assert spearman > 0.85 and int(np.argmax(fp32)) == int(np.argmax(int8))
     assert float(np.abs(fp32 - int8).mean()) < 0.15 * float(np.ptp(fp32))
+    # The held-out check ran once and its figures are in the manifest; a threshold above them refuses INT8.
+    variant = forced._load()[0].variant("onnxruntime", "int8-dynamic")
+    assert variant is not None
+    figures = variant["rerank_fidelity"]
+    assert set(figures) == {METRIC, "rank_spearman_min", "top1_agreement", "max_abs_logit_error"}
+    assert 0.0 < figures[METRIC] < 1.0 and figures["max_abs_logit_error"] > 0.0
+    lenient = settings.model_copy(update={"fidelity_threshold": figures[METRIC] - 1e-6})
+    load_reranker(name, path=directory, precision="int8", settings=lenient).load()
+    strict = settings.model_copy(update={"fidelity_threshold": figures[METRIC] + 1e-6})
+    with pytest.raises(FidelityError, match=f"reranker {name} int8-dynamic keeps {METRIC}"):
+        load_reranker(name, path=directory, precision="int8", settings=strict).load()
 
 
 def _run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

@@ -279,3 +279,23 @@ def test_cli_models_add_and_list_rerankers(tmp_path: Path, capsys: pytest.Captur
     assert rows["ms-marco-minilm-l-6-v2"]["revision"] == "c5ee24cb16019beea0893ab7796b1df96625c6b8"
     code, _, err = _run(["models", "prepare", "bge-reranker-v2-m3"], capsys)
     assert code == 2 and "models pull bge-reranker-v2-m3" in err
+
+
+def test_fidelity_figures_and_threshold() -> None:
+    from m3search.errors import FidelityError
+    from m3search.models import rerank_fidelity
+
+    def logits(session: object, query: str, passages: Sequence[str]) -> np.ndarray:
+        base = np.array([float(len(p) % 13) + len(query) / 100 for p in passages], dtype=np.float32)
+        return base if session == "fp32" else -base  # "int8" reverses every ranking
+
+    same = rerank_fidelity.measure(logits, "fp32", "fp32")
+    assert same == {"rank_spearman_mean": 1.0, "rank_spearman_min": 1.0, "top1_agreement": 1.0,
+                    "max_abs_logit_error": 0.0}
+    reversed_ = rerank_fidelity.measure(logits, "fp32", "int8")
+    assert reversed_["rank_spearman_mean"] < 0 and reversed_["top1_agreement"] < 1.0
+    rerank_fidelity.check(same, "m", 0.99, False)
+    rerank_fidelity.check(reversed_, "m", 0.99, True)  # forced: used anyway
+    with pytest.raises(FidelityError, match="rank_spearman_mean"):
+        rerank_fidelity.check(reversed_, "m", 0.99, False)
+    assert len(rerank_fidelity.sample()) == rerank_fidelity.QUERIES

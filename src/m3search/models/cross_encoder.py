@@ -18,6 +18,7 @@ import numpy as np
 
 from m3search._optional import require
 from m3search.errors import ConfigError, InputError, M3SearchError, ModelFormatError
+from m3search.models import rerank_fidelity
 from m3search.models.batching import plan_batches
 from m3search.models.export import OPSET, ExportInfo, read_config
 from m3search.models.onnx import build_session
@@ -27,6 +28,7 @@ from m3search.models.rerankers import RerankerSpec, get_reranker
 from m3search.models.resolve import resolve_model
 from m3search.models.tokenize import HFTokenizer, PairTokens
 from m3search.settings import Settings, get_settings
+from m3search.types import FloatArray
 
 RerankPrecision = Literal["fp32", "int8-dynamic", "int8"]
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -90,13 +92,24 @@ def declared_sigmoid(directory: Path, default: bool) -> bool:
     return default
 
 
+def position_limit(directory: Path, family: str) -> int | None:
+    """The longest input the checkpoint's position table allows (XLM-R reserves two positions), if it says."""
+    try:
+        positions = int(json.loads((directory / "config.json").read_text(encoding="utf-8"))["max_position_embeddings"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return positions - 2 if family == "xlm-roberta" else positions
+
+
 class CrossEncoderReranker:
     """Scores (query, passage) pairs with a prepared cross-encoder; thread-safe, loaded on first use.
 
     Args:
         spec: the reranker's registry facts.
         prepare: returns the prepared model (resolution + export happen here, once).
-        precision: "fp32" or "int8-dynamic" (alias "int8").
+        precision: "fp32" or "int8-dynamic" (alias "int8"); INT8 is checked against fp32 on a held-out sample
+            on first use and refused (:class:`~m3search.errors.FidelityError`) below ``fidelity_threshold`` (the
+            mean per-query Spearman correlation of the rankings) unless ``force_precision``.
         threads: intra-op threads of the session.
         max_length: tokens per pair (default: the spec's ``default_length``).
         batch_tokens / max_batch_size: the padded-token budget and size cap of one batch.
@@ -104,7 +117,8 @@ class CrossEncoderReranker:
 
     def __init__(self, spec: RerankerSpec, prepare: Callable[[], PreparedModel], *,
                  precision: RerankPrecision = "int8-dynamic", threads: int = 1, max_length: int | None = None,
-                 batch_tokens: int = 8192, max_batch_size: int = 64) -> None:
+                 batch_tokens: int = 8192, max_batch_size: int = 64, fidelity_threshold: float = 0.99,
+                 force_precision: bool = False) -> None:
         precision = "int8-dynamic" if precision == "int8" else precision
         if precision not in ("fp32", "int8-dynamic"):
             raise ConfigError(f"reranker precision must be fp32 or int8-dynamic, not {precision!r}")
@@ -113,6 +127,7 @@ class CrossEncoderReranker:
             raise ConfigError(f"reranker max_length must be from 3 to {spec.max_tokens}, not {length}")
         self.spec, self.precision, self.threads, self.max_length = spec, precision, threads, length
         self.batch_tokens, self.max_batch_size = batch_tokens, max_batch_size
+        self.fidelity_threshold, self.force_precision = fidelity_threshold, force_precision
         self._prepare = prepare
         self._lock = threading.Lock()
         self._loaded: tuple[PreparedModel, HFTokenizer, Any, bool] | None = None
@@ -130,10 +145,27 @@ class CrossEncoderReranker:
                         raise ModelFormatError(f"{prepared.directory} is not a prepared reranker; delete it and "
                                                f"run 'm3search models prepare {self.spec.name} --force'")
                     tokenizer = HFTokenizer(prepared.tokenizer_path, prepared.pad_id)
+                    source = Path(prepared.manifest["source"])
+                    self.max_length = min(self.max_length, position_limit(source, self.spec.family) or self.max_length)
                     session = build_session(prepared.onnx_path(self.precision), self.threads)
-                    sigmoid = declared_sigmoid(Path(prepared.manifest["source"]), self.spec.sigmoid)
+                    if self.precision != "fp32":
+                        self._check_fidelity(prepared, tokenizer, session)
+                    sigmoid = declared_sigmoid(source, self.spec.sigmoid)
                     self._loaded = (prepared, tokenizer, session, sigmoid)
         return self._loaded
+
+    def _check_fidelity(self, prepared: PreparedModel, tokenizer: HFTokenizer, session: Any) -> None:
+        """Measure INT8 against fp32 on the held-out sample once (kept in the manifest); refuse it below the
+        threshold unless forced."""
+        entry = prepared.variant("onnxruntime", self.precision) or {}
+        figures: dict[str, float] | None = entry.get("rerank_fidelity")
+        if figures is None:
+            reference = build_session(prepared.onnx_path("fp32"), self.threads)
+            figures = rerank_fidelity.measure(
+                lambda s, q, p: self._run(s, tokenizer, prepared.pad_id, q, p), reference, session)
+            prepared.record("onnxruntime", self.precision, {"rerank_fidelity": figures})
+        rerank_fidelity.check(figures, f"reranker {self.spec.name} {self.precision}", self.fidelity_threshold,
+                              self.force_precision)
 
     def load(self) -> None:
         """Resolve, export and open the session now instead of on the first score."""
@@ -151,17 +183,22 @@ class CrossEncoderReranker:
         if not passages:
             return []
         prepared, tokenizer, session, _ = self._load()
-        pairs = tokenizer.encode_pairs(query, [str(p) for p in passages], self.max_length)
-        names = {i.name for i in session.get_inputs()}
-        result = np.zeros(len(pairs), dtype=np.float32)
-        for batch in plan_batches([len(p.ids) for p in pairs], self.batch_tokens, self.max_batch_size):
-            feed = _feed([pairs[i] for i in batch], prepared.pad_id, names, segments=self.spec.family == "bert")
-            (scores,) = session.run(["logits"], feed)
-            result[batch] = np.asarray(scores, dtype=np.float32).reshape(-1)
+        result = self._run(session, tokenizer, prepared.pad_id, query, passages)
         if not np.isfinite(result).all():
             raise M3SearchError(f"reranker '{self.spec.name}' produced NaN/Inf scores; its files may be corrupt: "
                                 f"run 'm3search models prepare {self.spec.name} --force' or use fp32")
         return [float(x) for x in result]
+
+    def _run(self, session: Any, tokenizer: HFTokenizer, pad_id: int, query: str, passages: Sequence[str]
+             ) -> FloatArray:
+        pairs = tokenizer.encode_pairs(query, [str(p) for p in passages], self.max_length)
+        names = {i.name for i in session.get_inputs()}
+        result = np.zeros(len(pairs), dtype=np.float32)
+        for batch in plan_batches([len(p.ids) for p in pairs], self.batch_tokens, self.max_batch_size):
+            feed = _feed([pairs[i] for i in batch], pad_id, names, segments=self.spec.family == "bert")
+            (scores,) = session.run(["logits"], feed)
+            result[batch] = np.asarray(scores, dtype=np.float32).reshape(-1)
+        return result
 
     def score(self, query: str, passages: Sequence[str]) -> list[float]:
         """Relevance of each passage to ``query`` (higher is better), in input order."""
@@ -216,4 +253,5 @@ def load_reranker(name: str, *, path: str | Path | None = None, precision: Reran
 
     return CrossEncoderReranker(spec, prepare, precision=precision or cfg.rerank_precision,
                                 threads=threads or cfg.effective_threads(), max_length=max_length,
-                                batch_tokens=cfg.batch_tokens, max_batch_size=cfg.max_batch_size)
+                                batch_tokens=cfg.batch_tokens, max_batch_size=cfg.max_batch_size,
+                                fidelity_threshold=cfg.fidelity_threshold, force_precision=cfg.force_precision)
