@@ -9,7 +9,7 @@ import typer
 
 from m3search._optional import require
 from m3search.cli.index import DbOption, StoreOption, open_store
-from m3search.models.registry import get_spec
+from m3search.models.local import lookup_spec
 from m3search.settings import get_settings
 
 
@@ -32,7 +32,7 @@ def serve(
 
     overrides: dict[str, object] = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
     settings = get_settings(**overrides)
-    get_spec(model or settings.default_model)  # an unknown model is exit 2 now, not an error per request
+    lookup_spec(model or settings.default_model, settings)  # an unknown model is exit 2 now, not an error per request
     open_store(db, store_url).close()  # an unusable store too (opened again by the app)
     configure_logging(log_level)
     app = create_app(settings, model=model, preload=preload, db=Path(db) if db else None, store_url=store_url)

@@ -11,9 +11,10 @@ from m3search.models.bge_m3 import BGEM3Encoder
 from m3search.models.clip import ClipEncoder
 from m3search.models.encoder import Encoder
 from m3search.models.hashing import HashEncoder
+from m3search.models.local import lookup_spec
 from m3search.models.pooled import OnnxEncoder
 from m3search.models.prepare import PreparedModel, prepare_model
-from m3search.models.registry import ModelSpec, get_spec
+from m3search.models.registry import ModelSpec
 from m3search.models.resolve import find_local, resolve_model
 from m3search.models.runtime import RunOptions
 from m3search.settings import Backend, Precision, Settings, get_settings
@@ -37,7 +38,7 @@ def load_encoder(
     :class:`~m3search.errors.ModelNotFoundError` with the commands that fix them.
 
     Args:
-        name: registry name or Hugging Face repo id.
+        name: registry name, Hugging Face repo id or local model name.
         path: a directory with the model's files (skips resolution).
         precision: "fp32", "bf16", "int8-dynamic" (default; alias "int8") or "int8-static"; each reduced
             precision is checked against fp32 on first use and refused below the fidelity threshold.
@@ -48,7 +49,7 @@ def load_encoder(
         settings: explicit settings (default: read from the environment now).
     """
     cfg = settings or get_settings()
-    spec = get_spec(name or cfg.default_model)
+    spec = lookup_spec(name or cfg.default_model, cfg)
     common: dict[str, object] = {
         "dim": dim,
         "max_length": max_length or (min(cfg.max_length, spec.max_tokens) if cfg.max_length else None),

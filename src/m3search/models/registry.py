@@ -66,6 +66,8 @@ class ModelSpec:
         image: for image models (family "clip"), the vision tower's input facts; None for text-only models.
         int8_embeddings: quantize the word-embedding table too (large vocabularies: BGE-M3's 250k x 1024
             table is 1 GB in fp32); small models keep it fp32 for fidelity.
+        base: for a local model (fine-tuned, registered with ``m3search finetune train`` or ``models add --base``),
+            the registry model it derives from; such a model has no hub repository and is never downloaded.
     """
 
     name: str
@@ -88,6 +90,7 @@ class ModelSpec:
     int8_embeddings: bool = False
     description: str = ""
     image: ImageFacts | None = None
+    base: str = ""
 
     def __post_init__(self) -> None:
         if self.dim <= 0 or self.max_tokens <= 0:
@@ -98,7 +101,9 @@ class ModelSpec:
             raise ConfigError(f"model '{self.name}': mrl_dims must start at dim and decrease")
         if (self.family == "clip") != (self.image is not None):
             raise ConfigError(f"model '{self.name}': image facts are required for, and only for, CLIP models")
-        if self.family != "hash" and not (self.hf_repo and len(self.revision) == 40):
+        if self.base and (self.hf_repo or self.revision):
+            raise ConfigError(f"model '{self.name}': a local model (base '{self.base}') has no hub repository")
+        if self.family != "hash" and not self.base and not (self.hf_repo and len(self.revision) == 40):
             raise ConfigError(f"model '{self.name}': a pinned 40-character revision is required")
 
     @property

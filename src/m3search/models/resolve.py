@@ -1,8 +1,8 @@
 """Find a model's files, offline first.
 
-Order: explicit path -> directories registered with ``m3search models add`` -> ``M3SEARCH_HOME/models/NAME``
--> the Hugging Face cache at the pinned revision -> installed model packages -> a download with
-huggingface_hub (only when online and not ``HF_HUB_OFFLINE``).
+Order: explicit path -> a local model's own directory -> directories registered with ``m3search models add``
+-> ``M3SEARCH_HOME/models/NAME`` -> the Hugging Face cache at the pinned revision -> installed model packages
+-> a download with huggingface_hub (only when online and not ``HF_HUB_OFFLINE``).
 """
 
 from __future__ import annotations
@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from m3search.errors import ConfigError, ModelFormatError, ModelNotFoundError
+from m3search.errors import ConfigError, ModelNotFoundError
+from m3search.models.files import check_model_dir, write_json_atomic
+from m3search.models.local import local_dir
 from m3search.models.registry import ModelSpec, get_spec
 from m3search.settings import Settings
 
-Source = Literal["path", "registered", "home", "hf-cache", "package", "download"]
-_WEIGHTS = ("model.safetensors", "pytorch_model.bin", "model.onnx")
+Source = Literal["path", "local", "registered", "home", "hf-cache", "package", "download"]
 
 
 @dataclass(frozen=True)
@@ -31,21 +32,6 @@ class ResolvedModel:
     spec: ModelSpec
     path: Path
     source: Source
-
-
-def check_model_dir(path: Path, name: str) -> Path:
-    """Raise a ModelFormatError naming what is missing unless ``path`` holds a usable model."""
-    if not path.is_dir():
-        raise ModelFormatError(f"model directory {path} does not exist or is not a directory")
-    missing = [f for f in ("config.json", "tokenizer.json") if not (path / f).is_file()]
-    if not any((path / w).is_file() for w in _WEIGHTS):
-        missing.append(" or ".join(_WEIGHTS))
-    if missing:
-        raise ModelFormatError(
-            f"model directory {path} for '{name}' lacks {', '.join(missing)}; copy the complete model "
-            f"there or run 'm3search models pull {name}'"
-        )
-    return path
 
 
 def _registry_file(settings: Settings) -> Path:
@@ -74,14 +60,7 @@ def register_dir(settings: Settings, name: str, path: Path) -> ResolvedModel:
     directory = check_model_dir(path.expanduser().resolve(), spec.name)
     entries = registered_dirs(settings)
     entries[spec.name] = str(directory)
-    target = _registry_file(settings)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(entries, indent=2, sort_keys=True), encoding="utf-8")
-        os.replace(tmp, target)
-    except OSError as exc:
-        raise ConfigError(f"cannot write {target} ({exc}); set M3SEARCH_HOME to a writable directory") from exc
+    write_json_atomic(_registry_file(settings), entries)
     return ResolvedModel(spec, directory, "registered")
 
 
@@ -122,6 +101,9 @@ def find_local(spec: ModelSpec, settings: Settings, path: Path | None = None) ->
     """The first local copy in resolution order, without any network access."""
     if path is not None:
         return ResolvedModel(spec, check_model_dir(path.expanduser().resolve(), spec.name), "path")
+    local = local_dir(spec, settings)
+    if local is not None:
+        return ResolvedModel(spec, local, "local")
     registered = registered_dirs(settings).get(spec.name)
     if registered:
         return ResolvedModel(spec, check_model_dir(Path(registered), spec.name), "registered")
@@ -162,6 +144,9 @@ def pull(spec: ModelSpec, settings: Settings) -> ResolvedModel:
     """Download the pinned revision into ``M3SEARCH_HOME/models/NAME`` with huggingface_hub."""
     if not spec.needs_weights:
         raise ConfigError(f"model '{spec.name}' has no weights to download")
+    if spec.base:
+        raise ConfigError(f"model '{spec.name}' is a local model (derived from '{spec.base}'): it has no hub "
+                          f"repository to download; its files are where it was registered ('m3search models list')")
     if settings.is_offline:
         raise ModelNotFoundError(spec.name, "downloads are disabled: M3SEARCH_OFFLINE or HF_HUB_OFFLINE is set")
     unreachable = hub_unreachable()

@@ -10,7 +10,8 @@ from pathlib import Path
 from m3search.errors import ConfigError, InputError, UnknownModelError
 from m3search.models.encoder import Encoder
 from m3search.models.images import ImageInput
-from m3search.models.registry import ModelSpec, get_spec
+from m3search.models.local import lookup_spec
+from m3search.models.registry import ModelSpec
 from m3search.retrieval.engine import ENGINE_STRATEGIES, EngineContext
 from m3search.retrieval.memory import IndexCache, check_query_dim
 from m3search.retrieval.rerank import RerankerPool, rerank_result
@@ -120,7 +121,7 @@ class Searcher:
         if self.spec is not None:
             return self.spec.mrl_dims
         try:
-            return get_spec(target.config.model).mrl_dims
+            return lookup_spec(target.config.model).mrl_dims
         except UnknownModelError:
             return ()
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from m3search.models.encoder import Encoder
 from m3search.models.loader import load_encoder
-from m3search.models.registry import get_spec
+from m3search.models.local import lookup_spec
 from m3search.settings import PRECISIONS, Precision, Settings
 
 # (model name, output dimension or None, precision or None) -> a lazily loading encoder.
@@ -36,7 +36,7 @@ class EncoderPool:
 
     def get(self, name: str | None = None, *, dim: int | None = None, precision: str | None = None) -> Encoder:
         """The encoder of ``name`` (default model if None); unknown names raise ``UnknownModelError``."""
-        model = get_spec(name or self.default_model).name
+        model = lookup_spec(name or self.default_model).name
         key = (model, dim, precision)
         with self._lock:
             if key not in self._encoders:
@@ -52,7 +52,7 @@ class EncoderPool:
 
     def is_warm(self, name: str | None = None) -> bool:
         with self._lock:
-            return get_spec(name or self.default_model).name in self._warm
+            return lookup_spec(name or self.default_model).name in self._warm
 
     def mark_warm(self, name: str) -> None:
         with self._lock:

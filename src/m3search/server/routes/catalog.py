@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Path, Request, Response
 
 from m3search.errors import DimensionError, InputError, NotFoundError, StoreError
-from m3search.models.registry import get_spec
+from m3search.models.local import lookup_spec
 from m3search.server.jobs import Progress
 from m3search.server.routes.common import ERRORS, service_of
 from m3search.server.schemas import (
@@ -34,7 +34,7 @@ JOB_BATCH = 64  # chunks per background batch: small enough that interactive req
 
 def validate_config(body: NamedConfigIn) -> NamedConfigOut:
     """The configuration with its defaults filled in, or :class:`DimensionError` saying what the model allows."""
-    spec = get_spec(body.model)
+    spec = lookup_spec(body.model)
     trained = list(spec.mrl_dims)
     supports = bool(trained) if body.supports_mrl is None else body.supports_mrl
     if supports and not trained:

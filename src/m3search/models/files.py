@@ -1,0 +1,38 @@
+"""Checks and writes shared by the model lookups: a usable model directory, an atomic JSON file."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from m3search.errors import ConfigError, ModelFormatError
+
+WEIGHTS = ("model.safetensors", "pytorch_model.bin", "model.onnx")
+
+
+def check_model_dir(path: Path, name: str) -> Path:
+    """Raise a ModelFormatError naming what is missing unless ``path`` holds a usable model."""
+    if not path.is_dir():
+        raise ModelFormatError(f"model directory {path} does not exist or is not a directory")
+    missing = [f for f in ("config.json", "tokenizer.json") if not (path / f).is_file()]
+    if not any((path / w).is_file() for w in WEIGHTS):
+        missing.append(" or ".join(WEIGHTS))
+    if missing:
+        raise ModelFormatError(
+            f"model directory {path} for '{name}' lacks {', '.join(missing)}; copy the complete model "
+            f"there or run 'm3search models pull {name}'"
+        )
+    return path
+
+
+def write_json_atomic(target: Path, data: Any) -> None:
+    """Write ``data`` as JSON to ``target`` through a temporary file and a rename (never half-written)."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, target)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {target} ({exc}); set M3SEARCH_HOME to a writable directory") from exc
