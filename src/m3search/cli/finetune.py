@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from m3search.cli.finetune_train import train_command
 from m3search.cli.index import CollectionOption, DbOption, ModelOption, StoreOption, encoder_for, open_store
 from m3search.cli.options import BackendOption, PrecisionOption
 from m3search.errors import ConfigError
@@ -77,3 +78,6 @@ def generate_command(
         console = Console(highlight=False)
         for line in _summary(report, out):
             console.print(line, markup=False)
+
+
+app.command("train")(train_command)
