@@ -4,25 +4,31 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 
 from m3search.cli.app import main
-from m3search.errors import ConfigError, InputError, LLMError
+from m3search.errors import ConfigError, FidelityError, InputError, LLMError
+from m3search.models import rerank_fidelity
 from m3search.models.chat import ChatEndpoint
+from m3search.models.loader import load_encoder
 from m3search.models.rerankers import get_reranker, list_rerankers
 from m3search.retrieval.rerank import LLMReranker, RerankerPool, parse_order
 from m3search.retrieval.search import Searcher
 from m3search.retrieval.types import SearchRequest, SearchResult
 from m3search.settings import Settings, get_settings
 from m3search.store.base import Store
+from m3search.store.ingest import index_documents
+from m3search.store.sqlite import SQLiteStore
 from m3search.store.types import Chunk, Document, EmbeddingConfig, PreparedDocument
 from m3search.store.urls import open_store
 from m3search.types import Embedding, SparseVector
 from tests.fake_llm import fake_llm
+from tests.http import DOCS
 
 CONFIG = EmbeddingConfig("synthetic", "0" * 40, 16, None, ("dense", "sparse"), "fp32")
 WORDS = ["wing", "flow", "heat", "plate", "shock", "wave", "boundary", "layer", "jet", "nozzle"]
@@ -282,9 +288,6 @@ def test_cli_models_add_and_list_rerankers(tmp_path: Path, capsys: pytest.Captur
 
 
 def test_fidelity_figures_and_threshold() -> None:
-    from m3search.errors import FidelityError
-    from m3search.models import rerank_fidelity
-
     def logits(session: object, query: str, passages: Sequence[str]) -> np.ndarray:
         base = np.array([float(len(p) % 13) + len(query) / 100 for p in passages], dtype=np.float32)
         return base if session == "fp32" else -base  # "int8" reverses every ranking
@@ -299,3 +302,25 @@ def test_fidelity_figures_and_threshold() -> None:
     with pytest.raises(FidelityError, match="rank_spearman_mean"):
         rerank_fidelity.check(reversed_, "m", 0.99, False)
     assert len(rerank_fidelity.sample()) == rerank_fidelity.QUERIES
+
+
+# --- HTTP ---------------------------------------------------------------------------------------------------------
+
+def test_server_llm_rerank_and_fail_open(make_client: Callable[..., TestClient], tmp_path: Path) -> None:
+    with SQLiteStore(tmp_path / "db.sqlite3") as opened:  # the database make_client's app serves
+        index_documents(opened, load_encoder("hash"), "kb", [Document(d["id"], d["text"], "test") for d in DOCS])
+    body = {"q": "wing flow heat", "collection": "kb", "strategy": "bm25", "k": 2, "rerank": "llm", "rerank_k": 3}
+    with fake_llm(lambda messages: "[2, 1]") as llm:
+        client = make_client(llm_url=llm.url, llm_model="tiny-chat")
+        first = client.post("/api/v1/search", json={**body, "rerank": None}).json()["hits"]
+        ranked = client.post("/api/v1/search", json=body)
+        llm.status = 500
+        failed = client.get("/api/v1/search", params=body)
+    assert ranked.status_code == failed.status_code == 200
+    assert [h["document_id"] for h in ranked.json()["hits"]] == [first[1]["document_id"], first[0]["document_id"]]
+    assert ranked.json()["rerank"]["status"] == "ok"
+    assert failed.json()["rerank"]["status"] == "failed-open" and "HTTP 500" in failed.json()["rerank"]["reason"]
+    assert [h["document_id"] for h in failed.json()["hits"]] == [h["document_id"] for h in first]
+    assert all(h["breakdown"]["rerank"]["status"] == "failed-open" for h in failed.json()["hits"])
+    bad = client.post("/api/v1/search", json={**body, "rerank_k": 1001})
+    assert bad.status_code == 400 and "rerank_k" in bad.json()["error"]["message"]
