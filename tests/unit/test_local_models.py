@@ -204,3 +204,13 @@ def test_train_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFix
     code, _, err = run(["finetune", "train", "--data", str(data), "--out", str(tmp_path / "out")], capsys)
     assert code == 2 and "train.jsonl:2: not a JSON object" in err and len(err.strip().splitlines()) == 1
     assert local_models() == {} and not (tmp_path / "out").exists()
+
+
+def test_local_names_work_where_model_names_do(tmp_path: Path) -> None:
+    from m3search import load_encoder
+    from m3search.cli.images import wants_images
+
+    register_local("x-ft", "multilingual-e5-large", model_dir(tmp_path / "ft", hidden=48))
+    encoder = load_encoder("x-ft")  # construction is lazy: nothing is exported here
+    assert (encoder.spec.name, encoder.spec.dim, encoder.spec.query_prefix) == ("x-ft", 48, "query: ")
+    assert wants_images("x-ft") is False

@@ -13,7 +13,7 @@ from m3search.cli.options import encoder_settings
 from m3search.errors import InputError
 from m3search.models.images import is_image_path
 from m3search.models.loader import load_encoder
-from m3search.models.registry import get_spec
+from m3search.models.local import lookup_spec
 from m3search.settings import get_settings
 from m3search.store.images import IMAGE_COLLECTION_HINT, index_images, read_images
 from m3search.store.ingest import Sources
@@ -22,7 +22,7 @@ from m3search.store.urls import configured_store
 
 def wants_images(model: str | None) -> bool:
     """Whether ``index`` with ``model`` (default: M3SEARCH_DEFAULT_MODEL) builds an image collection."""
-    return get_spec(model or get_settings().default_model).family == "clip"
+    return lookup_spec(model or get_settings().default_model).family == "clip"
 
 
 def explain_images(sources: Sources) -> Sources:

@@ -16,7 +16,7 @@ from m3search.errors import ConfigError, RemoteError
 from m3search.integrations._http import DEFAULT_TIMEOUT, ServerClient
 from m3search.models.encoder import Encoder, Kind
 from m3search.models.loader import load_encoder
-from m3search.models.registry import get_spec
+from m3search.models.local import lookup_spec
 from m3search.settings import Settings, get_settings
 
 Vector = list[float]
@@ -51,7 +51,8 @@ class LocalBackend:
 
     def __init__(self, model: str | None = None, *, path: str | Path | None = None, dimensions: int | None = None,
                  encoder: Encoder | None = None, settings: Settings | None = None) -> None:
-        spec = encoder.spec if encoder is not None else get_spec(model or (settings or get_settings()).default_model)
+        chosen = model or (settings or get_settings()).default_model
+        spec = encoder.spec if encoder is not None else lookup_spec(chosen, settings)
         if "dense" not in spec.outputs:
             raise ConfigError(f"model '{spec.name}' has no dense vectors (it produces {', '.join(spec.outputs)}); "
                               f"choose a dense model for embeddings")
