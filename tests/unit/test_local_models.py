@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -214,3 +215,11 @@ def test_local_names_work_where_model_names_do(tmp_path: Path) -> None:
     encoder = load_encoder("x-ft")  # construction is lazy: nothing is exported here
     assert (encoder.spec.name, encoder.spec.dim, encoder.spec.query_prefix) == ("x-ft", 48, "query: ")
     assert wants_images("x-ft") is False
+
+
+def test_server_lists_local_models_and_resolves_their_names(tmp_path: Path, client: Any) -> None:
+    register_local("x-ft", "all-minilm-l6-v2", model_dir(tmp_path / "ft", hidden=32))
+    models = {m["id"]: m for m in client.get("/api/v1/models").json()["data"]}
+    assert models["x-ft"]["dim"] == 32 and models["x-ft"]["pooling"] == "mean" and not models["x-ft"]["loaded"]
+    unknown = client.post("/v1/embeddings", json={"model": "y-ft", "input": ["hello"]})
+    assert unknown.status_code in (400, 404) and "x-ft" in unknown.text  # the error lists the local names
