@@ -170,7 +170,7 @@ def train(spec: ModelSpec, base_dir: Path, data: Path, out: Path, params: TrainP
     ``out`` is replaced only if it holds an earlier result (its ``m3search_finetune.json``).
     """
     params = params.checked()
-    if out.exists() and not (out / META_FILE).is_file() and any(out.iterdir()):
+    if out.exists() and (not out.is_dir() or (not (out / META_FILE).is_file() and any(out.iterdir()))):
         raise ConfigError(f"{out} exists and is not an earlier fine-tuning result; choose another --out")
     examples = read_examples(data / "train.jsonl")
     st = require("sentence_transformers", "finetune", _PURPOSE)
