@@ -1,12 +1,13 @@
 """A tiny random-weight CLIP with ViT-B/32's architecture and file layout (real CLIP weights are not obtainable here).
 
-The tokenizer is a small byte-level BPE shaped like CLIP's: lower-cased, ``<|startoftext|> ... <|endoftext|>``,
+The tokenizer is a small byte-level BPE shaped like CLIP's (no end-of-word suffix): lower-cased, ``<|startoftext|>``,
 the two special tokens holding the highest ids, and ``eos_token_id`` 2 in the config, as in
 openai/clip-vit-base-patch32 (so pooling takes the arg-max id, the end-of-text token, like the real model).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
@@ -21,14 +22,21 @@ def build_tokenizer(directory: Path) -> int:
     """Train the tokenizer, write ``tokenizer.json``; returns the vocabulary size."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
-    tok = Tokenizer(models.BPE(end_of_word_suffix="</w>"))
+    tok = Tokenizer(models.BPE())  # every byte is in the vocabulary: no unknown pieces
     tok.normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Lowercase()])
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=400, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  end_of_word_suffix="</w>", show_progress=False)
+                                  show_progress=False)
     tok.train_from_iterator(CORPUS * 20, trainer)
-    tok.add_special_tokens([BOS, EOS])  # appended: the highest ids, as in CLIP's vocabulary
+    # The special tokens join the model's own vocabulary with the highest ids, as in CLIP's vocab.json (and
+    # transformers' CLIPTokenizer, which rebuilds the BPE from vocab and merges, finds its unk token there).
+    vocab_file, merges_file = tok.model.save(str(directory))
+    vocab = json.loads(Path(vocab_file).read_text(encoding="utf-8"))
+    vocab.update({BOS: len(vocab), EOS: len(vocab) + 1})
+    Path(vocab_file).write_text(json.dumps(vocab), encoding="utf-8")
+    tok.model = models.BPE.from_file(vocab_file, merges_file, unk_token=EOS)
+    tok.add_special_tokens([BOS, EOS])
     bos, eos = tok.token_to_id(BOS), tok.token_to_id(EOS)
     tok.post_processor = processors.TemplateProcessing(single=f"{BOS} $A {EOS}", special_tokens=[(BOS, bos),
                                                                                                   (EOS, eos)])
