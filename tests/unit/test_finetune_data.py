@@ -250,18 +250,23 @@ def test_server_generates_in_the_background(make_client: Callable[..., TestClien
 
 def test_server_job_fails_with_the_llm_error_and_writes_nothing(make_client: Callable[..., TestClient],
                                                                 isolated_home: Path) -> None:
-    client = make_client()
-    client.put("/api/v1/embedding-configs/fake", json={"id": "fake", "model": "hash"})
-    client.post("/api/v1/embedding-sets", json={"collection": "kb", "embedding_config_id": "fake"})
-    documents = [{"id": d, "title": title, "text": text} for d, (title, text) in DOCS.items()]
-    assert client.post("/api/v1/collections/kb/documents", json={"documents": documents}).status_code == 200
     with fake_llm(_llm_reply, status=503) as down:
-        started = client.post("/api/v1/fine-tuning/generate", json={"collection": "kb", "llm": {"url": down.url,
-                                                                                                "model": "m"}})
+        client = make_client(llm_url=down.url, llm_model="m")
+        client.put("/api/v1/embedding-configs/fake", json={"id": "fake", "model": "hash"})
+        client.post("/api/v1/embedding-sets", json={"collection": "kb", "embedding_config_id": "fake"})
+        documents = [{"id": d, "title": title, "text": text} for d, (title, text) in DOCS.items()]
+        assert client.post("/api/v1/collections/kb/documents", json={"documents": documents}).status_code == 200
+        refused = client.post("/api/v1/fine-tuning/generate",
+                              json={"collection": "kb", "llm": {"url": "http://169.254.169.254/v1", "model": "m"}})
+        assert refused.status_code == 400 and "llm.url" in refused.text  # a client cannot name the URL the server calls
+        started = client.post("/api/v1/fine-tuning/generate", json={"collection": "kb", "llm": {}})
         assert started.status_code == 202, started.text
+        assert {r["body"]["model"] for r in down.requests} <= {"m"}
         deadline = time.monotonic() + 30
         while (body := client.get(f"/api/v1/fine-tuning/jobs/{started.json()['id']}").json())["state"] == "running":
             assert time.monotonic() < deadline
             time.sleep(0.05)
     assert body["state"] == "failed" and "HTTP 503" in body["error"] and body["report"] is None
     assert list((isolated_home / "finetune" / body["id"]).iterdir()) == []
+    unconfigured = make_client().post("/api/v1/fine-tuning/generate", json={"collection": "kb", "llm": {}})
+    assert unconfigured.status_code == 400 and "M3SEARCH_LLM_URL" in unconfigured.json()["error"]["message"]

@@ -297,8 +297,11 @@ class SearchResponse(BaseModel):
 
 
 class LLMEndpointIn(BaseModel):
-    url: str = Field(..., description="an OpenAI-compatible base URL, e.g. http://127.0.0.1:11434/v1")
-    model: str = Field(..., min_length=1, description="the endpoint's model name")
+    """LLM generation through the server's own endpoint (``M3SEARCH_LLM_URL``): a client never names a URL the
+    server would call."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str | None = Field(None, min_length=1, description="the endpoint's model (default: M3SEARCH_LLM_MODEL)")
 
 
 class FineTuneGenerateIn(BaseModel):
@@ -310,7 +313,8 @@ class FineTuneGenerateIn(BaseModel):
     negatives_strategy: Literal["dense", "hybrid"] = "hybrid"
     filter_k: int = Field(10, ge=1, le=1000)
     seed: int = 0
-    llm: LLMEndpointIn | None = Field(None, description="generate queries with this chat endpoint (default: offline)")
+    llm: LLMEndpointIn | None = Field(None, description="generate queries with the server's chat endpoint "
+                                      "(M3SEARCH_LLM_URL; default: offline)")
 
 
 class FineTuneJobOut(BaseModel):
