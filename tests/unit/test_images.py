@@ -146,6 +146,8 @@ def test_image_queries_need_an_image_model_and_dense(tmp_path: Path) -> None:
         searcher = Searcher(store, HashEncoder(get_spec("hash")))
         with pytest.raises(InputError, match="dense vectors only"):
             searcher.search_image("photos", b"", SearchRequest(strategy="hybrid"))
+        with pytest.raises(InputError, match="cannot be reranked"):
+            searcher.search_image("photos", b"", SearchRequest(strategy="dense", rerank="llm"))
         with pytest.raises(ConfigError, match="need an image model"):
             searcher.search_image("photos", b"")
 

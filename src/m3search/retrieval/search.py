@@ -108,6 +108,9 @@ class Searcher:
         if request.strategy != "dense":
             raise InputError(f"image queries search dense vectors only: use strategy 'dense', not "
                              f"'{request.strategy}'")
+        if request.rerank is not None:
+            raise InputError("image queries cannot be reranked (rerankers score a text query against text): "
+                             "leave out rerank")
         encode = getattr(self.encoder, "encode_images", None)
         if encode is None:
             raise ConfigError("image queries need an image model (CLIP) as the Searcher's encoder: the model of an "
