@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from m3search.cli.app import main
 from m3search.errors import FidelityError
 from m3search.models.cross_encoder import CrossEncoderReranker, load_reranker
 from m3search.models.loader import load_encoder
@@ -26,6 +25,7 @@ from m3search.store.ingest import index_documents
 from m3search.store.sqlite import SQLiteStore
 from m3search.store.types import Document
 from m3search.testing import SPECIAL_TOKENS, xlmr_tokenizer_json
+from tests.cli import run_cli as _run
 
 pytestmark = pytest.mark.slow
 
@@ -158,13 +158,6 @@ def test_int8_ranks_like_fp32_and_is_checked(name: str, fixture: str, settings: 
     strict = settings.model_copy(update={"fidelity_threshold": figures[METRIC] + 1e-6})
     with pytest.raises(FidelityError, match=f"reranker {name} int8-dynamic keeps {METRIC}"):
         load_reranker(name, path=directory, precision="int8", settings=strict).load()
-
-
-def _run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main(args)
-    out, err = capsys.readouterr()
-    return int(info.value.code or 0), out, err
 
 
 @pytest.fixture

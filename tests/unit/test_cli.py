@@ -9,14 +9,8 @@ from typing import Any
 import pytest
 import typer
 
-from m3search.cli.app import app, main
-
-
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main(args)
-    out, err = capsys.readouterr()
-    return int(info.value.code or 0), out, err
+from m3search.cli.app import app
+from tests.cli import run_cli as run
 
 
 def _commands(group: Any, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:

@@ -7,14 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from m3search.cli.app import main
-
-
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main(args)
-    out, err = capsys.readouterr()
-    return int(info.value.code or 0), out, err
+from tests.cli import run_cli as run
 
 
 @pytest.fixture

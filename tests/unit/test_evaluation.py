@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from m3search.cli.app import main
 from m3search.errors import InputError
 from m3search.retrieval.beir import load_dataset, read_run, write_run
 from m3search.retrieval.evaluation import evaluate_run
+from tests.cli import run_cli as _run
 
 DOCS = {
     "wing": "lift of a swept wing in subsonic flow",
@@ -75,13 +75,6 @@ def test_bad_datasets_are_input_errors(tmp_path: Path) -> None:
     (folder / "queries.jsonl").write_text('{"_id": "zz", "text": "x"}\n')
     with pytest.raises(InputError, match="no query"):
         load_dataset(folder)
-
-
-def _run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main(args)
-    out, err = capsys.readouterr()
-    return int(info.value.code or 0), out, err
 
 
 def test_eval_cli_prints_json_plots_and_saves_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

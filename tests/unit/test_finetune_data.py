@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from m3search.cli.app import main
 from m3search.models.loader import load_encoder
 from m3search.retrieval.beir import load_dataset
 from m3search.retrieval.finetune import GenerateOptions, generate, parse_queries, split_documents
@@ -22,6 +21,7 @@ from m3search.retrieval.types import SearchRequest
 from m3search.store.ingest import index_documents
 from m3search.store.sqlite import SQLiteStore
 from m3search.store.types import Document
+from tests.cli import run_cli as _run
 from tests.fake_llm import fake_llm
 from tests.http import expect_error
 
@@ -58,13 +58,6 @@ def db(tmp_path: Path) -> Path:
         index_documents(store, load_encoder("hash"), "aero", [Document(d, text, "test", title)
                                                               for d, (title, text) in DOCS.items()])
     return path
-
-
-def _run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main(args)
-    out, err = capsys.readouterr()
-    return int(info.value.code or 0), out, err
 
 
 def _read(path: Path) -> list[dict[str, Any]]:

@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from m3search.cli.app import main
 from m3search.errors import ConfigError, InputError, ModelFormatError, UnknownModelError
 from m3search.models.finetune import Example, TrainParams, read_examples, training_columns
 from m3search.models.local import all_specs, local_models, lookup_spec, register_local, remove_local
 from m3search.models.registry import get_spec, list_specs
 from m3search.models.resolve import pull, resolve_model
 from m3search.settings import get_settings
+from tests.cli import run_cli as run
 
 
 def model_dir(path: Path, hidden: int = 384) -> Path:
@@ -25,13 +25,6 @@ def model_dir(path: Path, hidden: int = 384) -> Path:
     for name in ("tokenizer.json", "model.safetensors"):
         (path / name).write_text("{}")
     return path
-
-
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main(args)
-    out, err = capsys.readouterr()
-    return int(info.value.code or 0), out, err
 
 
 def test_derived_spec_keeps_the_base_facts_under_a_new_name(tmp_path: Path) -> None:

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from m3search.cli.app import main
 from m3search.errors import ConfigError, FidelityError, InputError, LLMError
 from m3search.models import rerank_fidelity
 from m3search.models.chat import ChatEndpoint
@@ -27,6 +26,7 @@ from m3search.store.sqlite import SQLiteStore
 from m3search.store.types import Chunk, Document, EmbeddingConfig, PreparedDocument
 from m3search.store.urls import open_store
 from m3search.types import Embedding, SparseVector
+from tests.cli import run_cli as _run
 from tests.fake_llm import fake_llm
 from tests.http import DOCS
 
@@ -230,12 +230,6 @@ def test_llm_rerank_without_an_endpoint_is_a_config_error(tmp_path: Path) -> Non
 
 
 # --- CLI ----------------------------------------------------------------------------------------------------------
-
-def _run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main(args)
-    out, err = capsys.readouterr()
-    return int(info.value.code or 0), out, err
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from m3search.models.loader import load_encoder
 from m3search.models.local import lookup_spec
 from m3search.settings import get_settings
 from m3search.store.images import IMAGE_COLLECTION_HINT, index_images, read_images
-from m3search.store.ingest import Sources
+from m3search.store.ingest import IndexReport, Sources
 from m3search.store.urls import configured_store
 
 
@@ -53,11 +53,16 @@ def index_image_files(paths: list[Path], collection: str, *, model: str | None, 
         report = index_images(store, encoder, collection, sources.documents,
                               progress=lambda docs, _: bar.update(task, advance=docs))
     report.problems = sources.problems
+    print_report(report, f"{collection}: {report.added} added, {report.updated} updated, {report.unchanged} "
+                         f"unchanged images in {report.seconds:.1f} s", as_json)
+
+
+def print_report(report: IndexReport, summary: str, as_json: bool) -> None:
+    """An indexing run's report (the summary line, or JSON) and the skipped files; exit 2 if any was skipped."""
     if as_json:
         typer.echo(json.dumps(report.as_dict()))
     else:
-        typer.echo(f"{collection}: {report.added} added, {report.updated} updated, {report.unchanged} unchanged "
-                   f"images in {report.seconds:.1f} s")
+        typer.echo(summary)
         for problem in report.problems:
             typer.echo(f"skipped {problem.source}: {problem.reason}")
     if report.problems:

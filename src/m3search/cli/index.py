@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
-from m3search.cli.images import explain_images, index_image_files, wants_images
+from m3search.cli.images import explain_images, index_image_files, print_report, wants_images
 from m3search.cli.options import BackendOption, ForceOption, PrecisionOption, encoder_settings
 from m3search.errors import InputError
 from m3search.models.encoder import Encoder
@@ -104,15 +104,9 @@ def index(
                                          outputs=outputs, chunk_tokens=chunk_tokens, overlap=overlap,
                                          progress=advance)
     report.problems = sources.problems
-    if as_json:
-        typer.echo(json.dumps(report.as_dict()))
-    else:
-        typer.echo(f"{collection}: {report.added} added, {report.updated} updated, {report.unchanged} unchanged, "
-                   f"{report.chunks} chunks embedded ({report.truncated} truncated) in {report.seconds:.1f} s")
-        for problem in report.problems:
-            typer.echo(f"skipped {problem.source}: {problem.reason}")
-    if report.problems:
-        raise typer.Exit(2)
+    print_report(report, f"{collection}: {report.added} added, {report.updated} updated, {report.unchanged} "
+                         f"unchanged, {report.chunks} chunks embedded ({report.truncated} truncated) in "
+                         f"{report.seconds:.1f} s", as_json)
 
 
 def delete(

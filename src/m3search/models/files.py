@@ -1,4 +1,4 @@
-"""Checks and writes shared by the model lookups: a usable model directory, an atomic JSON file."""
+"""Checks, reads and writes shared by the model lookups: a usable model directory, JSON files written atomically."""
 
 from __future__ import annotations
 
@@ -25,6 +25,19 @@ def check_model_dir(path: Path, name: str) -> Path:
             f"there or run 'm3search models pull {name}'"
         )
     return path
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path`` ({} when the file does not exist), or a ConfigError saying to fix it."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path} is not readable JSON ({exc}); fix or delete it") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a JSON object; fix or delete it")
+    return data
 
 
 def write_json_atomic(target: Path, data: Any) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from m3search.errors import ConfigError, ModelFormatError, UnknownModelError
-from m3search.models.files import WEIGHTS, check_model_dir, write_json_atomic
+from m3search.models.files import WEIGHTS, check_model_dir, read_json_object, write_json_atomic
 from m3search.models.registry import ModelSpec, get_spec, list_specs
 from m3search.settings import Settings, get_settings
 
@@ -54,14 +54,9 @@ def _file(settings: Settings) -> Path:
 def local_models(settings: Settings | None = None) -> dict[str, LocalModel]:
     """Every registered local model by name."""
     path = _file(settings or get_settings())
+    data = read_json_object(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{path} is not readable JSON ({exc}); fix or delete it") from exc
-    try:
-        return {str(name): LocalModel(**entry) for name, entry in dict(data).items()}
+        return {str(name): LocalModel(**entry) for name, entry in data.items()}
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{path} holds an entry m3search cannot read ({exc}); fix or delete it") from exc
 

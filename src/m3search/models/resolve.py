@@ -8,7 +8,6 @@ Order: explicit path -> a local model's own directory -> directories registered 
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import socket
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from m3search.errors import ConfigError, ModelNotFoundError
-from m3search.models.files import check_model_dir, write_json_atomic
+from m3search.models.files import check_model_dir, read_json_object, write_json_atomic
 from m3search.models.local import local_dir
 from m3search.models.registry import ModelSpec, get_spec
 from m3search.settings import Settings
@@ -40,16 +39,7 @@ def _registry_file(settings: Settings) -> Path:
 
 def registered_dirs(settings: Settings) -> dict[str, str]:
     """Model name -> directory, as registered with ``m3search models add``."""
-    path = _registry_file(settings)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{path} is not readable JSON ({exc}); fix or delete it") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a JSON object of model name -> directory")
-    return {str(k): str(v) for k, v in data.items()}
+    return {str(k): str(v) for k, v in read_json_object(_registry_file(settings)).items()}
 
 
 def register_dir(settings: Settings, name: str, path: Path) -> ResolvedModel:
