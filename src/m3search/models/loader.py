@@ -68,22 +68,19 @@ def load_encoder(
         return prepare_model(resolve_model(spec, cfg, source), cfg.home)
 
     kind = ClipEncoder if spec.family == "clip" else BGEM3Encoder if "colbert" in spec.outputs else OnnxEncoder
-    options = RunOptions(
+    return kind(spec, prepare, backend=backend or cfg.backend, precision=precision or cfg.precision,
+                threads=threads or cfg.effective_threads(), options=run_options(cfg), **common)
+
+
+def run_options(cfg: Settings) -> RunOptions:
+    """The settings that shape how a prepared model runs (fidelity checks, calibration, thread spinning)."""
+    return RunOptions(
         fidelity_threshold=cfg.fidelity_threshold,
         force_precision=cfg.force_precision,
         calibration_file=cfg.calibration_file,
         calibration_size=cfg.calibration_size,
         spinning=cfg.sessions == 1,
         home=cfg.home,
-    )
-    return kind(
-        spec,
-        prepare,
-        backend=backend or cfg.backend,
-        precision=precision or cfg.precision,
-        threads=threads or cfg.effective_threads(),
-        options=options,
-        **common,
     )
 
 
