@@ -59,7 +59,8 @@ def steps(args: Any) -> dict[str, list[str]]:
                   "DIR/index.sqlite3", *common],
         "generate": ["finetune", "generate", "-c", "cranfield", "--out", "DIR/data", "--db", "DIR/index.sqlite3",
                      "--queries-per-doc", str(args.queries_per_doc), "--validation-split", "0.1",
-                     "--hard-negatives", "3", "--seed", "0", "--json", *common],
+                     "--hard-negatives", "3", "--seed", "0", "--sentence-positive", args.sentence_positive, "--json",
+                     *common],
         "train": ["finetune", "train", "--data", "DIR/data", "--base", BASE, "--out", "DIR/model",
                   "--name", "minilm-cranfield-ft", "--epochs", str(args.epochs), "--batch-size",
                   str(args.batch_size), "--lr", str(args.lr), "--negatives", str(args.negatives), "--seed", "42",
@@ -174,6 +175,8 @@ def report(result: dict[str, Any], commands: dict[str, list[str]]) -> str:
 def main() -> None:
     parser = base_parser(__doc__, ())
     parser.add_argument("--queries-per-doc", type=int, default=4)
+    parser.add_argument("--sentence-positive", choices=("chunk", "rest"), default="chunk",
+                        help="a key sentence's positive: its chunk, or the chunk without it (inverse cloze task)")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-5)

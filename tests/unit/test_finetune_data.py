@@ -100,6 +100,35 @@ def test_files_formats_report_and_beir_directory(db: Path, tmp_path: Path, capsy
     assert code == 0 and json.loads(stdout)["queries"] == len(validation)
 
 
+def test_sentence_positive_rest_leaves_the_sentence_out(db: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    whole = _read_all(tmp_path / "chunk", _generate(db, tmp_path / "chunk", capsys))
+    report = _generate(db, tmp_path / "rest", capsys, "--sentence-positive", "rest")
+    rest = _read_all(tmp_path / "rest", report)
+    assert report["parameters"]["sentence_positive"] == "rest"
+    assert [(r["query"], r["origin"], r["negatives"]) for r in rest] == [(r["query"], r["origin"], r["negatives"])
+                                                                         for r in whole]  # only positives differ
+    sentences = 0
+    for before, after in zip(whole, rest, strict=True):
+        if before["origin"] != "sentence" or len(before["positive"].split()) - len(before["query"].split()) < 8:
+            assert after["positive"] == before["positive"]
+            continue
+        sentences += 1
+        assert before["query"] in " ".join(before["positive"].split()) and before["query"] not in after["positive"]
+        words, cut = " ".join(before["positive"].split()).split(), before["query"].split()
+        start = next(i for i in range(len(words)) if words[i:i + len(cut)] == cut)
+        assert after["positive"].split() == words[:start] + words[start + len(cut):]
+    assert sentences > 0
+    code, _, err = _run(["finetune", "generate", "-c", "aero", "--db", str(db), "--out", str(tmp_path / "x"),
+                         "--sentence-positive", "half"], capsys)
+    assert code == 2 and "sentence_positive must be one of chunk, rest" in err and len(err.strip().splitlines()) == 1
+
+
+def _read_all(out: Path, report: dict[str, Any]) -> list[dict[str, Any]]:
+    assert report["kept"]["total"] > 0
+    return _read(out / "train.jsonl") + _read(out / "validation.jsonl")
+
+
 def test_split_by_document_is_deterministic_with_the_seed(db: Path, tmp_path: Path,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     runs = {}

@@ -48,6 +48,9 @@ def generate_command(
     filter_k: Annotated[int, typer.Option(
         "--filter-k", help="keep a query when its document is in the BM25 or dense top k")] = 10,
     seed: Annotated[int, typer.Option("--seed", help="seed of the split and the keyphrase lengths")] = 0,
+    sentence_positive: Annotated[str, typer.Option(
+        "--sentence-positive", help="a key sentence's positive: its chunk, or 'rest' (the chunk without the "
+                                    "sentence: inverse cloze task)")] = "chunk",
     llm: Annotated[str | None, typer.Option("--llm", help="OpenAI-compatible endpoint URL: generate queries with "
                                                           "an LLM instead of offline")] = None,
     llm_model: Annotated[str | None, typer.Option("--llm-model", help="the endpoint's model name")] = None,
@@ -66,7 +69,7 @@ def generate_command(
         raise ConfigError("--llm-model needs --llm URL")
     endpoint = ChatEndpoint(llm, llm_model or "", llm_key) if llm is not None else None
     options = GenerateOptions(queries_per_doc, validation_split, hard_negatives, negatives_skip, negatives_from,
-                              filter_k, seed, endpoint).checked()
+                              filter_k, seed, endpoint, sentence_positive).checked()
     with open_store(db, store_url) as store:
         chosen = model or store.active_set(collection).config.model  # default: the collection's own model
         data = generate(store, encoder_for(chosen, backend, precision, False), collection, options)

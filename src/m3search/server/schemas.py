@@ -313,6 +313,8 @@ class FineTuneGenerateIn(BaseModel):
     negatives_strategy: Literal["dense", "hybrid"] = "hybrid"
     filter_k: int = Field(10, ge=1, le=1000)
     seed: int = 0
+    sentence_positive: Literal["chunk", "rest"] = Field(
+        "chunk", description="a key sentence's positive: its chunk, or the chunk without it (inverse cloze task)")
     llm: LLMEndpointIn | None = Field(None, description="generate queries with the server's chat endpoint "
                                       "(M3SEARCH_LLM_URL; default: offline)")
 

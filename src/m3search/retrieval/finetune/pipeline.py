@@ -6,7 +6,9 @@ Steps: (1) query candidates per document (offline generators or an LLM, see
 document) and queries of fewer than 2 words; (3) drop queries whose positive's document is in neither the BM25
 nor the dense top ``filter_k`` documents; (4) hard negatives: the ``negatives_strategy`` search for the query,
 hits of the positive's document left out, one chunk (the best) per document, the first ``negatives_skip``
-documents skipped (likely unjudged relevant ones: false negatives), the next ``hard_negatives`` kept;
+documents skipped (likely unjudged relevant ones: false negatives), the next ``hard_negatives`` kept; a key
+sentence's positive is its chunk, or with ``sentence_positive="rest"`` the chunk without the sentence (the
+inverse cloze task of Lee et al., 2019: the model must match meaning, not copied words);
 (5) documents shuffled with ``seed``, the first ``validation_split`` of them make the validation split.
 """
 
@@ -35,6 +37,7 @@ from m3search.types import Embedding
 Progress = Callable[[int, int], None]
 REASONS = ("duplicate", "too_short", "not_retrievable", "llm_failure")
 NEGATIVE_STRATEGIES = ("dense", "hybrid")
+SENTENCE_POSITIVES = ("chunk", "rest")  # a key sentence's positive: its whole chunk, or the chunk without it (ICT)
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,7 @@ class GenerateOptions:
     filter_k: int = 10
     seed: int = 0
     llm: ChatEndpoint | None = None
+    sentence_positive: str = "chunk"
 
     def checked(self) -> GenerateOptions:
         """Validate; raises :class:`InputError` naming the bad value."""
@@ -64,6 +68,9 @@ class GenerateOptions:
                              f"not {self.negatives_strategy!r}")
         if not isinstance(self.seed, int):
             raise InputError(f"seed must be an integer, not {self.seed!r}")
+        if self.sentence_positive not in SENTENCE_POSITIVES:
+            raise InputError(f"sentence_positive must be one of {', '.join(SENTENCE_POSITIVES)}, "
+                             f"not {self.sentence_positive!r}")
         return self
 
     def as_dict(self) -> dict[str, Any]:
@@ -205,7 +212,10 @@ def _examples(searcher: Searcher, collection: str, data: CollectionData, candida
         if found:
             report.kept[candidate.origin] += 1
             report.retrieved_by["both" if len(found) == 2 else found[0]] += 1
-            examples.append(Example(candidate.query, texts[candidate.chunk_id],
+            positive = texts[candidate.chunk_id]
+            if candidate.origin == "sentence" and options.sentence_positive == "rest":
+                positive = without_passage(positive, candidate.query)
+            examples.append(Example(candidate.query, positive,
                                     _negatives(searcher, collection, candidate, embedding, options),
                                     candidate.doc_id, candidate.chunk_id, candidate.origin))
         else:
@@ -213,6 +223,18 @@ def _examples(searcher: Searcher, collection: str, data: CollectionData, candida
         if progress is not None:
             progress(done, len(candidates))
     return examples
+
+
+def without_passage(text: str, passage: str, *, min_words: int = 8) -> str:
+    """``text`` without the words of ``passage`` (the inverse cloze task: a sentence's positive is the rest of its
+    chunk, so training cannot match it by copying words); ``text`` itself when ``passage`` is not in it or fewer
+    than ``min_words`` words would be left."""
+    words, cut = text.split(), passage.split()
+    for start in range(len(words) - len(cut) + 1):
+        if words[start:start + len(cut)] == cut:
+            rest = words[:start] + words[start + len(cut):]
+            return " ".join(rest) if len(rest) >= min_words else text
+    return text
 
 
 def split_documents(doc_ids: Sequence[str], fraction: float, seed: int) -> set[str]:

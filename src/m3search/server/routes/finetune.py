@@ -63,7 +63,8 @@ def start_generate(body: FineTuneGenerateIn, request: Request) -> FineTuneJobOut
     target = service.store.active_set(body.collection)  # 404 for an unknown collection, before any work
     endpoint = _endpoint(service, body.llm) if body.llm is not None else None
     options = GenerateOptions(body.queries_per_doc, body.validation_split, body.hard_negatives, body.negatives_skip,
-                              body.negatives_strategy, body.filter_k, body.seed, endpoint).checked()
+                              body.negatives_strategy, body.filter_k, body.seed, endpoint,
+                              body.sentence_positive).checked()
     encoder = service.encoder_for_set(target)
     job_id = uuid.uuid4().hex
     directory = job_dir(service, job_id)
