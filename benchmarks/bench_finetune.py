@@ -11,8 +11,8 @@ The whole pipeline runs through the ``m3search`` CLI, exactly as a user would ru
    validation split and (b) all 225 real Cranfield queries with their human judgements. The real queries are
    never used for generation or training.
 
-    .venv/bin/python benchmarks/bench_finetune.py --max-steps 45 --max-length 128   # the committed run, ~20 min
-    .venv/bin/python benchmarks/bench_finetune.py            # a full epoch: 157 steps, about 1 h on 2 cores
+    .venv/bin/python benchmarks/bench_finetune.py --max-length 128   # the committed run: one epoch, ~25 min
+    .venv/bin/python benchmarks/bench_finetune.py --max-length 128 --sentence-positive rest   # inverse cloze data
 """
 
 from __future__ import annotations
