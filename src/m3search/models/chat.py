@@ -10,6 +10,7 @@ from typing import Any
 
 from m3search._optional import require
 from m3search.errors import ConfigError, LLMError
+from m3search.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,19 @@ class ChatEndpoint:
 
     def __repr__(self) -> str:  # keeps the key out of logs and error messages
         return f"ChatEndpoint(url={self.url!r}, model={self.model!r}, timeout={self.timeout})"
+
+
+def configured_endpoint(settings: Settings, purpose: str, *, model: str | None = None,
+                        how: str = "") -> ChatEndpoint:
+    """The endpoint of ``M3SEARCH_LLM_URL`` / ``_MODEL`` (``model`` overrides the latter), ``_API_KEY`` and
+    ``_TIMEOUT``; a ConfigError saying what ``purpose`` needs when none is configured (``how``: other ways to
+    set it)."""
+    chosen = model or settings.llm_model
+    if not settings.llm_url or not chosen:
+        raise ConfigError(f"{purpose} needs an endpoint: set M3SEARCH_LLM_URL and M3SEARCH_LLM_MODEL{how}, "
+                          f"e.g. http://127.0.0.1:11434/v1 and llama3.2")
+    key = settings.llm_api_key.get_secret_value() if settings.llm_api_key is not None else None
+    return ChatEndpoint(settings.llm_url, chosen, key, settings.llm_timeout)
 
 
 def chat(endpoint: ChatEndpoint, messages: list[dict[str, str]], *, temperature: float = 0.0,

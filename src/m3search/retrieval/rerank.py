@@ -17,8 +17,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Protocol
 
-from m3search.errors import ConfigError, LLMError
-from m3search.models.chat import ChatEndpoint, chat
+from m3search.errors import LLMError
+from m3search.models.chat import ChatEndpoint, chat, configured_endpoint
 from m3search.models.cross_encoder import load_reranker
 from m3search.models.rerankers import LLM, get_reranker
 from m3search.retrieval.types import Contribution, RerankNote, SearchHit, SearchRequest, SearchResult
@@ -125,14 +125,8 @@ class RerankerPool:
 
     def llm(self) -> LLMReranker:
         """The LLM reranker; :class:`ConfigError` naming the settings when no endpoint is configured."""
-        endpoint = self.endpoint
-        if endpoint is None:
-            cfg = self.settings
-            if not cfg.llm_url or not cfg.llm_model:
-                raise ConfigError("LLM reranking needs an endpoint: set M3SEARCH_LLM_URL and M3SEARCH_LLM_MODEL "
-                                  "(or --llm-url/--llm-model), e.g. http://127.0.0.1:11434/v1 and llama3.2")
-            key = cfg.llm_api_key.get_secret_value() if cfg.llm_api_key is not None else None
-            endpoint = ChatEndpoint(cfg.llm_url, cfg.llm_model, key, cfg.llm_timeout)
+        endpoint = self.endpoint or configured_endpoint(self.settings, "LLM reranking",
+                                                        how=" (or --llm-url/--llm-model)")
         return LLMReranker(endpoint)
 
     def check(self, name: str) -> None:

@@ -11,14 +11,14 @@ from pathlib import Path as FilePath
 
 from fastapi import APIRouter, Path, Request
 
-from m3search.errors import ConfigError, NotFoundError
-from m3search.models.chat import ChatEndpoint
+from m3search.errors import NotFoundError
+from m3search.models.chat import configured_endpoint
 from m3search.retrieval.finetune import GenerateOptions, generate, write_output
 from m3search.retrieval.finetune.output import REPORT
 from m3search.retrieval.search import Searcher
 from m3search.server.jobs import Progress
 from m3search.server.routes.common import ERRORS, service_of
-from m3search.server.schemas import FineTuneGenerateIn, FineTuneJobOut, LLMEndpointIn
+from m3search.server.schemas import FineTuneGenerateIn, FineTuneJobOut
 from m3search.server.service import Service
 
 router = APIRouter(prefix="/api/v1/fine-tuning", tags=["fine-tuning"], responses=ERRORS)
@@ -45,23 +45,14 @@ def job_out(service: Service, job_id: str) -> FineTuneJobOut:
                           report=json.loads(report_file.read_text(encoding="utf-8")) if done else None)
 
 
-def _endpoint(service: Service, llm: LLMEndpointIn) -> ChatEndpoint:
-    """The server's configured chat endpoint (a client-given URL would let callers make the server reach any host)."""
-    cfg = service.settings
-    model = llm.model or cfg.llm_model
-    if not cfg.llm_url or not model:
-        raise ConfigError("this server has no LLM endpoint: start it with M3SEARCH_LLM_URL and M3SEARCH_LLM_MODEL "
-                          "set, or generate offline (leave out 'llm')")
-    key = cfg.llm_api_key.get_secret_value() if cfg.llm_api_key is not None else None
-    return ChatEndpoint(cfg.llm_url, model, key, cfg.llm_timeout)
-
-
 @router.post("/generate", response_model=FineTuneJobOut, status_code=202)
 def start_generate(body: FineTuneGenerateIn, request: Request) -> FineTuneJobOut:
     """Generate fine-tuning data from a collection in the background (see ``m3search finetune generate``)."""
     service = service_of(request)
     target = service.store.active_set(body.collection)  # 404 for an unknown collection, before any work
-    endpoint = _endpoint(service, body.llm) if body.llm is not None else None
+    endpoint = (configured_endpoint(service.settings, "LLM query generation on this server", model=body.llm.model,
+                                    how=" when starting it (or generate offline: leave out 'llm')")
+                if body.llm is not None else None)
     options = GenerateOptions(body.queries_per_doc, body.validation_split, body.hard_negatives, body.negatives_skip,
                               body.negatives_strategy, body.filter_k, body.seed, endpoint,
                               body.sentence_positive).checked()
