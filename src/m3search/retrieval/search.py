@@ -10,8 +10,7 @@ from pathlib import Path
 from m3search.errors import ConfigError, InputError, UnknownModelError
 from m3search.models.encoder import Encoder
 from m3search.models.images import ImageInput
-from m3search.models.local import lookup_spec
-from m3search.models.registry import ModelSpec
+from m3search.models.registry import ModelSpec, get_spec
 from m3search.retrieval.engine import ENGINE_STRATEGIES, EngineContext
 from m3search.retrieval.memory import IndexCache, check_query_dim
 from m3search.retrieval.rerank import RerankerPool, rerank_result
@@ -123,8 +122,8 @@ class Searcher:
     def _mrl_dims(self, target: EmbeddingSet) -> tuple[int, ...]:
         if self.spec is not None:
             return self.spec.mrl_dims
-        try:
-            return lookup_spec(target.config.model).mrl_dims
+        try:  # the registry alone: local (fine-tuned) models never keep Matryoshka dims, and no file is read per search
+            return get_spec(target.config.model).mrl_dims
         except UnknownModelError:
             return ()
 

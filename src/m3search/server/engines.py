@@ -32,16 +32,25 @@ class EncoderPool:
         self._loader = loader
         self._encoders: dict[tuple[str, int | None, str | None], Encoder] = {}
         self._warm: set[str] = set()
+        self._names: dict[str, str] = {}  # requested name -> canonical one (a local model's lookup reads a file)
         self._lock = threading.Lock()
 
     def get(self, name: str | None = None, *, dim: int | None = None, precision: str | None = None) -> Encoder:
         """The encoder of ``name`` (default model if None); unknown names raise ``UnknownModelError``."""
-        model = lookup_spec(name or self.default_model).name
+        model = self._canonical(name)
         key = (model, dim, precision)
         with self._lock:
             if key not in self._encoders:
                 self._encoders[key] = self._loader(model, dim, precision)
             return self._encoders[key]
+
+    def _canonical(self, name: str | None) -> str:
+        """The registry or local name of ``name`` (default model if None), looked up once per name."""
+        requested = name or self.default_model
+        found = self._names.get(requested)
+        if found is None:
+            found = self._names[requested] = lookup_spec(requested).name
+        return found
 
     def warm_up(self, name: str | None = None) -> None:
         """Load the model's files and session now (one tiny encode), instead of on the first request."""
@@ -52,7 +61,7 @@ class EncoderPool:
 
     def is_warm(self, name: str | None = None) -> bool:
         with self._lock:
-            return lookup_spec(name or self.default_model).name in self._warm
+            return self._canonical(name) in self._warm
 
     def mark_warm(self, name: str) -> None:
         with self._lock:
