@@ -3,7 +3,7 @@
 | kind | outputs |
 | --- | --- |
 | hidden | ``last_hidden_state`` (pooling is done by the encoder class) |
-| m3 | ``dense`` (CLS state), ``token_weights`` (relu of the sparse head per token), ``colbert`` (ColBERT head on tokens after CLS) |
+| m3 | ``dense`` (CLS state), ``token_weights`` (relu(sparse head) per token), ``colbert`` (head on tokens after CLS) |
 | splade | ``sparse``: max over tokens of log(1 + relu(MLM logits)), padding masked |
 | classifier | ``logits`` (batch,): BERT pooler + classifier, or XLM-R's classification head, on the first token |
 """
