@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     max_length: int | None = Field(None, ge=1, description="default max tokens per input; None = model's")
     precision: Precision = Field("int8-dynamic", description="default precision mode of encoders")
     backend: Backend = Field("auto", description="inference engine; auto = fastest measured on this machine")
+    builder: Literal["auto", "torch"] = Field(
+        "auto", description="how checkpoints become ONNX graphs: auto = m3search's torch-free builder where it knows "
+        "the architecture, else torch; torch = always the torch exporter (the 'export' extra)")
     fidelity_threshold: float = Field(
         0.99, gt=0.0, le=1.0, description="least mean cosine to fp32 a reduced-precision mode must keep"
     )

@@ -115,8 +115,9 @@ def lock_for(path: Path) -> threading.Lock:
         return _LOCKS.setdefault(path, threading.Lock())
 
 
-def cache_dir(resolved: ResolvedModel, home: Path) -> Path:
-    return home / "onnx" / resolved.spec.name / source_key(resolved.path)
+def cache_dir(resolved: ResolvedModel, home: Path, builder_name: str = "auto") -> Path:
+    key = source_key(resolved.path)
+    return home / "onnx" / resolved.spec.name / (key if builder_name == "auto" else f"{key}-{builder_name}")
 
 
 def load_prepared(directory: Path) -> PreparedModel | None:
@@ -131,16 +132,18 @@ def load_prepared(directory: Path) -> PreparedModel | None:
 
 
 def prepare_model(resolved: ResolvedModel, home: Path, *, force: bool = False,
-                  exporter: Exporter | None = None, kind: Kind | None = None) -> PreparedModel:
+                  exporter: Exporter | None = None, kind: Kind | None = None,
+                  builder_name: str = "auto") -> PreparedModel:
     """Build the fp32 and INT8 graphs of ``resolved`` once; later calls return the cached result.
 
     BERT-like checkpoints with safetensors weights are written by the torch-free :mod:`.builder` (``kind`` says
     which outputs; by default the embedding model's). Anything else goes through the torch exporter of the
-    ``export`` extra (``exporter`` replaces the embedding-model export: cross-encoders export their logits).
+    ``export`` extra (``exporter`` replaces the embedding-model export: cross-encoders export their logits);
+    ``builder_name="torch"`` forces that path (kept apart in the cache).
 
     Concurrent callers in one process wait for the first; files are moved into place atomically.
     """
-    target = cache_dir(resolved, home)
+    target = cache_dir(resolved, home, builder_name)
     with lock_for(target):
         existing = None if force else load_prepared(target)
         if existing is not None:
@@ -148,7 +151,7 @@ def prepare_model(resolved: ResolvedModel, home: Path, *, force: bool = False,
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(dir=target.parent, prefix=".tmp-") as tmp:
-                manifest = _build(resolved, Path(tmp), exporter, kind)
+                manifest = _build(resolved, Path(tmp), exporter, kind, torch=builder_name == "torch")
                 target.mkdir(exist_ok=True)
                 for path in Path(tmp).iterdir():
                     os.replace(path, target / path.name)
@@ -162,13 +165,13 @@ def prepare_model(resolved: ResolvedModel, home: Path, *, force: bool = False,
 
 
 def _build(resolved: ResolvedModel, work: Path, exporter: Exporter | None = None,
-           kind: Kind | None = None) -> dict[str, Any]:
+           kind: Kind | None = None, *, torch: bool = False) -> dict[str, Any]:
     spec, src = resolved.spec, resolved.path
     if spec.family == "clip":  # two towers: the text graph takes the usual place, the vision graph sits beside it
         from m3search.models.clip_export import build_clip
 
         return build_clip(resolved, work)
-    if builder.supports(src):
+    if not torch and builder.supports(src):
         kind = kind or builder.graph_kind(spec)
         facts = builder.build(kind, src, work, int8_embeddings=spec.int8_embeddings)
         quantization: dict[str, Any] = dict(builder.QUANTIZATION)
