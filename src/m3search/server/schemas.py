@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from m3search.limits import MAX_CANDIDATES, MAX_DOCUMENTS_PER_REQUEST, MAX_K, MAX_QUERY_CHARS, MAX_RERANK_K
 from m3search.retrieval.types import Strategy
 
 OutputName = Literal["dense", "sparse", "colbert"]
@@ -203,7 +204,7 @@ class DocumentIn(BaseModel):
 
 
 class DocumentsIn(BaseModel):
-    documents: list[DocumentIn] = Field(min_length=1, max_length=1000)
+    documents: list[DocumentIn] = Field(min_length=1, max_length=MAX_DOCUMENTS_PER_REQUEST)
 
 
 class DocumentUpdate(BaseModel):
@@ -253,19 +254,19 @@ class CollectionOut(BaseModel):
 
 
 class SearchBody(BaseModel):
-    q: str = Field(min_length=1, max_length=10_000)
+    q: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
     collection: str
     strategy: Strategy = "hybrid"
-    k: int = Field(10, ge=1, le=1000)
+    k: int = Field(10, ge=1, le=MAX_K)
     filters: dict[str, Any] | None = None
     rrf_k: int = Field(60, ge=0)
     fusion: Literal["rrf", "dbsf"] = Field("rrf", description="how hybrid fuses: rank (rrf) or score (dbsf)")
     weights: dict[str, float] | None = None
-    candidates: int = Field(100, ge=1, le=10_000)
+    candidates: int = Field(100, ge=1, le=MAX_CANDIDATES)
     coarse_dim: int | None = None
-    coarse_k: int = Field(100, ge=1, le=10_000)
+    coarse_k: int = Field(100, ge=1, le=MAX_CANDIDATES)
     rerank: str | None = Field(None, description="a cross-encoder's name, or 'llm' (the server's chat endpoint)")
-    rerank_k: int = Field(50, ge=1, le=1000, description="first-stage candidates the reranker reorders (>= k)")
+    rerank_k: int = Field(50, ge=1, le=MAX_RERANK_K, description="first-stage candidates the reranker reorders (>= k)")
 
 
 class ContributionOut(BaseModel):
@@ -332,5 +333,5 @@ class FineTuneJobOut(BaseModel):
 class ImageSearchBody(BaseModel):
     image: str = Field(min_length=1, description="the query image, base64-encoded file bytes (a data: URL is accepted)")
     collection: str = Field(description="an image collection (built with an image model such as clip-vit-b-32)")
-    k: int = Field(10, ge=1, le=1000)
+    k: int = Field(10, ge=1, le=MAX_K)
     filters: dict[str, Any] | None = None

@@ -41,6 +41,21 @@ class Sources:
     problems: list[Problem] = field(default_factory=list)
 
 
+def printable(text: str) -> str:
+    """``text`` as it can be printed and stored: bytes that were not UTF-8 (a file name's surrogate escapes) shown
+    as ``\\xe9``."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def undecodable_name(path: Path) -> Problem | None:
+    """A problem for a file whose name is not UTF-8 (a Latin-1 ``caf\\xe9.txt``): ids and sources are text."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return Problem(printable(str(path)), "file name is not valid UTF-8 (rename it: ids and sources are text)")
+    return None
+
+
 def check_text(source: str, raw: bytes, max_bytes: int) -> str:
     """The text of ``raw`` if it is a usable document, else :class:`DocumentError` saying why."""
     if len(raw) > max_bytes:
@@ -102,9 +117,13 @@ def read_sources(paths: Sequence[Path], *, max_bytes: int = DEFAULT_MAX_BYTES) -
     out = Sources()
     for argument in paths:
         if not argument.exists():
-            out.problems.append(Problem(str(argument), "no such file or directory"))
+            out.problems.append(Problem(printable(str(argument)), "no such file or directory"))
             continue
         for path, root in _files(argument):
+            bad_name = undecodable_name(path)
+            if bad_name is not None:
+                out.problems.append(bad_name)
+                continue
             if path.suffix.lower() not in SUFFIXES:
                 out.problems.append(Problem(str(path), f"unsupported type (use {', '.join(SUFFIXES)})"))
                 continue
