@@ -17,7 +17,7 @@ class M3SearchError(Exception):
     """Base of every error m3search raises on purpose."""
 
     _what: str = ""
-    _fixes: dict[str, str] = {}  # noqa: RUF012 (replaced per instance by _say, never mutated)
+    _fixes: dict[str, str] = {}  # noqa: RUF012 (replaced per instance by set_message, never mutated)
 
     def message(self, audience: Audience = "python") -> str:
         """The message for a Python caller, the command line or an HTTP client (see the module's docstring)."""
@@ -28,10 +28,10 @@ class M3SearchError(Exception):
     def explained(cls, what: str, python: str, *, cli: str | None = None, http: str | None = None) -> Self:
         """An error of this class (one whose constructor takes a message) with a fix per audience."""
         error = cls()
-        error._say(what, python, cli=cli, http=http)
+        error.set_message(what, python, cli=cli, http=http)
         return error
 
-    def _say(self, what: str, python: str, *, cli: str | None = None, http: str | None = None) -> None:
+    def set_message(self, what: str, python: str, *, cli: str | None = None, http: str | None = None) -> None:
         """Set the message: ``what`` went wrong, then the fix for each audience (default: the Python one)."""
         self._what = what
         self._fixes = {"python": python, "cli": python if cli is None else cli,
@@ -64,9 +64,10 @@ class UnknownModelError(ModelError):
 
     def __init__(self, name: str, known: list[str]) -> None:
         super().__init__()
-        self._say(f"unknown model '{name}'; known models: {', '.join(known)}",
-                  " (see 'm3search models list', or pass a directory with --model-path)",
-                  http=" (GET /v1/models lists them)")
+        self.set_message(
+            f"unknown model '{name}'; known models: {', '.join(known)}",
+            " (see 'm3search models list', or pass a directory with --model-path)",
+            http=" (GET /v1/models lists them)")
         self.name = name
 
 
@@ -75,10 +76,11 @@ class ModelNotFoundError(ModelError):
 
     def __init__(self, name: str, reason: str) -> None:
         super().__init__()
-        self._say(f"model '{name}' is not available offline ({reason})",
-                  f"; fix: run 'm3search models pull {name}' on a machine with internet access, or "
-                  f"'m3search models add {name} PATH' to use files you already have",
-                  http="; the server's operator has to install it (or choose another model: GET /v1/models)")
+        self.set_message(
+            f"model '{name}' is not available offline ({reason})",
+            f"; fix: run 'm3search models pull {name}' on a machine with internet access, or "
+            f"'m3search models add {name} PATH' to use files you already have",
+            http="; the server's operator has to install it (or choose another model: GET /v1/models)")
         self.name = name
 
 
@@ -92,12 +94,13 @@ class FidelityError(ModelError):
     def __init__(self, mode: str, metric: str, value: float, threshold: float) -> None:
         self.mode, self.metric, self.value, self.threshold = mode, metric, value, threshold
         super().__init__()
-        self._say(f"{mode} keeps {metric} {value:.4f} to fp32 on the held-out sample, below the threshold "
-                  f"{threshold:.4f}", "; choose another precision, lower M3SEARCH_FIDELITY_THRESHOLD, or force it "
-                  "(force_precision=True, M3SEARCH_FORCE_PRECISION=1)",
-                  cli="; choose another precision, lower M3SEARCH_FIDELITY_THRESHOLD, or force it "
-                      "(--force-precision, M3SEARCH_FORCE_PRECISION=1)",
-                  http="; choose another precision, or ask the server's operator to lower the threshold")
+        self.set_message(
+            f"{mode} keeps {metric} {value:.4f} to fp32 on the held-out sample, below the threshold {threshold:.4f}",
+            "; choose another precision, lower M3SEARCH_FIDELITY_THRESHOLD, or force it "
+            "(force_precision=True, M3SEARCH_FORCE_PRECISION=1)",
+            cli="; choose another precision, lower M3SEARCH_FIDELITY_THRESHOLD, or force it "
+                "(--force-precision, M3SEARCH_FORCE_PRECISION=1)",
+            http="; choose another precision, or ask the server's operator to lower the threshold")
 
 
 class DimensionError(ModelError, ConfigError):
@@ -121,16 +124,16 @@ class ParameterError(InputError):
         return f"{shown} {self.problem}"
 
 
-
 class InputTooLongError(InputError):
     """An input exceeds the maximum length and the caller asked for an error instead of truncation."""
 
     def __init__(self, index: int, tokens: int, max_length: int) -> None:
         super().__init__()
-        self._say(f"input {index} has {tokens} tokens, more than the maximum length {max_length}",
-                  "; shorten it, raise max_length (up to the model's max_tokens), or pass on_overflow='truncate'",
-                  cli="; shorten it, raise --max-length (up to the model's max tokens), or pass --on-overflow truncate",
-                  http='; shorten it, or send "on_overflow": "truncate" to cut it')
+        self.set_message(
+            f"input {index} has {tokens} tokens, more than the maximum length {max_length}",
+            "; shorten it, raise max_length (up to the model's max_tokens), or pass on_overflow='truncate'",
+            cli="; shorten it, raise --max-length (up to the model's max tokens), or pass --on-overflow truncate",
+            http='; shorten it, or send "on_overflow": "truncate" to cut it')
         self.index = index
         self.tokens = tokens
         self.max_length = max_length
@@ -143,9 +146,10 @@ class NonFiniteEmbeddingError(M3SearchError):
         super().__init__()
         what = (f"model '{model}' produced a NaN/Inf vector for input {index}; the model files may be corrupt or "
                 f"the quantized model unstable")
-        self._say(what, f": re-run 'm3search models prepare {model} --force' or use precision='fp32'",
-                  cli=f": re-run 'm3search models prepare {model} --force' or use --precision fp32",
-                  http=" (the server's operator has to rebuild them)")
+        self.set_message(
+            what, f": re-run 'm3search models prepare {model} --force' or use precision='fp32'",
+            cli=f": re-run 'm3search models prepare {model} --force' or use --precision fp32",
+            http=" (the server's operator has to rebuild them)")
         self.index = index
 
 
@@ -163,8 +167,10 @@ class CollectionNotFoundError(StoreError):
     def __init__(self, name: str) -> None:
         self.name = name
         super().__init__()
-        self._say(f"no collection named '{name}'", f"; create it with 'm3search index PATH --collection {name}'",
-                  http=f"; create it by adding documents (POST /api/v1/collections/{name}/documents)")
+        self.set_message(
+            f"no collection named '{name}'", f"; create it with 'm3search index PATH --collection {name}'",
+            http=f"; create it with an embedding set (POST /api/v1/embedding-sets "
+                 f"{{\"collection\": \"{name}\", ...}}), then add documents")
 
 
 class ModelMismatchError(StoreError):
@@ -173,10 +179,11 @@ class ModelMismatchError(StoreError):
     def __init__(self, collection: str, active: str, requested: str) -> None:
         self.collection, self.active, self.requested = collection, active, requested
         super().__init__()
-        self._say(f"collection '{collection}' holds vectors of {active}, not {requested}",
-                  f"; switch it with 'm3search reembed --collection {collection} --model ...' or use the model it "
-                  f"was built with",
-                  http="; switch it with a new embedding set (POST /api/v1/embedding-sets) or use the model it was "
+        self.set_message(
+            f"collection '{collection}' holds vectors of {active}, not {requested}",
+            f"; switch it with 'm3search reembed --collection {collection} --model ...' or use the model it "
+            f"was built with",
+            http="; switch it with a new embedding set (POST /api/v1/embedding-sets) or use the model it was "
                        "built with")
 
 

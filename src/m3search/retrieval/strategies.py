@@ -85,9 +85,10 @@ def required_outputs(strategy: str, target: EmbeddingSet) -> list[Output]:
     return [o for o in ("dense", "sparse", "colbert") if o in needed]
 
 
-def usable_strategies(outputs: tuple[str, ...]) -> list[str]:
-    """The strategies a set holding ``outputs`` can serve."""
-    return [s for s in STRATEGIES if all(r == "bm25" or r in outputs for r in retrievers_of(s, outputs))]
+def usable_strategies(outputs: tuple[str, ...], matryoshka: bool) -> list[str]:
+    """The strategies a set holding ``outputs`` of a model with (or without) Matryoshka dims can serve."""
+    return [s for s in STRATEGIES if all(r == "bm25" or r in outputs for r in retrievers_of(s, outputs))
+            and (matryoshka or s != "two_stage")]
 
 
 def _missing_vectors(strategy: str, target: EmbeddingSet, missing: list[str]) -> InputError:
@@ -95,19 +96,22 @@ def _missing_vectors(strategy: str, target: EmbeddingSet, missing: list[str]) ->
     what = (f"strategy '{strategy}' needs {', '.join(missing)} vectors, and collection '{target.collection}' "
             f"({model}) holds {', '.join(outputs)}")
     try:
-        model_outputs = get_spec(model).outputs
-    except UnknownModelError:  # a local model: suggest the strategies its collection serves
-        model_outputs = tuple(outputs)
+        spec = get_spec(model)
+        model_outputs: tuple[str, ...] = spec.outputs
+        matryoshka = any(d < target.config.vector_dim for d in spec.mrl_dims)
+    except UnknownModelError:  # a local model (never Matryoshka): suggest the strategies its collection serves
+        model_outputs, matryoshka = tuple(outputs), False
+    usable = ", ".join(usable_strategies(outputs, matryoshka))
     if not set(missing) <= set(model_outputs):
         return InputError(f"{what}; {model} cannot make {', '.join(m for m in missing if m not in model_outputs)} "
-                          f"vectors: use one of {', '.join(usable_strategies(outputs))}")
+                          f"vectors: use one of {usable}")
     wanted = [o for o in ("dense", "sparse", "colbert") if o in outputs or o in missing]
     return InputError.explained(
-        what, f"; use one of {', '.join(usable_strategies(outputs))}, or add them: reembed(store, encoder, "
+        what, f"; use one of {usable}, or add them: reembed(store, encoder, "
               f"'{target.collection}', outputs={wanted})",
-        cli=f"; use one of {', '.join(usable_strategies(outputs))}, or add them: 'm3search reembed -c "
+        cli=f"; use one of {usable}, or add them: 'm3search reembed -c "
             f"{target.collection} -m {model}" + (" --colbert'" if "colbert" in missing else "'"),
-        http=f"; use one of {', '.join(usable_strategies(outputs))}, or add them with a new embedding set "
+        http=f"; use one of {usable}, or add them with a new embedding set "
              f"(POST /api/v1/embedding-sets" + (', "colbert": true)' if "colbert" in missing else ")"))
 
 

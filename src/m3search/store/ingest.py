@@ -59,7 +59,10 @@ def undecodable_name(path: Path) -> Problem | None:
 def check_text(source: str, raw: bytes, max_bytes: int) -> str:
     """The text of ``raw`` if it is a usable document, else :class:`DocumentError` saying why."""
     if len(raw) > max_bytes:
-        raise DocumentError(source, f"larger than {max_bytes} bytes (--max-bytes)")
+        error = DocumentError(source, f"larger than {max_bytes} bytes (--max-bytes)")
+        error.set_message(f"{source}: larger than {max_bytes} bytes", " (max_bytes)", cli=" (--max-bytes)",
+                          http=" (the server's limit)")
+        raise error
     if b"\x00" in raw:
         raise DocumentError(source, "contains NUL bytes (binary file?)")
     try:
