@@ -113,15 +113,15 @@ class InputError(M3SearchError):
 
 class ParameterError(InputError):
     """A parameter's value is out of its range; the message names it as the caller knows it: ``rerank_k`` (Python,
-    HTTP) or ``--rerank-k`` (CLI)."""
+    HTTP) or ``--rerank-k`` (CLI; ``flag`` when the option is named otherwise)."""
 
-    def __init__(self, name: str, problem: str) -> None:
+    def __init__(self, name: str, problem: str, *, flag: str | None = None) -> None:
         self.name, self.problem = name, problem
+        self.flag = flag or f"--{name.replace('_', '-')}"
         super().__init__(f"{name} {problem}")
 
     def message(self, audience: Audience = "python") -> str:
-        shown = f"--{self.name.replace('_', '-')}" if audience == "cli" else self.name
-        return f"{shown} {self.problem}"
+        return f"{self.flag if audience == 'cli' else self.name} {self.problem}"
 
 
 class InputTooLongError(InputError):

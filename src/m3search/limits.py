@@ -16,3 +16,7 @@ MAX_QUERY_CHARS = 10_000
 """Characters of a search query (``q``, the query argument)."""
 MAX_DOCUMENTS_PER_REQUEST = 1000
 """Documents one ``POST .../documents`` writes."""
+MAX_QUERIES_PER_DOC = 100
+"""Queries fine-tuning data generation makes per document (``queries_per_doc``)."""
+MAX_NEGATIVES = 100
+"""Hard negatives per query, and top documents skipped when mining them (``hard_negatives``, ``negatives_skip``)."""

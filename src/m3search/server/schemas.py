@@ -6,7 +6,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from m3search.limits import MAX_CANDIDATES, MAX_DOCUMENTS_PER_REQUEST, MAX_K, MAX_QUERY_CHARS, MAX_RERANK_K
+from m3search.limits import (
+    MAX_CANDIDATES,
+    MAX_DOCUMENTS_PER_REQUEST,
+    MAX_K,
+    MAX_NEGATIVES,
+    MAX_QUERIES_PER_DOC,
+    MAX_QUERY_CHARS,
+    MAX_RERANK_K,
+)
 from m3search.retrieval.types import Strategy
 
 OutputName = Literal["dense", "sparse", "colbert"]
@@ -307,12 +315,12 @@ class LLMEndpointIn(BaseModel):
 
 class FineTuneGenerateIn(BaseModel):
     collection: str
-    queries_per_doc: int = Field(4, ge=1, le=100)
+    queries_per_doc: int = Field(4, ge=1, le=MAX_QUERIES_PER_DOC)
     validation_split: float = Field(0.1, ge=0, lt=1, description="share of documents held out for validation")
-    hard_negatives: int = Field(3, ge=0, le=100)
-    negatives_skip: int = Field(2, ge=0, le=100, description="top documents skipped when mining negatives")
+    hard_negatives: int = Field(3, ge=0, le=MAX_NEGATIVES)
+    negatives_skip: int = Field(2, ge=0, le=MAX_NEGATIVES, description="top documents skipped when mining negatives")
     negatives_strategy: Literal["dense", "hybrid"] = "hybrid"
-    filter_k: int = Field(10, ge=1, le=1000)
+    filter_k: int = Field(10, ge=1, le=MAX_K)
     seed: int = 0
     sentence_positive: Literal["chunk", "rest"] = Field(
         "chunk", description="a key sentence's positive: its chunk, or the chunk without it (inverse cloze task)")
