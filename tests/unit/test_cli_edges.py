@@ -49,6 +49,20 @@ def test_undecodable_file_name_is_skipped_and_the_rest_indexed(corpus: Path, tmp
     assert code == 0 and json.loads(out)["documents"] == 2
 
 
+def test_lone_surrogate_escapes_in_jsonl_are_skipped_not_a_traceback(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text('{"_id": "a\\ud800", "text": "x"}\n{"_id": "b", "text": "y", "title": "t\\udc00"}\n'
+                      '{"_id": "c", "text": "z", "metadata": {"k\\ud800": 1}}\n{"_id": "d", "text": "caf\\u00e9"}\n',
+                      encoding="utf-8")
+    code, out, err = run(["index", str(corpus), "-c", "kb", "-m", "hash", "--db", str(tmp_path / "i.sqlite3"),
+                          "--json"], capsys)
+    report = json.loads(out)
+    assert code == 1 and report["added"] == 1 and "Traceback" not in err
+    assert [p["source"] for p in report["problems"]] == [f"{corpus}:{n}" for n in (1, 2, 3)]
+    assert all("lone surrogate" in p["reason"] for p in report["problems"])
+
+
 def test_undecodable_argument_is_one_line_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(["embed", "-m", "hash", os.fsdecode(b"caf\xe9")], capsys)
     assert code == 2 and out == "" and "Traceback" not in err and len(err.strip().splitlines()) == 1

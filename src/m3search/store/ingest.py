@@ -84,6 +84,7 @@ def _jsonl(path: Path, raw: bytes, max_bytes: int, out: Sources) -> None:
             record = json.loads(line)
             if not isinstance(record, dict):
                 raise DocumentError(where, "not a JSON object")
+            _check_unicode(where, line, record)
             doc_id = record.get("_id", record.get("id"))
             if not isinstance(doc_id, str | int) or str(doc_id) == "":
                 raise DocumentError(where, "no '_id' or 'id'")
@@ -105,6 +106,18 @@ def _jsonl(path: Path, raw: bytes, max_bytes: int, out: Sources) -> None:
         seen.add(str(doc_id))
         title = record.get("title") if isinstance(record.get("title"), str) else ""
         out.documents.append(Document(str(doc_id), text, str(path), title or "", metadata))
+
+
+def _check_unicode(where: str, line: bytes, record: dict[str, Any]) -> None:
+    """:class:`DocumentError` for a JSON line whose escapes make a lone surrogate (``"\\ud800"``) anywhere in the
+    record: not text that can be hashed or stored. Only lines with escapes are looked at twice."""
+    if b"\\u" not in line:
+        return
+    try:
+        json.dumps(record, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise DocumentError(where, "contains a lone surrogate escape (\\ud800-\\udfff): not valid Unicode "
+                                   "text") from None
 
 
 def _files(path: Path) -> Iterable[tuple[Path, Path]]:
