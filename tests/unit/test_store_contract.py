@@ -17,6 +17,7 @@ from m3search.errors import CollectionNotFoundError, ConfigError, ModelMismatchE
 from m3search.retrieval.search import Searcher
 from m3search.retrieval.types import SearchRequest
 from m3search.store.base import Store
+from m3search.store.filters import check_filters
 from m3search.store.ingest import index_documents
 from m3search.store.migrate import migrate_collection
 from m3search.store.qdrant.driver import Deployment
@@ -125,6 +126,33 @@ def test_filters_keep_only_matching_documents(store: Store) -> None:
     nothing = Searcher(store).search_embedded("kb", "", _embedding(np.random.default_rng(4)),
                                               SearchRequest("dense", filters={"group": "none"}))
     assert nothing.hits == []
+
+
+LIST_METADATA = {"ab": {"tags": ["a", "b"]}, "scalar": {"tags": "a"}, "mixed": {"tags": ["b", True, 3]},
+                 "nested": {"tags": [["a"]]}, "object": {"tags": {"x": "a"}}, "nulls": {"tags": [None, "c"]},
+                 "null": {"tags": None}, "empty": {"tags": []}, "none": {}}
+
+
+@pytest.mark.parametrize(("filters", "expected"), [
+    ({"tags": "a"}, ["ab", "scalar"]), ({"tags": ["b", "c"]}, ["ab", "mixed", "nulls"]),
+    ({"tags": 1}, ["mixed"]), ({"tags": True}, ["mixed"]), ({"tags": 3.0}, ["mixed"]), ({"tags": None}, ["null"]),
+    ({"tags": "x"}, []),
+])
+def test_list_valued_metadata_matches_by_membership(store: Store, filters: dict[str, object],
+                                                    expected: list[str]) -> None:
+    """Issue 19: a filter value matches a stored list containing it, the same on every store and every path (the
+    store's filter: SQL or Qdrant's; the in-memory index of dense search; bm25's)."""
+    target = store.create_collection("kb", CONFIG, 64, 0)
+    rng = np.random.default_rng(5)
+    store.write_documents(target, [
+        PreparedDocument(Document(name, "wing flow", "test", metadata=meta), [Chunk(0, "wing flow", 0, 9, 2)],
+                         [_embedding(rng)]) for name, meta in LIST_METADATA.items()])
+    ids = store.filtered_chunk_ids("kb", check_filters(filters))
+    assert sorted(h.doc_id for h in store.hits([(int(i), 1.0) for i in ids], "kb")) == expected
+    for strategy in ("dense", "bm25"):
+        result = Searcher(store).search_embedded("kb", "wing", _embedding(rng),
+                                                 SearchRequest(strategy, k=20, filters=filters))  # type: ignore[arg-type]
+        assert sorted(h.document_id for h in result.hits) == expected, strategy
 
 
 def test_bm25_ranks_documents_with_the_query_words(store: Store) -> None:

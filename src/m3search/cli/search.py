@@ -10,7 +10,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from m3search.cli.index import CollectionOption, DbOption, ModelOption, StoreOption, encoder_for, open_store
+from m3search.cli.index import (
+    CollectionOption,
+    DbOption,
+    ModelOption,
+    StoreOption,
+    collection_encoder,
+    encoder_for,
+    open_store,
+)
 from m3search.cli.options import BackendOption, PrecisionOption
 from m3search.errors import InputError
 from m3search.retrieval.beir import load_dataset, write_run
@@ -120,8 +128,8 @@ def search(
     if request.rerank is not None:
         rerankers.check(request.rerank)  # before the store opens and the model loads
     with open_store(db, store_url) as store:
-        chosen = model or store.active_set(collection).config.model  # default: the collection's own model
-        searcher = Searcher(store, encoder_for(chosen, backend, precision, False), rerankers=rerankers)
+        encoder, _ = collection_encoder(store, collection, model, backend, precision, False)
+        searcher = Searcher(store, encoder, rerankers=rerankers)
         result = (searcher.search_image(collection, image, request) if image is not None
                   else searcher.search(collection, query or "", request))
     if as_json:
@@ -144,7 +152,11 @@ def _print_report(report: EvalReport) -> None:
     Console(highlight=False).print(table)
 
 
-def _run_path(path: Path, strategy: str, many: bool) -> Path:
+def run_path(path: Path, strategy: str, many: bool) -> Path:
+    """Where ``--save-run PATH`` writes a strategy's run: inside an existing directory ``PATH/STRATEGY.trec``; else
+    ``PATH`` itself for one strategy, ``run.STRATEGY.trec`` beside it for several (``PATH`` = ``run.trec``)."""
+    if path.is_dir():
+        return path / f"{strategy}.trec"
     return path.with_name(f"{path.stem}.{strategy}{path.suffix}") if many else path
 
 
@@ -165,7 +177,9 @@ def eval_command(
     precision: PrecisionOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
     plot_file: Annotated[Path | None, typer.Option("--plot", help="draw a bar chart (PNG)")] = None,
-    save_run: Annotated[Path | None, typer.Option("--save-run", help="write TREC run file(s)")] = None,
+    save_run: Annotated[Path | None, typer.Option(
+        "--save-run", help="write TREC run file(s): FILE (FILE.STRATEGY.trec for several), or DIR/STRATEGY.trec")]
+    = None,
 ) -> None:
     """Evaluate strategies on a BEIR dataset: nDCG@k, MRR@k, Recall@100, MAP (pytrec_eval)."""
     strategies = [s.strip() for s in strategy.split(",") if s.strip()]
@@ -177,7 +191,7 @@ def eval_command(
                       progress=lambda s: console.print(f"running {s}", highlight=False))
     if save_run is not None:
         for score in report.scores:
-            write_run(_run_path(save_run, score.strategy, len(report.scores) > 1), score.run, score.strategy)
+            write_run(run_path(save_run, score.strategy, len(report.scores) > 1), score.run, score.strategy)
     if plot_file is not None:
         plot(report, plot_file)
     if as_json:

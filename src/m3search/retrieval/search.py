@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from m3search.errors import ConfigError, InputError, UnknownModelError
+from m3search.limits import MAX_QUERY_CHARS
 from m3search.models.encoder import Encoder
 from m3search.models.images import ImageInput
 from m3search.models.registry import ModelSpec, get_spec
@@ -90,6 +91,8 @@ class Searcher:
         request = request or SearchRequest()
         if not isinstance(query, str) or not query.strip():
             raise InputError("the query is empty")
+        if len(query) > MAX_QUERY_CHARS:
+            raise InputError(f"the query has {len(query)} characters, more than {MAX_QUERY_CHARS}")
         start = time.perf_counter()
         request, filters = request.checked()  # before the model loads
         if request.rerank is not None:

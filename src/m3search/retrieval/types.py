@@ -6,7 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
-from m3search.errors import InputError
+from m3search.errors import InputError, ParameterError
+from m3search.limits import MAX_CANDIDATES, MAX_K, MAX_RERANK_K
 from m3search.models.rerankers import LLM, find_reranker, list_rerankers
 from m3search.retrieval.fusion import DEFAULT_RRF_K
 from m3search.store.filters import Filters, Scalar, check_filters
@@ -35,7 +36,9 @@ class SearchRequest:
         coarse_dim: Matryoshka dimension of the first stage (``two_stage``); must be one of the model's.
         coarse_k: candidates kept by the first stage (``two_stage``).
         rerank: a cross-encoder's registry name, or ``"llm"`` (the configured chat endpoint); None = no rerank.
-        rerank_k: first-stage candidates the reranker reorders (at least ``k``, at most 1000).
+        rerank_k: first-stage candidates the reranker reorders (at least ``k``).
+
+    Limits: :mod:`m3search.limits`.
     """
 
     strategy: Strategy = "hybrid"
@@ -54,12 +57,13 @@ class SearchRequest:
         """Validate; returns the request and its normalised filters, or raises :class:`InputError`."""
         if self.strategy not in STRATEGIES:
             raise InputError(f"unknown strategy {self.strategy!r}; use one of {', '.join(STRATEGIES)}")
-        for name in ("k", "candidates", "coarse_k"):
+        for name, most in (("k", MAX_K), ("candidates", MAX_CANDIDATES), ("coarse_k", MAX_CANDIDATES),
+                           ("rerank_k", MAX_RERANK_K)):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1 or value > 10_000:
-                raise InputError(f"{name} must be an integer from 1 to 10000, not {value!r}")
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= most:
+                raise ParameterError(name, f"must be an integer from 1 to {most}, not {value!r}")
         if not isinstance(self.rrf_k, int) or self.rrf_k < 0:
-            raise InputError(f"rrf_k must be an integer >= 0, not {self.rrf_k!r}")
+            raise ParameterError("rrf_k", f"must be an integer >= 0, not {self.rrf_k!r}")
         if self.fusion not in ("rrf", "dbsf"):
             raise InputError(f"fusion must be rrf or dbsf, not {self.fusion!r}")
         self._check_rerank()
@@ -70,17 +74,16 @@ class SearchRequest:
         return self, check_filters(self.filters)
 
     def _check_rerank(self) -> None:
-        if not isinstance(self.rerank_k, int) or isinstance(self.rerank_k, bool) or not 1 <= self.rerank_k <= 1000:
-            raise InputError(f"rerank_k must be an integer from 1 to 1000, not {self.rerank_k!r}")
         if self.rerank is None:
             return
         if not isinstance(self.rerank, str) or (self.rerank != LLM and find_reranker(self.rerank) is None):
             known = ", ".join([s.name for s in list_rerankers()] + [LLM])
-            raise InputError(f"unknown reranker {self.rerank!r}; use one of {known} "
-                             f"(see 'm3search models list --rerankers')")
+            raise InputError.explained(f"unknown reranker {self.rerank!r}; use one of {known}",
+                                       " (see m3search.models.rerankers.list_rerankers())",
+                                       cli=" (see 'm3search models list --rerankers')", http="")
         if self.rerank_k < self.k:
-            raise InputError(f"rerank_k ({self.rerank_k}) must be at least k ({self.k}): the reranker can only "
-                             f"return candidates the first stage found")
+            raise ParameterError("rerank_k", f"({self.rerank_k}) must be at least k ({self.k}): the reranker can "
+                                             f"only return candidates the first stage found")
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,7 @@ def translate(exc: e.M3SearchError) -> JSONResponse:
     for kind, status, type_, code in _TABLE:
         if isinstance(exc, kind):
             headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, e.OverloadedError) else None
-            return error_response(status, str(exc), type_, code, headers)
+            return error_response(status, exc.message("http"), type_, code, headers)
     raise AssertionError("unreachable: M3SearchError is in the table")
 
 

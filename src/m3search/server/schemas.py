@@ -6,6 +6,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from m3search.limits import (
+    MAX_CANDIDATES,
+    MAX_DOCUMENTS_PER_REQUEST,
+    MAX_K,
+    MAX_NEGATIVES,
+    MAX_QUERIES_PER_DOC,
+    MAX_QUERY_CHARS,
+    MAX_RERANK_K,
+)
 from m3search.retrieval.types import Strategy
 
 OutputName = Literal["dense", "sparse", "colbert"]
@@ -203,7 +212,7 @@ class DocumentIn(BaseModel):
 
 
 class DocumentsIn(BaseModel):
-    documents: list[DocumentIn] = Field(min_length=1, max_length=1000)
+    documents: list[DocumentIn] = Field(min_length=1, max_length=MAX_DOCUMENTS_PER_REQUEST)
 
 
 class DocumentUpdate(BaseModel):
@@ -253,19 +262,19 @@ class CollectionOut(BaseModel):
 
 
 class SearchBody(BaseModel):
-    q: str = Field(min_length=1, max_length=10_000)
+    q: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
     collection: str
     strategy: Strategy = "hybrid"
-    k: int = Field(10, ge=1, le=1000)
+    k: int = Field(10, ge=1, le=MAX_K)
     filters: dict[str, Any] | None = None
     rrf_k: int = Field(60, ge=0)
     fusion: Literal["rrf", "dbsf"] = Field("rrf", description="how hybrid fuses: rank (rrf) or score (dbsf)")
     weights: dict[str, float] | None = None
-    candidates: int = Field(100, ge=1, le=10_000)
+    candidates: int = Field(100, ge=1, le=MAX_CANDIDATES)
     coarse_dim: int | None = None
-    coarse_k: int = Field(100, ge=1, le=10_000)
+    coarse_k: int = Field(100, ge=1, le=MAX_CANDIDATES)
     rerank: str | None = Field(None, description="a cross-encoder's name, or 'llm' (the server's chat endpoint)")
-    rerank_k: int = Field(50, ge=1, le=1000, description="first-stage candidates the reranker reorders (>= k)")
+    rerank_k: int = Field(50, ge=1, le=MAX_RERANK_K, description="first-stage candidates the reranker reorders (>= k)")
 
 
 class ContributionOut(BaseModel):
@@ -306,12 +315,12 @@ class LLMEndpointIn(BaseModel):
 
 class FineTuneGenerateIn(BaseModel):
     collection: str
-    queries_per_doc: int = Field(4, ge=1, le=100)
+    queries_per_doc: int = Field(4, ge=1, le=MAX_QUERIES_PER_DOC)
     validation_split: float = Field(0.1, ge=0, lt=1, description="share of documents held out for validation")
-    hard_negatives: int = Field(3, ge=0, le=100)
-    negatives_skip: int = Field(2, ge=0, le=100, description="top documents skipped when mining negatives")
+    hard_negatives: int = Field(3, ge=0, le=MAX_NEGATIVES)
+    negatives_skip: int = Field(2, ge=0, le=MAX_NEGATIVES, description="top documents skipped when mining negatives")
     negatives_strategy: Literal["dense", "hybrid"] = "hybrid"
-    filter_k: int = Field(10, ge=1, le=1000)
+    filter_k: int = Field(10, ge=1, le=MAX_K)
     seed: int = 0
     sentence_positive: Literal["chunk", "rest"] = Field(
         "chunk", description="a key sentence's positive: its chunk, or the chunk without it (inverse cloze task)")
@@ -332,5 +341,5 @@ class FineTuneJobOut(BaseModel):
 class ImageSearchBody(BaseModel):
     image: str = Field(min_length=1, description="the query image, base64-encoded file bytes (a data: URL is accepted)")
     collection: str = Field(description="an image collection (built with an image model such as clip-vit-b-32)")
-    k: int = Field(10, ge=1, le=1000)
+    k: int = Field(10, ge=1, le=MAX_K)
     filters: dict[str, Any] | None = None

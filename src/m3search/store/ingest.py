@@ -41,10 +41,28 @@ class Sources:
     problems: list[Problem] = field(default_factory=list)
 
 
+def printable(text: str) -> str:
+    """``text`` as it can be printed and stored: bytes that were not UTF-8 (a file name's surrogate escapes) shown
+    as ``\\xe9``."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def undecodable_name(path: Path) -> Problem | None:
+    """A problem for a file whose name is not UTF-8 (a Latin-1 ``caf\\xe9.txt``): ids and sources are text."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return Problem(printable(str(path)), "file name is not valid UTF-8 (rename it: ids and sources are text)")
+    return None
+
+
 def check_text(source: str, raw: bytes, max_bytes: int) -> str:
     """The text of ``raw`` if it is a usable document, else :class:`DocumentError` saying why."""
     if len(raw) > max_bytes:
-        raise DocumentError(source, f"larger than {max_bytes} bytes (--max-bytes)")
+        error = DocumentError(source, f"larger than {max_bytes} bytes (--max-bytes)")
+        error.set_message(f"{source}: larger than {max_bytes} bytes", " (max_bytes)", cli=" (--max-bytes)",
+                          http=" (the server's limit)")
+        raise error
     if b"\x00" in raw:
         raise DocumentError(source, "contains NUL bytes (binary file?)")
     try:
@@ -66,6 +84,7 @@ def _jsonl(path: Path, raw: bytes, max_bytes: int, out: Sources) -> None:
             record = json.loads(line)
             if not isinstance(record, dict):
                 raise DocumentError(where, "not a JSON object")
+            _check_unicode(where, line, record)
             doc_id = record.get("_id", record.get("id"))
             if not isinstance(doc_id, str | int) or str(doc_id) == "":
                 raise DocumentError(where, "no '_id' or 'id'")
@@ -89,6 +108,18 @@ def _jsonl(path: Path, raw: bytes, max_bytes: int, out: Sources) -> None:
         out.documents.append(Document(str(doc_id), text, str(path), title or "", metadata))
 
 
+def _check_unicode(where: str, line: bytes, record: dict[str, Any]) -> None:
+    """:class:`DocumentError` for a JSON line whose escapes make a lone surrogate (``"\\ud800"``) anywhere in the
+    record: not text that can be hashed or stored. Only lines with escapes are looked at twice."""
+    if b"\\u" not in line:
+        return
+    try:
+        json.dumps(record, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise DocumentError(where, "contains a lone surrogate escape (\\ud800-\\udfff): not valid Unicode "
+                                   "text") from None
+
+
 def _files(path: Path) -> Iterable[tuple[Path, Path]]:
     if path.is_dir():
         for child in sorted(p for p in path.rglob("*") if p.is_file() or p.is_symlink()):
@@ -102,9 +133,13 @@ def read_sources(paths: Sequence[Path], *, max_bytes: int = DEFAULT_MAX_BYTES) -
     out = Sources()
     for argument in paths:
         if not argument.exists():
-            out.problems.append(Problem(str(argument), "no such file or directory"))
+            out.problems.append(Problem(printable(str(argument)), "no such file or directory"))
             continue
         for path, root in _files(argument):
+            bad_name = undecodable_name(path)
+            if bad_name is not None:
+                out.problems.append(bad_name)
+                continue
             if path.suffix.lower() not in SUFFIXES:
                 out.problems.append(Problem(str(path), f"unsupported type (use {', '.join(SUFFIXES)})"))
                 continue

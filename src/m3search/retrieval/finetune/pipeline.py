@@ -22,7 +22,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from m3search import __version__
-from m3search.errors import InputError
+from m3search.errors import InputError, ParameterError
+from m3search.limits import MAX_K, MAX_NEGATIVES, MAX_QUERIES_PER_DOC
 from m3search.models.chat import ChatEndpoint
 from m3search.models.encoder import Encoder
 from m3search.retrieval.finetune.collection import CollectionData, load_collection
@@ -56,16 +57,16 @@ class GenerateOptions:
 
     def checked(self) -> GenerateOptions:
         """Validate; raises :class:`InputError` naming the bad value."""
-        for name, low, high in (("queries_per_doc", 1, 100), ("hard_negatives", 0, 100), ("negatives_skip", 0, 100),
-                                ("filter_k", 1, 1000)):
+        for name, low, high in (("queries_per_doc", 1, MAX_QUERIES_PER_DOC), ("hard_negatives", 0, MAX_NEGATIVES),
+                                ("negatives_skip", 0, MAX_NEGATIVES), ("filter_k", 1, MAX_K)):
             value = getattr(self, name)
-            if not isinstance(value, int) or not low <= value <= high:
-                raise InputError(f"{name} must be an integer from {low} to {high}, not {value!r}")
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+                raise ParameterError(name, f"must be an integer from {low} to {high}, not {value!r}")
         if not isinstance(self.validation_split, int | float) or not 0 <= self.validation_split < 1:
-            raise InputError(f"validation_split must be >= 0 and < 1, not {self.validation_split!r}")
+            raise ParameterError("validation_split", f"must be >= 0 and < 1, not {self.validation_split!r}")
         if self.negatives_strategy not in NEGATIVE_STRATEGIES:
-            raise InputError(f"negatives_strategy must be one of {', '.join(NEGATIVE_STRATEGIES)}, "
-                             f"not {self.negatives_strategy!r}")
+            raise ParameterError("negatives_strategy", f"must be one of {', '.join(NEGATIVE_STRATEGIES)}, not "
+                                                       f"{self.negatives_strategy!r}", flag="--negatives-from")
         if not isinstance(self.seed, int):
             raise InputError(f"seed must be an integer, not {self.seed!r}")
         if self.sentence_positive not in SENTENCE_POSITIVES:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Query, Request, Response
 
 from m3search.errors import DocumentError, NotFoundError
+from m3search.limits import MAX_PAGE
 from m3search.server.routes.common import ERRORS, service_of
 from m3search.server.schemas import (
     AutoEmbedRules,
@@ -101,7 +102,7 @@ def put_document(name: str, doc_id: str, body: DocumentUpdate, request: Request)
 
 
 @router.get("/{name}/documents", response_model=DocumentList)
-def list_documents(name: str, request: Request, limit: int = Query(100, ge=1, le=1000),
+def list_documents(name: str, request: Request, limit: int = Query(100, ge=1, le=MAX_PAGE),
                    offset: int = Query(0, ge=0)) -> DocumentList:
     store = service_of(request).store
     total, _ = store.counts(name)

@@ -9,6 +9,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from m3search.errors import InputError
+from m3search.limits import MAX_CANDIDATES, MAX_K, MAX_QUERY_CHARS, MAX_RERANK_K
 from m3search.retrieval.rerank import RerankerPool
 from m3search.retrieval.search import Searcher
 from m3search.retrieval.strategies import required_outputs
@@ -53,18 +54,18 @@ async def search_post(body: SearchBody, request: Request) -> Response:
 @router.get("/search", response_model=SearchResponse)
 async def search_get(
     request: Request,
-    q: str = Query(min_length=1, max_length=10_000),
+    q: str = Query(min_length=1, max_length=MAX_QUERY_CHARS),
     collection: str = Query(),
     strategy: str = Query("hybrid", description=f"one of {', '.join(STRATEGIES)}"),
-    k: int = Query(10, ge=1, le=1000),
+    k: int = Query(10, ge=1, le=MAX_K),
     coarse_dim: int | None = None,
-    coarse_k: int = Query(100, ge=1, le=10_000),
+    coarse_k: int = Query(100, ge=1, le=MAX_CANDIDATES),
     rrf_k: int = Query(60, ge=0),
     fusion: Literal["rrf", "dbsf"] = Query("rrf", description="how hybrid fuses: rank (rrf) or score (dbsf)"),
-    candidates: int = Query(100, ge=1, le=10_000),
+    candidates: int = Query(100, ge=1, le=MAX_CANDIDATES),
     filter: list[str] | None = Query(None, description="key=value, repeatable; values are JSON-typed"),
     rerank: str | None = Query(None, description="a cross-encoder's name, or 'llm'"),
-    rerank_k: int = Query(50, ge=1, le=1000, description="first-stage candidates the reranker reorders (>= k)"),
+    rerank_k: int = Query(50, ge=1, le=MAX_RERANK_K, description="first-stage candidates the reranker reorders (>= k)"),
 ) -> Response:
     """The same search from a URL: ``?q=...&collection=...&strategy=two_stage&coarse_dim=64&coarse_k=100``."""
     if strategy not in STRATEGIES:
