@@ -4,6 +4,8 @@ mode as before; the evaluation harness ranks documents through the same grouping
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -162,3 +164,66 @@ def test_evaluation_runs_rank_documents_through_the_same_grouping(store: SQLiteS
     grouped = _search(searcher, strategy="dense", k=10)
     assert run == {"q1": {h.document_id: h.score for h in grouped}}
     assert len(run["q1"]) == 10  # 10 documents even though their 30 best chunks cover far fewer
+
+
+def test_search_cli_groups_by_document_unless_asked_for_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from m3search.models.loader import load_encoder
+    from m3search.store.ingest import index_documents
+    from tests.cli import run_cli
+
+    monkeypatch.setenv("M3SEARCH_MAX_LENGTH", "16")  # short chunks: each document splits into several
+    db = tmp_path / "cli.sqlite3"
+    texts = {f"t{i}": " ".join(f"{w} wing flow" for w in ("lift", "drag", "heat", "plate", "jet")[: i + 2] * 4)
+             for i in range(4)}
+    with SQLiteStore(db) as opened:
+        index_documents(opened, load_encoder("hash"), "kb", [Document(d, t, "t") for d, t in texts.items()])
+        assert opened.counts("kb")[1] > 2 * len(texts)
+    args = ["search", "-c", "kb", "wing flow", "--db", str(db), "--strategy", "bm25", "--k", "3", "--json"]
+    code, out, err = run_cli(args, capsys)
+    assert code == 0, err
+    documents = json.loads(out)
+    assert documents["group_by"] == "document" and len({h["document_id"] for h in documents["hits"]}) == 3
+    assert all(h["other_chunks"] and h["ordinal"] is not None for h in documents["hits"])
+    code, out, _ = run_cli([*args, "--group-by", "chunk"], capsys)
+    chunks = json.loads(out)
+    assert code == 0 and chunks["group_by"] == "chunk" and len(chunks["hits"]) == 3
+    assert len({h["document_id"] for h in chunks["hits"]}) < 3 and "other_chunks" not in chunks["hits"][0]
+    code, out, _ = run_cli(args[:-1], capsys)
+    assert code == 0 and out.count("also matches chunks #") == 3
+    code, _, err = run_cli([*args, "--group-by", "page"], capsys)
+    assert code == 2 and "group_by must be document or chunk" in err and "Traceback" not in err
+
+
+def _table_documents(out: str) -> list[list[str]]:
+    """The document column of each table the demo prints (one list per query)."""
+    tables: list[list[str]] = []
+    for line in out.splitlines():
+        if line.startswith("┏"):
+            tables.append([])
+        found = re.match(r"^│\s+\d+ │\s+[\d.]+ │ (\S+)", line)
+        if found and tables:
+            tables[-1].append(found.group(1))
+    return tables
+
+
+def test_demo_prints_each_document_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from m3search.cli.demo import QUERIES
+    from tests.cli import run_cli
+
+    monkeypatch.setenv("M3SEARCH_MAX_LENGTH", "32")  # short chunks: the FAQ answers split into several
+    monkeypatch.setenv("COLUMNS", "200")
+    db = str(tmp_path / "demo.sqlite3")
+    code, out, err = run_cli(["demo", "--model", "hash", "--k", "5", "--db", db], capsys)
+    assert code == 0, err
+    tables = _table_documents(out)
+    assert len(tables) == len(QUERIES) and all(len(t) == 5 == len(set(t)) for t in tables)
+    assert "more chunk(s)" in out
+    repeated = 0
+    for query in QUERIES:  # the same searches by chunk repeat documents: what the demo showed before
+        _, chunks, _ = run_cli(["search", "-c", "demo-hash", query, "--db", db, "--model", "hash", "--k", "5",
+                                "--group-by", "chunk", "--json"], capsys)
+        ids = [h["document_id"] for h in json.loads(chunks)["hits"]]
+        repeated += len(ids) - len(set(ids))
+    assert repeated > 0
