@@ -95,8 +95,10 @@ class M3SearchRetriever(BaseRetriever):
     with metadata filters and reranking, in this process or through a server's ``/api/v1/search``.
 
     Each hit becomes a ``Document`` whose ``page_content`` is the chunk's text and whose ``metadata`` is the
-    document's metadata plus ``document_id``, ``chunk_id``, ``score`` (the fused score) and ``breakdown``
-    (each retriever's ``{"rank", "score"}``).
+    document's metadata plus ``document_id``, ``chunk_id``, ``score`` (the fused score), ``breakdown``
+    (each retriever's ``{"rank", "score"}``) and, with ``group_by="document"`` (the default: one hit per
+    document, its best chunk), ``other_chunks`` (the document's other matching chunks: id, ordinal, offsets,
+    score).
 
     Args:
         collection: the collection's name.
@@ -146,4 +148,6 @@ def _document(hit: SearchHit) -> Document:
     breakdown = {name: {"rank": c.rank, "score": c.score} for name, c in hit.breakdown.items()}
     metadata = {**hit.metadata, "document_id": hit.document_id, "chunk_id": hit.chunk_id, "score": hit.score,
                 "breakdown": breakdown}
+    if hit.other_chunks is not None:  # group_by="document": the document's other matching chunks
+        metadata["other_chunks"] = [c.as_dict() for c in hit.other_chunks]
     return Document(page_content=hit.text, metadata=metadata, id=f"{hit.document_id}#{hit.chunk_id}")

@@ -36,7 +36,7 @@ from m3search.retrieval.search import Searcher  # noqa: E402
 from m3search.retrieval.types import SearchHit  # noqa: E402
 
 __all__ = ["M3SearchEmbedding", "M3SearchRetriever"]
-_HIT_KEYS = ["document_id", "chunk_id", "breakdown"]
+_HIT_KEYS = ["document_id", "chunk_id", "breakdown", "other_chunks"]
 
 
 class M3SearchEmbedding(BaseEmbedding):
@@ -108,7 +108,8 @@ class M3SearchRetriever(BaseRetriever):
     with metadata filters and reranking, in this process or through a server's ``/api/v1/search``.
 
     Each hit becomes a ``NodeWithScore``: a ``TextNode`` (id ``document_id#chunk_id``, the chunk's text, the
-    document's metadata plus ``document_id``, ``chunk_id`` and ``breakdown``, kept out of the LLM's and the
+    document's metadata plus ``document_id``, ``chunk_id``, ``breakdown`` and, with ``group_by="document"``
+    (the default: one hit per document, its best chunk), ``other_chunks``, all kept out of the LLM's and the
     embedder's view; its SOURCE relationship is the document) with the fused score.
 
     Args:
@@ -151,9 +152,10 @@ class M3SearchRetriever(BaseRetriever):
 
 def _node(hit: SearchHit) -> NodeWithScore:
     breakdown = {name: {"rank": c.rank, "score": c.score} for name, c in hit.breakdown.items()}
-    node = TextNode(id_=f"{hit.document_id}#{hit.chunk_id}", text=hit.text,
-                    metadata={**hit.metadata, "document_id": hit.document_id, "chunk_id": hit.chunk_id,
-                              "breakdown": breakdown},
+    metadata = {**hit.metadata, "document_id": hit.document_id, "chunk_id": hit.chunk_id, "breakdown": breakdown}
+    if hit.other_chunks is not None:  # group_by="document": the document's other matching chunks
+        metadata["other_chunks"] = [c.as_dict() for c in hit.other_chunks]
+    node = TextNode(id_=f"{hit.document_id}#{hit.chunk_id}", text=hit.text, metadata=metadata,
                     excluded_llm_metadata_keys=_HIT_KEYS, excluded_embed_metadata_keys=_HIT_KEYS,
                     relationships={NodeRelationship.SOURCE: RelatedNodeInfo(node_id=hit.document_id)})
     return NodeWithScore(node=node, score=hit.score)
