@@ -88,7 +88,9 @@ def test_k_documents_one_hit_each_in_the_order_of_their_best_chunk(store: SQLite
     chunks = _search(searcher, strategy=strategy, k=DOCUMENTS * CHUNKS, candidates=DOCUMENTS * CHUNKS,
                      group_by="chunk")  # every chunk, best first
     for k in (1, 5, 10):
-        found = _search(searcher, strategy=strategy, k=k, candidates=DOCUMENTS * CHUNKS)
+        result = searcher.search_embedded("kb", "doc part", _query(), SearchRequest(
+            strategy, k=k, candidates=DOCUMENTS * CHUNKS))  # type: ignore[arg-type]
+        found = result.hits
         ids = [h.document_id for h in found]
         assert len(ids) == k == len(set(ids))
         best: dict[str, SearchHit] = {}
@@ -96,8 +98,9 @@ def test_k_documents_one_hit_each_in_the_order_of_their_best_chunk(store: SQLite
             best.setdefault(hit.document_id, hit)
         assert [(h.document_id, h.chunk_id) for h in found] == [(h.document_id, h.chunk_id)
                                                                 for h in list(best.values())[:k]]
-        for hit in found:  # the other matching chunks: the document's other chunks, best first, located
-            others = [h for h in chunks if h.document_id == hit.document_id and h.chunk_id != hit.chunk_id]
+        ranked = chunks[: result.details["chunks_ranked"]]
+        for hit in found:  # the other matching chunks: the document's other chunks ranked, best first, located
+            others = [h for h in ranked if h.document_id == hit.document_id and h.chunk_id != hit.chunk_id]
             assert [(c.chunk_id, c.ordinal, c.start, c.end) for c in hit.other_chunks or ()] == [
                 (h.chunk_id, h.ordinal, h.start, h.end) for h in others]
             assert hit.text.startswith(f"{hit.document_id.replace('d', 'doc')} part {hit.ordinal} ")

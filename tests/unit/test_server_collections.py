@@ -115,12 +115,16 @@ def test_search_returns_documents_unless_asked_for_chunks(client: TestClient) ->
     for result in (posted, fetched):
         assert result["group_by"] == "document" and result["k"] == 3
         assert len({h["document_id"] for h in result["hits"]}) == len(result["hits"]) == 3
+        ranked = client.post("/api/v1/search", json={**query, "k": result["chunks_ranked"],
+                                                     "group_by": "chunk"}).json()["hits"]
         for hit in result["hits"]:
-            assert hit["other_chunks"] and all(c["score"] <= hit["score"] for c in hit["other_chunks"])
             text = docs[int(hit["document_id"][3:])]["text"]
-            assert text[hit["start"]: hit["end"]].split() == hit["text"].split()
-            assert hit["ordinal"] not in {c["ordinal"] for c in hit["other_chunks"]}
-            assert all(c["end"] > c["start"] >= 0 for c in hit["other_chunks"])
+            others = [h for h in ranked if h["document_id"] == hit["document_id"] and h["chunk_id"] != hit["chunk_id"]]
+            assert [(c["chunk_id"], c["ordinal"], c["start"], c["end"], c["score"]) for c in hit["other_chunks"]] == [
+                (h["chunk_id"], h["ordinal"], h["start"], h["end"], h["score"]) for h in others]
+            for located in (hit, *others):  # the offsets locate each chunk in its document
+                assert text[located["start"]: located["end"]].split() == located["text"].split()
+    assert any(hit["other_chunks"] for hit in posted["hits"])
     assert [h["chunk_id"] for h in posted["hits"]] == [h["chunk_id"] for h in fetched["hits"]]
     chunks = client.post("/api/v1/search", json={**query, "k": 12, "group_by": "chunk"}).json()
     also = client.get("/api/v1/search", params={**query, "k": 12, "group_by": "chunk"}).json()

@@ -33,11 +33,11 @@ def group_hits(hits: Sequence[SearchHit], k: int | None = None) -> list[SearchHi
 
 def first_depth(request: SearchRequest) -> int:
     """How many chunks the first try of a document search ranks: the reranker's ``rerank_k`` candidates when
-    there is a rerank stage (its cost stays the caller's choice), else the retrievers' ``candidates`` (the depth a
-    fusion looks at anyway) and at least :data:`CHUNKS_PER_DOCUMENT` per wanted document."""
+    there is a rerank stage (its cost stays the caller's choice), else :data:`CHUNKS_PER_DOCUMENT` per wanted
+    document (the retrievers of a fusion still look ``candidates`` deep; only the hits looked up are fewer)."""
     if request.rerank is not None:
         return max(request.rerank_k, request.k)
-    return min(max(request.candidates, CHUNKS_PER_DOCUMENT * request.k), MAX_CHUNKS)
+    return min(CHUNKS_PER_DOCUMENT * request.k, MAX_CHUNKS)
 
 
 def search_documents(search_chunks: Callable[[int], SearchResult], request: SearchRequest) -> SearchResult:
