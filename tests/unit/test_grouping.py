@@ -158,6 +158,10 @@ def test_documents_are_grouped_after_the_rerank(store: SQLiteStore) -> None:
     for hit in first_stage:
         top_first.setdefault(hit.document_id, hit.chunk_id)
     assert any(top_first[h.document_id] != h.chunk_id for h in found)  # the reranker chose another best chunk
+    few = searcher.search_embedded("kb", "doc part", _query(), SearchRequest(
+        "dense", k=5, rerank="ms-marco-minilm-l-6-v2", rerank_k=10))
+    assert len({h.document_id for h in few.hits}) == len(few.hits) == 5  # 10 chunks covered fewer documents
+    assert few.details["rerank"]["candidates"] == few.details["chunks_ranked"] > 10
 
 
 def test_evaluation_runs_rank_documents_through_the_same_grouping(store: SQLiteStore) -> None:

@@ -15,6 +15,7 @@ from m3search.retrieval.types import ChunkMatch, SearchHit, SearchRequest, Searc
 CHUNKS_PER_DOCUMENT = 3  # the first search looks at 3 chunks per wanted document
 GROWTH = 4  # then 4 times deeper while the chunks found cover fewer than k documents
 MAX_CHUNKS = 10_000
+MAX_RERANKED = 1000  # a rerank stage never scores more chunks than rerank_k may ask for
 
 
 def group_hits(hits: Sequence[SearchHit], k: int | None = None) -> list[SearchHit]:
@@ -42,13 +43,15 @@ def first_depth(request: SearchRequest) -> int:
 
 def search_documents(search_chunks: Callable[[int], SearchResult], request: SearchRequest) -> SearchResult:
     """``request.k`` documents from a chunk search: ``search_chunks(depth)`` returns the top ``depth`` chunks
-    (fused and reranked); the depth grows until they cover ``k`` documents or the ranking runs out."""
+    (fused and reranked); the depth grows until they cover ``k`` documents or the ranking runs out (at most
+    :data:`MAX_CHUNKS` chunks, :data:`MAX_RERANKED` with a rerank stage)."""
+    limit = max(MAX_RERANKED, request.rerank_k) if request.rerank is not None else MAX_CHUNKS
     depth = first_depth(request)
     while True:
         result = search_chunks(depth)
         documents = group_hits(result.hits, request.k)
-        if len(documents) >= request.k or len(result.hits) < depth or depth >= MAX_CHUNKS:
+        if len(documents) >= request.k or len(result.hits) < depth or depth >= limit:
             break
-        depth = min(depth * GROWTH, MAX_CHUNKS)
+        depth = min(depth * GROWTH, limit)
     details = {**result.details, "k": request.k, "group_by": "document", "chunks_ranked": depth}
     return replace(result, hits=documents, details=details)
