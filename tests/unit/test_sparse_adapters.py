@@ -201,3 +201,20 @@ def test_llamaindex_qdrant_hybrid_stores_m3searchs_sparse_vectors(tmp_path: Path
     sparse_only = index.as_retriever(vector_store_query_mode="sparse", sparse_top_k=3, similarity_top_k=3)
     found = sparse_only.retrieve(WIDE)
     assert {n.node.get_content(): n.score for n in found} == pytest.approx(_lexical_top(stored, WIDE, 3), rel=1e-5)
+
+
+def test_without_langchain_qdrant_only_the_sparse_adapter_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+    import sys
+
+    from m3search.errors import MissingDependencyError
+
+    monkeypatch.setitem(sys.modules, "langchain_qdrant", None)  # what an uninstalled package looks like to import
+    monkeypatch.delitem(sys.modules, "m3search.integrations._langchain_sparse")
+    monkeypatch.delitem(sys.modules, "m3search.integrations.langchain")
+    module = importlib.import_module("m3search.integrations.langchain")
+    assert module.M3SearchEmbeddings(encoder=_fake()).embed_query("x")  # the dense adapter still works
+    with pytest.raises(MissingDependencyError, match=r"pip install 'm3search\[langchain\]'"):
+        module.M3SearchSparseEmbeddings  # noqa: B018
+    with pytest.raises(AttributeError, match="no attribute 'Nothing'"):
+        module.Nothing  # noqa: B018
