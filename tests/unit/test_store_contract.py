@@ -78,7 +78,8 @@ def fill(store: Store, n: int = 60, seed: int = 0) -> None:
 def hits(store: Store, strategy: str, seed: int = 1, **request: object) -> list[tuple[str, str, float]]:
     """(document, chunk text, score) best first; equal scores in text order on every store."""
     query = _embedding(np.random.default_rng(seed))
-    result = Searcher(store).search_embedded("kb", "rare heat", query, SearchRequest(strategy, **request))
+    result = Searcher(store).search_embedded("kb", "rare heat", query,
+                                             SearchRequest(strategy, **{"group_by": "chunk", **request}))
     return sorted(((h.document_id, h.text, h.score) for h in result.hits), key=lambda x: (-round(x[2], 5), x[:2]))
 
 
@@ -121,7 +122,8 @@ def test_same_documents_give_the_same_exact_results(store: Store, reference: Sto
 def test_filters_keep_only_matching_documents(store: Store) -> None:
     fill(store)
     result = Searcher(store).search_embedded("kb", "", _embedding(np.random.default_rng(4)),
-                                             SearchRequest("dense", k=50, filters={"n": [3, 4, 5], "flag": False}))
+                                             SearchRequest("dense", k=50, filters={"n": [3, 4, 5], "flag": False},
+                                                           group_by="chunk"))
     assert sorted(h.document_id for h in result.hits) == ["d4", "d4", "d5", "d5"]
     nothing = Searcher(store).search_embedded("kb", "", _embedding(np.random.default_rng(4)),
                                               SearchRequest("dense", filters={"group": "none"}))
@@ -153,6 +155,34 @@ def test_list_valued_metadata_matches_by_membership(store: Store, filters: dict[
         result = Searcher(store).search_embedded("kb", "wing", _embedding(rng),
                                                  SearchRequest(strategy, k=20, filters=filters))  # type: ignore[arg-type]
         assert sorted(h.document_id for h in result.hits) == expected, strategy
+
+
+@pytest.mark.parametrize("strategy", ["dense", "sparse", "hybrid", "all"])
+def test_results_by_document_group_the_chunk_results(store: Store, strategy: str) -> None:
+    """One hit per document on every store: the document's best chunk, located (ordinal, offsets) from the store,
+    with its other matching chunk listed; k documents, in the order of each one's best chunk."""
+    fill(store)
+    query = _embedding(np.random.default_rng(5))
+    searcher = Searcher(store)
+    chunks = searcher.search_embedded("kb", "rare heat", query,
+                                      SearchRequest(strategy, k=120, candidates=120, group_by="chunk")).hits
+    result = searcher.search_embedded("kb", "rare heat", query, SearchRequest(strategy, k=20, candidates=120))
+    firsts = {}
+    for hit in chunks:
+        firsts.setdefault(hit.document_id, hit)
+    assert result.details["group_by"] == "document" and len(result.hits) == min(20, len(firsts))  # all that match
+    assert strategy == "sparse" or any(hit.other_chunks for hit in result.hits)  # sparse: few chunks match
+    assert [(h.document_id, h.chunk_id) for h in result.hits] == [(h.document_id, h.chunk_id)
+                                                                  for h in list(firsts.values())[:20]]
+    for hit in result.hits:
+        assert hit.score == pytest.approx(firsts[hit.document_id].score, rel=1e-5)
+        assert hit.ordinal == (0 if hit.text.split()[0] in WORDS else 1)  # chunk 1 is the reversed text
+        assert (hit.start, hit.end) == (0, len(hit.text))
+        others = [h for h in chunks[: result.details["chunks_ranked"]]  # the document's other chunks ranked
+                  if h.document_id == hit.document_id and h.chunk_id != hit.chunk_id]
+        assert [(c.chunk_id, c.ordinal, c.start, c.end) for c in hit.other_chunks or ()] == [
+            (h.chunk_id, 1 - hit.ordinal, 0, len(h.text)) for h in others]
+        assert [c.score for c in hit.other_chunks or ()] == pytest.approx([h.score for h in others], rel=1e-5)
 
 
 def test_bm25_ranks_documents_with_the_query_words(store: Store) -> None:

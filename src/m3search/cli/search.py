@@ -40,6 +40,9 @@ CoarseKOption = Annotated[int, typer.Option("--coarse-k", help="candidates of th
 RerankOption = Annotated[str | None, typer.Option(
     "--rerank", help="rerank the first stage's candidates: a cross-encoder (models list --rerankers) or 'llm'")]
 RerankKOption = Annotated[int, typer.Option("--rerank-k", help="first-stage candidates the reranker reorders")]
+GroupByOption = Annotated[str, typer.Option(
+    "--group-by", help="document: one hit per document (its best chunk, other matching chunks listed); chunk: every "
+                       "matching chunk")]
 LLMUrlOption = Annotated[str | None, typer.Option(
     "--llm-url", help="OpenAI-compatible chat endpoint for --rerank llm (default: M3SEARCH_LLM_URL)")]
 LLMModelOption = Annotated[str | None, typer.Option(
@@ -64,14 +67,14 @@ def parse_weights(text: str | None) -> dict[str, float] | None:
 
 def make_request(strategy: str, k: int, filters: list[str] | None, rrf_k: int, weights: str | None,
                  candidates: int, coarse_dim: int | None, coarse_k: int, fusion: str = "rrf",
-                 rerank: str | None = None, rerank_k: int = 50) -> SearchRequest:
+                 rerank: str | None = None, rerank_k: int = 50, group_by: str = "document") -> SearchRequest:
     grouped: dict[str, list[Any]] = {}
     for key, value in (parse_filter(f) for f in filters or []):
         grouped.setdefault(key, []).append(value)  # a key given twice matches either value
     chosen = {key: values[0] if len(values) == 1 else values for key, values in grouped.items()}
     request = SearchRequest(strategy, k, chosen or None, rrf_k, parse_weights(weights),  # type: ignore[arg-type]
                             candidates, coarse_dim, coarse_k, fusion, rerank=rerank,  # type: ignore[arg-type]
-                            rerank_k=rerank_k)
+                            rerank_k=rerank_k, group_by=group_by)  # type: ignore[arg-type]
     return request.checked()[0]
 
 
@@ -83,6 +86,10 @@ def _describe(result: SearchResult) -> None:
         parts = "  ".join(f"{name} #{c.rank} {c.score:.4g}" for name, c in hit.breakdown.items())
         console.print(f"{rank:>2}. {hit.score:.4f} [bold]{hit.document_id}[/]  [dim]{parts}[/]", markup=True)
         console.print("    " + hit.text.replace("\n", " ")[:110], markup=False)
+        if hit.other_chunks:
+            places = ", ".join(f"#{c.ordinal} {c.score:.4g}" for c in hit.other_chunks[:5])
+            more = f" (+{len(hit.other_chunks) - 5})" if len(hit.other_chunks) > 5 else ""
+            console.print(f"    [dim]also matches chunks {places}{more}[/]")
     rerank = result.details.get("rerank")
     if isinstance(rerank, dict) and rerank.get("status") == "failed-open":
         console.print(f"[yellow]rerank by {rerank['by']} failed open (first-stage order kept): "
@@ -105,6 +112,7 @@ def search(
     coarse_k: CoarseKOption = 100,
     rerank: RerankOption = None,
     rerank_k: RerankKOption = 50,
+    group_by: GroupByOption = "document",
     llm_url: LLMUrlOption = None,
     llm_model: LLMModelOption = None,
     model: ModelOption = None,
@@ -122,7 +130,7 @@ def search(
     if image is not None and strategy == "hybrid":
         strategy = "dense"  # image queries search dense vectors only: the default strategy becomes dense
     request = make_request(strategy, k, filters, rrf_k, weights, candidates, coarse_dim, coarse_k, fusion,
-                           rerank, rerank_k)
+                           rerank, rerank_k, group_by)
     overrides = {key: value for key, value in (("llm_url", llm_url), ("llm_model", llm_model)) if value}
     rerankers = RerankerPool(get_settings(**overrides))
     if request.rerank is not None:

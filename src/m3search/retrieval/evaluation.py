@@ -88,19 +88,11 @@ class EvalReport:
 
 def document_run(searcher: Searcher, collection: str, dataset: Dataset, strategy: str, depth: int,
                  embeddings: Sequence[Any], request: SearchRequest) -> Run:
-    """The top ``depth`` documents per query (a document scores its best chunk)."""
-    run: Run = {}
-    ask = replace(request, strategy=strategy, k=3 * depth,  # type: ignore[arg-type]
-                  candidates=max(request.candidates, 3 * depth),
-                  coarse_k=max(request.coarse_k, 3 * depth))
-    for (qid, text), embedding in zip(dataset.queries.items(), embeddings, strict=True):
-        docs: dict[str, float] = {}
-        for hit in searcher.search_embedded(collection, text, embedding, ask).hits:
-            docs.setdefault(hit.document_id, hit.score)
-            if len(docs) == depth:
-                break
-        run[qid] = docs
-    return run
+    """The top ``depth`` documents per query: a ``group_by="document"`` search (a document scores its best chunk,
+    :func:`~m3search.retrieval.grouping.group_hits`)."""
+    ask = replace(request, strategy=strategy, k=depth, group_by="document")  # type: ignore[arg-type]
+    return {qid: {hit.document_id: hit.score for hit in searcher.search_embedded(collection, text, embedding, ask).hits}
+            for (qid, text), embedding in zip(dataset.queries.items(), embeddings, strict=True)}
 
 
 def evaluate(dataset: Dataset, encoder: Encoder, strategies: Sequence[str], *, k: int = 10,

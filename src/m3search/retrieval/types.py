@@ -15,6 +15,8 @@ from m3search.store.filters import Filters, Scalar, check_filters
 Strategy = Literal["dense", "sparse", "bm25", "colbert", "hybrid", "weighted", "all", "two_stage"]
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
 Fusion = Literal["rrf", "dbsf"]
+GroupBy = Literal["document", "chunk"]
+GROUP_BY: tuple[str, ...] = get_args(GroupBy)
 
 # The BGE-M3 README's weights for dense, sparse and ColBERT scores; bm25 stands in for sparse when a model has
 # no sparse output.
@@ -37,6 +39,8 @@ class SearchRequest:
         coarse_k: candidates kept by the first stage (``two_stage``).
         rerank: a cross-encoder's registry name, or ``"llm"`` (the configured chat endpoint); None = no rerank.
         rerank_k: first-stage candidates the reranker reorders (at least ``k``).
+        group_by: ``document`` (one hit per document: its best chunk, the other matching chunks listed; ``k``
+            documents) or ``chunk`` (every matching chunk is a hit; ``k`` chunks).
 
     Limits: :mod:`m3search.limits`.
     """
@@ -52,6 +56,7 @@ class SearchRequest:
     fusion: Fusion = "rrf"
     rerank: str | None = None
     rerank_k: int = 50
+    group_by: GroupBy = "document"
 
     def checked(self) -> tuple[SearchRequest, dict[str, list[Scalar]]]:
         """Validate; returns the request and its normalised filters, or raises :class:`InputError`."""
@@ -66,6 +71,8 @@ class SearchRequest:
             raise ParameterError("rrf_k", f"must be an integer >= 0, not {self.rrf_k!r}")
         if self.fusion not in ("rrf", "dbsf"):
             raise InputError(f"fusion must be rrf or dbsf, not {self.fusion!r}")
+        if self.group_by not in GROUP_BY:
+            raise InputError(f"group_by must be document or chunk, not {self.group_by!r}")
         self._check_rerank()
         if self.weights is not None:
             unknown = sorted(set(self.weights) - set(DEFAULT_WEIGHTS))
@@ -104,8 +111,27 @@ class Contribution:
 
 
 @dataclass(frozen=True)
+class ChunkMatch:
+    """Another matching chunk of a document hit: where it is (ordinal, character span) and its final score."""
+
+    chunk_id: int
+    ordinal: int | None
+    start: int | None
+    end: int | None
+    score: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"chunk_id": self.chunk_id, "ordinal": self.ordinal, "start": self.start, "end": self.end,
+                "score": self.score}
+
+
+@dataclass(frozen=True)
 class SearchHit:
-    """One result: the chunk, its document, the final score and the per-retriever breakdown."""
+    """One result: the chunk, its document, the final score and the per-retriever breakdown.
+
+    ``ordinal``, ``start`` and ``end`` locate the chunk in its document (None when unknown); ``other_chunks`` is
+    set in ``group_by="document"`` results: the document's other matching chunks, best first (this hit is its
+    best chunk)."""
 
     document_id: str
     chunk_id: int
@@ -114,6 +140,10 @@ class SearchHit:
     metadata: dict[str, Any] = field(default_factory=dict)
     breakdown: dict[str, Contribution] = field(default_factory=dict)
     rerank: RerankNote | None = None
+    ordinal: int | None = None
+    start: int | None = None
+    end: int | None = None
+    other_chunks: tuple[ChunkMatch, ...] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         breakdown: dict[str, dict[str, Any]] = {name: {"rank": c.rank, "score": c.score}
@@ -121,8 +151,13 @@ class SearchHit:
         if self.rerank is not None:  # the rerank's rank and score (None when it failed open), and its status
             breakdown["rerank"] = {**breakdown.get("rerank", {"rank": None, "score": None}),
                                    "by": self.rerank.by, "status": self.rerank.status, "reason": self.rerank.reason}
-        return {"document_id": self.document_id, "chunk_id": self.chunk_id, "score": self.score, "text": self.text,
-                "metadata": self.metadata, "breakdown": breakdown}
+        found = {"document_id": self.document_id, "chunk_id": self.chunk_id, "score": self.score, "text": self.text,
+                 "metadata": self.metadata, "breakdown": breakdown}
+        if self.ordinal is not None:
+            found.update(ordinal=self.ordinal, start=self.start, end=self.end)
+        if self.other_chunks is not None:
+            found["other_chunks"] = [c.as_dict() for c in self.other_chunks]
+        return found
 
 
 @dataclass(frozen=True)

@@ -275,6 +275,9 @@ class SearchBody(BaseModel):
     coarse_k: int = Field(100, ge=1, le=MAX_CANDIDATES)
     rerank: str | None = Field(None, description="a cross-encoder's name, or 'llm' (the server's chat endpoint)")
     rerank_k: int = Field(50, ge=1, le=MAX_RERANK_K, description="first-stage candidates the reranker reorders (>= k)")
+    group_by: Literal["document", "chunk"] = Field(
+        "document", description="document: one hit per document (its best chunk, the other matching chunks listed), "
+                                "k documents; chunk: every matching chunk, k chunks")
 
 
 class ContributionOut(BaseModel):
@@ -285,6 +288,14 @@ class ContributionOut(BaseModel):
     reason: str | None = Field(None, description="'rerank' only: why it failed open")
 
 
+class ChunkMatchOut(BaseModel):
+    chunk_id: int
+    ordinal: int | None = Field(description="the chunk's place in its document (0 = first)")
+    start: int | None = Field(description="character offset of the chunk in its document")
+    end: int | None
+    score: float
+
+
 class SearchHitOut(BaseModel):
     document_id: str
     chunk_id: int
@@ -292,6 +303,11 @@ class SearchHitOut(BaseModel):
     text: str
     metadata: dict[str, Any]
     breakdown: dict[str, ContributionOut]
+    ordinal: int | None = Field(None, description="the chunk's place in its document (0 = first)")
+    start: int | None = Field(None, description="character offset of the chunk in its document")
+    end: int | None = None
+    other_chunks: list[ChunkMatchOut] | None = Field(
+        None, description="group_by=document: the document's other matching chunks, best first")
 
 
 class SearchResponse(BaseModel):

@@ -179,25 +179,20 @@ def _deduplicated(candidates: Sequence[Candidate], report: GenerationReport) -> 
 
 def _top_documents(searcher: Searcher, collection: str, candidate: Candidate, embedding: Embedding | None,
                    strategy: str, k: int) -> list[str]:
-    """The first ``k`` distinct documents of a ``strategy`` search, with their best chunk's text."""
-    request = SearchRequest(strategy, k=3 * k, candidates=max(100, 3 * k))  # type: ignore[arg-type]
-    hits = searcher.search_embedded(collection, candidate.query, embedding, request).hits
-    return list(dict.fromkeys(h.document_id for h in hits))[:k]
+    """The first ``k`` documents of a ``strategy`` search (each ranked by its best chunk)."""
+    request = SearchRequest(strategy, k=k, group_by="document")  # type: ignore[arg-type]
+    return [h.document_id for h in searcher.search_embedded(collection, candidate.query, embedding, request).hits]
 
 
 def _negatives(searcher: Searcher, collection: str, candidate: Candidate, embedding: Embedding | None,
                options: GenerateOptions) -> tuple[str, ...]:
     if options.hard_negatives == 0:
         return ()
-    depth = 3 * (options.negatives_skip + options.hard_negatives) + 10
-    request = SearchRequest(options.negatives_strategy, k=depth,  # type: ignore[arg-type]
-                            candidates=max(100, depth))
-    best: dict[str, str] = {}  # document -> its best chunk's text, in rank order
-    for hit in searcher.search_embedded(collection, candidate.query, embedding, request).hits:
-        if hit.document_id != candidate.doc_id:
-            best.setdefault(hit.document_id, hit.text)
-    wanted = list(best.values())[options.negatives_skip:]
-    return tuple(wanted[:options.hard_negatives])
+    wanted = options.negatives_skip + options.hard_negatives + 1  # + the candidate's own document
+    request = SearchRequest(options.negatives_strategy, k=wanted, group_by="document")  # type: ignore[arg-type]
+    hits = searcher.search_embedded(collection, candidate.query, embedding, request).hits
+    best = [hit.text for hit in hits if hit.document_id != candidate.doc_id]  # each document's best chunk
+    return tuple(best[options.negatives_skip:][:options.hard_negatives])
 
 
 def _examples(searcher: Searcher, collection: str, data: CollectionData, candidates: Sequence[Candidate],

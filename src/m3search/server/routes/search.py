@@ -24,7 +24,8 @@ router = APIRouter(prefix="/api/v1", tags=["search"], responses=ERRORS)
 async def run_search(request: Request, body: SearchBody) -> Response:
     service = service_of(request)
     search = SearchRequest(body.strategy, body.k, body.filters, body.rrf_k, body.weights, body.candidates,
-                           body.coarse_dim, body.coarse_k, body.fusion, rerank=body.rerank, rerank_k=body.rerank_k)
+                           body.coarse_dim, body.coarse_k, body.fusion, rerank=body.rerank, rerank_k=body.rerank_k,
+                           group_by=body.group_by)
     search.checked()
     rerankers = RerankerPool(service.settings)  # cross-encoders are shared by the process, loaded once
     if search.rerank is not None:
@@ -66,6 +67,8 @@ async def search_get(
     filter: list[str] | None = Query(None, description="key=value, repeatable; values are JSON-typed"),
     rerank: str | None = Query(None, description="a cross-encoder's name, or 'llm'"),
     rerank_k: int = Query(50, ge=1, le=MAX_RERANK_K, description="first-stage candidates the reranker reorders (>= k)"),
+    group_by: Literal["document", "chunk"] = Query(
+        "document", description="one hit per document (its best chunk), or every matching chunk"),
 ) -> Response:
     """The same search from a URL: ``?q=...&collection=...&strategy=two_stage&coarse_dim=64&coarse_k=100``."""
     if strategy not in STRATEGIES:
@@ -75,5 +78,5 @@ async def search_get(
         filters.setdefault(key, []).append(value)
     body = SearchBody(q=q, collection=collection, strategy=strategy, k=k, filters=filters or None,  # type: ignore[arg-type]
                       rrf_k=rrf_k, fusion=fusion, candidates=candidates, coarse_dim=coarse_dim,
-                      coarse_k=coarse_k, rerank=rerank, rerank_k=rerank_k)
+                      coarse_k=coarse_k, rerank=rerank, rerank_k=rerank_k, group_by=group_by)
     return await run_search(request, body)

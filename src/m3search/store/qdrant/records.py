@@ -104,7 +104,8 @@ class QdrantReads:
             raise StoreError("a Qdrant store needs the collection to look hits up in")
         found = {p.id: p.payload for p in self.driver.retrieve(self._records(collection), [c for c, _ in scored],
                                                                 vectors=False)}
-        return [Hit(c, found[c]["doc_id"], float(s), found[c][TEXT], found[c].get("metadata") or {})
+        return [Hit(c, found[c]["doc_id"], float(s), found[c][TEXT], found[c].get("metadata") or {},
+                    found[c].get("ordinal"), found[c].get("start"), found[c].get("end"))
                 for c, s in scored if c in found]
 
     # bulk reads -------------------------------------------------------------------------------------------
