@@ -63,11 +63,11 @@ def create_app(settings: Settings | None = None, *, model: str | None = None, pr
     for module in (embeddings, catalog, documents, search, images, finetune, ops):
         app.include_router(module.router)
     ops.install_docs(app)
-    if cfg.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=cfg.cors_origins, allow_methods=["GET", "POST", "PUT",
-                           "DELETE"], allow_headers=["Authorization", "Content-Type", "X-Request-ID"])
     app.add_middleware(RequestMiddleware, metrics=metrics, api_keys=cfg.api_keys,
                        max_body=cfg.max_request_bytes, max_headers=cfg.max_header_bytes)
+    if cfg.cors_origins:  # outermost: a browser's preflight is answered before the API-key check (it carries no key)
+        app.add_middleware(CORSMiddleware, allow_origins=cfg.cors_origins, allow_methods=["GET", "POST", "PUT",
+                           "DELETE"], allow_headers=["Authorization", "Content-Type", "X-Request-ID"])
     if not cfg.api_keys and cfg.host not in ("127.0.0.1", "localhost", "::1"):
         LOGGER.warning("serving beyond loopback without API keys: anyone who reaches the port can use it; "
                        "set M3SEARCH_API_KEYS", extra={"host": cfg.host})
