@@ -83,7 +83,8 @@ def _exchange(sock: socket.socket, method: str, path: str, body: bytes) -> tuple
         assert chunk, "the server closed the connection"
         data += chunk
     head, rest = data.split(b"\r\n\r\n", 1)
-    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length"))
     while len(rest) < length:
         chunk = sock.recv(65536)
         assert chunk, "the server closed the connection"

@@ -126,9 +126,9 @@ def test_lone_surrogates_and_nul_are_a_400_everywhere(client: TestClient, name: 
 
 def test_cors_preflight_is_answered_before_api_key_auth(make_client: Callable[..., TestClient]) -> None:
     client = make_client(api_keys=["secret"], cors_origins=["http://app.local"])
-    preflight = client.options("/v1/embeddings", headers={"Origin": "http://app.local",
-                                                          "Access-Control-Request-Method": "POST",
-                                                          "Access-Control-Request-Headers": "authorization,content-type"})
+    preflight = client.options("/v1/embeddings", headers={
+        "Origin": "http://app.local", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization,content-type"})
     assert preflight.status_code == 200, preflight.text
     assert preflight.headers["access-control-allow-origin"] == "http://app.local"
     refused = client.post("/v1/embeddings", json={"input": "x"}, headers={"Origin": "http://app.local"})

@@ -24,7 +24,7 @@ def timed_protocol(header_timeout: float, body_timeout: float) -> type[asyncio.P
     class TimedProtocol(HttpToolsProtocol):
         _timer: asyncio.TimerHandle | None = None
 
-        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+        def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
             self._arm(header_timeout, "headers")
 
