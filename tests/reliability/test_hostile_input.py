@@ -111,8 +111,8 @@ def test_cli_hostile_input(tmp_path: Path, record: Callable[..., None]) -> None:
                                           '{"id": "t", "text": "t", "title": "a\\u0000b"}\n', encoding="utf-8")
     db = tmp_path / "i.sqlite3"
     cases = {
-        "index of invalid UTF-8, NUL, empty, 10 MB files and hostile JSONL": ["index", str(corpus), "-c", "kb", "-m", "hash",
-                                                                "--db", str(db)],
+        "index of invalid UTF-8, NUL, empty, 10 MB files and hostile JSONL": [
+            "index", str(corpus), "-c", "kb", "-m", "hash", "--db", str(db)],
         "unknown model": ["embed", "-m", "gpt-17", "hello"],
         "dimension not Matryoshka": ["embed", "-m", "nomic-embed-text-v1.5", "--dim", "50", "hello"],
         "path traversal in models add": ["models", "add", "../../etc/passwd", str(tmp_path)],
