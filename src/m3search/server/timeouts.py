@@ -10,16 +10,19 @@ or a request starts, re-armed for the body when the headers are complete, cancel
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+LOGGER = logging.getLogger("m3search.server")
 
 _408 = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
         b"content-length: %d\r\n\r\n%s")
 
 
 def timed_protocol(header_timeout: float, body_timeout: float) -> type[asyncio.Protocol]:
-    """An HTTP protocol class for ``uvicorn.Config(http=...)`` with these read timeouts (seconds)."""
+    """An HTTP protocol class for ``uvicorn.Config(http=...)`` with these read timeouts (seconds); ImportError
+    without httptools."""
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     class TimedProtocol(HttpToolsProtocol):
         _timer: asyncio.TimerHandle | None = None
@@ -71,5 +74,11 @@ def timed_protocol(header_timeout: float, body_timeout: float) -> type[asyncio.P
 
 
 def server_options(header_timeout: float, body_timeout: float) -> dict[str, Any]:
-    """Keyword arguments of ``uvicorn.run``/``uvicorn.Config`` that apply these read timeouts."""
-    return {"http": timed_protocol(header_timeout, body_timeout)}
+    """Keyword arguments of ``uvicorn.run``/``uvicorn.Config`` that apply these read timeouts (none, with a warning,
+    where httptools, part of the ``server`` extra's ``uvicorn[standard]``, is missing)."""
+    try:
+        return {"http": timed_protocol(header_timeout, body_timeout)}
+    except ImportError:
+        LOGGER.warning("httptools is not installed: no header and body read timeouts against slow clients; "
+                       "pip install 'm3search[server]'")
+        return {}
