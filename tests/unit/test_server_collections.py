@@ -62,7 +62,9 @@ def test_embedding_configs_are_validated_against_the_model(client: TestClient) -
                                                           "default_truncate_dim": 128}), 400)
     _error(client.post("/api/v1/embedding-configs", json={"id": "bad", "model": "nope"}), 404, "model_not_found")
     _error(client.post("/api/v1/embedding-configs", json={"id": "../etc", "model": "hash"}), 400)
-    replaced = client.put("/api/v1/embedding-configs/nomic", json={"id": "ignored", "model": "nomic-embed-text-v1.5",
+    mismatch = _error(client.put("/api/v1/embedding-configs/nomic", json={"id": "other", "model": "hash"}), 400)
+    assert "'other'" in mismatch and "'nomic'" in mismatch  # the body's id never silently loses to the path's
+    replaced = client.put("/api/v1/embedding-configs/nomic", json={"id": "nomic", "model": "nomic-embed-text-v1.5",
                                                                    "matryoshka_dims": [768, 128]})
     assert replaced.status_code == 200 and replaced.json()["id"] == "nomic"
     assert [c["id"] for c in client.get("/api/v1/embedding-configs").json()] == ["nomic"]

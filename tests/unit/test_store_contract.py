@@ -7,6 +7,7 @@ flow with the same status output; migrate-store round trips."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -206,6 +207,18 @@ def test_documents_replace_and_delete(store: Store) -> None:
     assert store.vector_count(target) == 16
     with pytest.raises(CollectionNotFoundError):
         store.active_set("nope")
+
+
+def test_a_replaced_document_keeps_its_creation_time(store: Store) -> None:
+    fill(store, n=4)
+    target = store.active_set("kb")
+    first = store.documents("kb", 1, 0, doc_id="d2")[0]
+    time.sleep(1.1)  # the stores keep seconds
+    store.write_documents(target, [PreparedDocument(Document("d2", "new text", "t"), [Chunk(0, "new text", 0, 8, 2)],
+                                                    [_embedding(np.random.default_rng(3))])])
+    again = store.documents("kb", 1, 0, doc_id="d2")[0]
+    assert again["created"] == first["created"] and again["updated"] > first["updated"]
+    assert again["content_hash"] != first["content_hash"]
 
 
 def _index(store: Store, encoder: FakeM3Encoder, texts: list[str]) -> None:

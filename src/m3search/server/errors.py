@@ -42,6 +42,7 @@ _TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_f
 
 def error_response(status: int, message: str, type_: str | None = None, code: str | None = None,
                    headers: dict[str, str] | None = None) -> JSONResponse:
+    message = message.encode("utf-8", "backslashreplace").decode("utf-8")  # a lone surrogate echoed stays JSON
     body = {"error": {"message": message, "type": type_ or _TYPES.get(status, "server_error"), "code": code}}
     return JSONResponse(body, status_code=status, headers=headers)
 

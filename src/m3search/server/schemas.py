@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from m3search.limits import (
     MAX_CANDIDATES,
@@ -16,9 +16,32 @@ from m3search.limits import (
     MAX_RERANK_K,
 )
 from m3search.retrieval.types import Strategy
+from m3search.validation import check_json, check_tree
 
 OutputName = Literal["dense", "sparse", "colbert"]
 Slug = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class Strict(BaseModel):
+    """A part of a request body: unknown fields are a 400 naming them (a typo never drops a value silently), and
+    floats are finite."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class RequestBody(Strict):
+    """Every request body: before any field is read, each string and key anywhere in it is checked (no lone
+    surrogate, no NUL) and its nesting is bounded (:func:`m3search.validation.check_tree`)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _safe_strings(cls, data: Any) -> Any:
+        return check_tree("", data)
+
+
+# A JSON object a user stores or filters with: bounded depth, items and size (:data:`m3search.validation.METADATA`).
+JsonObject = Annotated[dict[str, Any], AfterValidator(lambda value: check_json("metadata", value))]
+Filters = Annotated[dict[str, Any], AfterValidator(lambda value: check_json("filters", value))]
 
 
 class ErrorDetail(BaseModel):
@@ -36,11 +59,9 @@ class ErrorBody(BaseModel):
 # /v1/embeddings (OpenAI) ---------------------------------------------------------------------------
 
 
-class EmbeddingsRequest(BaseModel):
+class EmbeddingsRequest(RequestBody):
     """OpenAI's embeddings request. ``input`` token arrays are refused: token ids of another tokenizer (tiktoken)
     mean nothing to these models."""
-
-    model_config = ConfigDict(extra="ignore")
 
     input: str | list[str] | list[int] | list[list[int]]
     model: str | None = Field(None, description="registry name (default: the server's model)")
@@ -77,7 +98,7 @@ class EmbeddingsResponse(BaseModel):
 # /embeddings (simple) and /api/v1/encode (BGE-M3's three outputs) -------------------------------------
 
 
-class SimpleEmbedRequest(BaseModel):
+class SimpleEmbedRequest(RequestBody):
     texts: list[str] = Field(min_length=1)
     model: str | None = None
     normalize: bool = Field(True, description="L2-normalise (models that normalise return unit vectors anyway)")
@@ -90,7 +111,7 @@ class SimpleEmbedResponse(BaseModel):
     dim: int
 
 
-class EncodeRequest(BaseModel):
+class EncodeRequest(RequestBody):
     texts: list[str] = Field(min_length=1)
     outputs: list[OutputName] = Field(default=["dense"], min_length=1)
     model: str | None = None
@@ -139,7 +160,7 @@ class ModelList(BaseModel):
 # embedding configs and sets --------------------------------------------------------------------------
 
 
-class NamedConfigIn(BaseModel):
+class NamedConfigIn(RequestBody):
     """A model with its Matryoshka choices; validated against the registry's facts."""
 
     id: str = Slug
@@ -162,12 +183,12 @@ class NamedConfigOut(BaseModel):
     description: str
 
 
-class AutoEmbedRules(BaseModel):
+class AutoEmbedRules(Strict):
     on_create: bool = Field(True, description="embed documents when they are created")
     on_update: bool = Field(True, description="re-embed documents when their content changes")
 
 
-class EmbeddingSetIn(BaseModel):
+class EmbeddingSetIn(RequestBody):
     collection: str = Slug
     embedding_config_id: str
     truncate_dim: int | None = Field(None, description="default: the config's default_truncate_dim")
@@ -204,21 +225,22 @@ class EmbeddingSetOut(BaseModel):
 # collections and documents ---------------------------------------------------------------------------
 
 
-class DocumentIn(BaseModel):
+class DocumentIn(Strict):
     id: str = Field(min_length=1, max_length=512)
     text: str = Field(min_length=1)
     title: str = Field("", max_length=2000)
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: JsonObject = Field(default_factory=dict)
 
 
-class DocumentsIn(BaseModel):
+class DocumentsIn(RequestBody):
     documents: list[DocumentIn] = Field(min_length=1, max_length=MAX_DOCUMENTS_PER_REQUEST)
 
 
-class DocumentUpdate(BaseModel):
+class DocumentUpdate(RequestBody):
+    id: str | None = Field(None, description="if given, the id in the path (a mismatch is a 400)")
     text: str = Field(min_length=1)
     title: str = Field("", max_length=2000)
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: JsonObject = Field(default_factory=dict)
 
 
 class DocumentsWritten(BaseModel):
@@ -261,12 +283,12 @@ class CollectionOut(BaseModel):
 # search ----------------------------------------------------------------------------------------------
 
 
-class SearchBody(BaseModel):
+class SearchBody(RequestBody):
     q: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
     collection: str
     strategy: Strategy = "hybrid"
     k: int = Field(10, ge=1, le=MAX_K)
-    filters: dict[str, Any] | None = None
+    filters: Filters | None = None
     rrf_k: int = Field(60, ge=0)
     fusion: Literal["rrf", "dbsf"] = Field("rrf", description="how hybrid fuses: rank (rrf) or score (dbsf)")
     weights: dict[str, float] | None = None
@@ -321,15 +343,14 @@ class SearchResponse(BaseModel):
     hits: list[SearchHitOut]
 
 
-class LLMEndpointIn(BaseModel):
+class LLMEndpointIn(Strict):
     """LLM generation through the server's own endpoint (``M3SEARCH_LLM_URL``): a client never names a URL the
     server would call."""
 
-    model_config = ConfigDict(extra="forbid")
     model: str | None = Field(None, min_length=1, description="the endpoint's model (default: M3SEARCH_LLM_MODEL)")
 
 
-class FineTuneGenerateIn(BaseModel):
+class FineTuneGenerateIn(RequestBody):
     collection: str
     queries_per_doc: int = Field(4, ge=1, le=MAX_QUERIES_PER_DOC)
     validation_split: float = Field(0.1, ge=0, lt=1, description="share of documents held out for validation")
@@ -354,8 +375,8 @@ class FineTuneJobOut(BaseModel):
     report: dict[str, Any] | None = Field(None, description="the report.json of a finished job")
 
 
-class ImageSearchBody(BaseModel):
+class ImageSearchBody(RequestBody):
     image: str = Field(min_length=1, description="the query image, base64-encoded file bytes (a data: URL is accepted)")
     collection: str = Field(description="an image collection (built with an image model such as clip-vit-b-32)")
     k: int = Field(10, ge=1, le=MAX_K)
-    filters: dict[str, Any] | None = None
+    filters: Filters | None = None

@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from m3search.errors import ConfigError, DocumentError
+from m3search.errors import ConfigError, DocumentError, InputError
 from m3search.models.encoder import Encoder
 from m3search.store.base import Store
 from m3search.store.chunking import chunk_text, chunk_texts
 from m3search.store.types import Document, EmbeddingConfig, EmbeddingSet, PreparedDocument
 from m3search.types import Embedding, Output
+from m3search.validation import check_json, check_string
 
 SUFFIXES = (".txt", ".md", ".jsonl")
 DEFAULT_MAX_BYTES = 10_000_000
@@ -97,6 +98,8 @@ def _jsonl(path: Path, raw: bytes, max_bytes: int, out: Sources) -> None:
                 raise DocumentError(where, "'metadata' must be an object")
             if str(doc_id) in seen:
                 raise DocumentError(where, f"duplicate id '{doc_id}' in this file")
+            title = record.get("title") if isinstance(record.get("title"), str) else ""
+            check_document(Document(str(doc_id), text, str(path), title or "", metadata), where)
         except DocumentError as exc:
             out.problems.append(Problem(exc.source, exc.reason))
             continue
@@ -104,7 +107,6 @@ def _jsonl(path: Path, raw: bytes, max_bytes: int, out: Sources) -> None:
             out.problems.append(Problem(where, f"invalid JSON ({exc})"))
             continue
         seen.add(str(doc_id))
-        title = record.get("title") if isinstance(record.get("title"), str) else ""
         out.documents.append(Document(str(doc_id), text, str(path), title or "", metadata))
 
 
@@ -118,6 +120,19 @@ def _check_unicode(where: str, line: bytes, record: dict[str, Any]) -> None:
     except UnicodeEncodeError:
         raise DocumentError(where, "contains a lone surrogate escape (\\ud800-\\udfff): not valid Unicode "
                                    "text") from None
+
+
+def check_document(doc: Document, where: str | None = None) -> Document:
+    """``doc`` if its id, title, text and metadata pass :mod:`m3search.validation` (no lone surrogate or NUL, bounded
+    metadata), else :class:`DocumentError` naming it: nothing that could not be hashed, stored or read back."""
+    source = where or f"document {doc.doc_id[:200]!r}"
+    try:
+        for field_name, value in (("id", doc.doc_id), ("title", doc.title), ("text", doc.text)):
+            check_string(field_name, value)
+        check_json("metadata", doc.metadata)
+    except InputError as exc:
+        raise DocumentError(source, str(exc)) from exc
+    return doc
 
 
 def _files(path: Path) -> Iterable[tuple[Path, Path]]:
@@ -242,6 +257,8 @@ def plan_index(store: Store, encoder: Encoder, collection: str, documents: Seque
                overlap: int | None = None) -> IndexPlan:
     """Create the collection on first use (with this encoder's configuration) or check its model; keep the
     documents whose content hash changed."""
+    for doc in documents:  # before the collection is created or anything is hashed or written
+        check_document(doc)
     wanted = tuple(outputs or default_outputs(encoder))
     config = config_for(encoder, wanted)
     if collection in store.collections():

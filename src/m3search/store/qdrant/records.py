@@ -17,7 +17,7 @@ from m3search.store.reads import SparseRows, TermCounts
 from m3search.store.types import Chunk, Document, EmbeddingConfig, EmbeddingSet, Hit, PreparedDocument
 from m3search.types import Embedding, FloatArray, IntArray, SparseVector
 
-_DOC_FIELDS = ["doc_id", "title", "source", "metadata", "content_hash", "written"]
+_DOC_FIELDS = ["doc_id", "title", "source", "metadata", "content_hash", "written", "created"]
 
 
 def config_of(body: dict[str, Any]) -> EmbeddingConfig:
@@ -177,7 +177,8 @@ class QdrantReads:
         """Documents of ``name`` in the order they were first written, with chunk counts (the SQLite listing)."""
         docs = list(self._documents(name, Where(doc_ids=[doc_id] if doc_id is not None else None)).values())
         return [{"id": d["doc_id"], "title": d["title"], "source": d["source"], "metadata": d["metadata"],
-                 "content_hash": d["content_hash"], "created": d["written"], "updated": d["written"],
+                 "content_hash": d["content_hash"], "created": d.get("created") or d["written"],
+                 "updated": d["written"],
                  "chunks": d["chunks"]} for d in docs[offset: offset + limit]]
 
     def export_documents(self, name: str) -> Iterator[PreparedDocument]:
