@@ -8,13 +8,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from m3search.server.app import create_app
 from m3search.settings import get_settings
 from tests.live import live_server
+from tests.references import import_or_skip
 
-schemathesis = pytest.importorskip("schemathesis", reason="schemathesis is in the dev extra")
+schemathesis = import_or_skip("schemathesis", "schemathesis is in the dev extra")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 
 EXAMPLES = 75  # per operation (fewer where the inputs run out): > 1000 requests over ~30 operations

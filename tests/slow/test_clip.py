@@ -23,12 +23,13 @@ from m3search.server.app import create_app
 from m3search.settings import Settings, get_settings
 from m3search.store.images import index_images, read_images
 from m3search.store.sqlite import SQLiteStore
+from tests.references import import_or_skip
 from tests.tiny_clip import BOS, EOS
 from tests.unit.test_cli import run
 
 pytestmark = pytest.mark.slow
-PIL = pytest.importorskip("PIL.Image", reason="the 'images' extra (Pillow) is not installed")
-data = pytest.importorskip("skimage.data", reason="scikit-image (dev) is not installed")
+PIL = import_or_skip("PIL.Image", "the 'images' extra (Pillow) is not installed")
+data = import_or_skip("skimage.data", "scikit-image (dev) is not installed")
 SAMPLES = {"astronaut.jpg": data.astronaut, "coffee.png": data.coffee, "sub/chelsea.webp": data.chelsea,
            "camera.bmp": data.camera, "rocket.gif": data.rocket}
 
@@ -196,7 +197,7 @@ def test_real_clip_finds_the_cat(settings: Settings, photos: Path, tmp_path: Pat
 
 
 def test_qdrant_edge_image_collection(clip: ClipEncoder, settings: Settings, photos: Path, tmp_path: Path) -> None:
-    pytest.importorskip("qdrant_edge", reason="qdrant-edge-py is in the dev extra")
+    import_or_skip("qdrant_edge", "qdrant-edge-py is in the dev extra")
     from m3search.store.urls import configured_store
 
     with configured_store(settings, url=f"qdrant+edge:///{tmp_path}/edge") as store:
@@ -215,9 +216,10 @@ def test_images_equal_sentence_transformers_clip(clip: ClipEncoder, tiny_clip_di
     import shutil
     import warnings
 
-    st = pytest.importorskip("sentence_transformers")
-    st_models = pytest.importorskip("sentence_transformers.models")
-    transformers = pytest.importorskip("transformers")
+    reason = "sentence-transformers (the 'reference' extra) is not installed"
+    st = import_or_skip("sentence_transformers", reason)
+    st_models = import_or_skip("sentence_transformers.models", reason)
+    transformers = import_or_skip("transformers", "the 'export' extra (transformers) is not installed")
     directory = shutil.copytree(tiny_clip_dir, tmp_path / "st-clip")
     tokenizer = transformers.CLIPTokenizerFast(tokenizer_file=str(directory / "tokenizer.json"), bos_token=BOS,
                                                eos_token=EOS, pad_token=EOS)

