@@ -31,6 +31,11 @@ def _in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
+def _skip_reason(report: pytest.TestReport | pytest.CollectReport) -> str:
+    text = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    return text.removeprefix("Skipped: ")
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> pytest.TestReport:
     """In CI a skipped ``conformance`` test is a failure that says why it skipped (``needs_weights`` tests, which need
@@ -38,10 +43,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report: pytest.TestReport = yield
     if (report.skipped and _in_ci() and not hasattr(report, "wasxfail")
             and item.get_closest_marker("conformance") and not item.get_closest_marker("needs_weights")):
-        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         report.outcome = "failed"
-        report.longrepr = (f"conformance test skipped in CI ({reason}): the reference implementations are part of the "
-                           "dev extras and must import and run here")
+        report.longrepr = (f"conformance test skipped in CI ({_skip_reason(report)}): the reference implementations "
+                           "are part of the dev extras and must import and run here")
     return report
 
 
@@ -51,12 +55,11 @@ _SKIPPED_MODULES: list[str] = []
 def pytest_collectreport(report: pytest.CollectReport) -> None:
     """A whole module skipped at collection would hide the conformance tests in it: remembered for CI (below)."""
     if report.skipped and _in_ci():
-        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
-        _SKIPPED_MODULES.append(f"{report.nodeid}: {reason}")
+        _SKIPPED_MODULES.append(f"{report.nodeid}: {_skip_reason(report)}")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    if _SKIPPED_MODULES and exitstatus == 0:
+    if _SKIPPED_MODULES and exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 

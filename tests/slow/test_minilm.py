@@ -36,6 +36,7 @@ def test_pair_cosine_fp32_and_int8(minilm: dict[str, Encoder]) -> None:
     assert abs(float(int8[0] @ int8[1]) - float(fp32[0] @ fp32[1])) <= 0.01
 
 
+@pytest.mark.conformance
 def test_onnx_fp32_equals_sentence_transformers(minilm: dict[str, Encoder], minilm_dir: Path) -> None:
     st = import_or_skip("sentence_transformers", "the 'reference' extra is not installed")
     reference = st.SentenceTransformer(str(minilm_dir), device="cpu")

@@ -98,14 +98,15 @@ def xlmr_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _reference(directory: Path, max_length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """CrossEncoder's raw logits and its default scores (Sigmoid for one label) of (QUERY, passage) pairs."""
     import torch
-    from sentence_transformers import CrossEncoder
 
-    model = CrossEncoder(str(directory), device="cpu", max_length=max_length)
+    st = import_or_skip("sentence_transformers", "sentence-transformers (the 'reference' extra) is not installed")
+    model = st.CrossEncoder(str(directory), device="cpu", max_length=max_length)
     pairs = [(QUERY, p) for p in PASSAGES]
     raw = model.predict(pairs, activation_fn=torch.nn.Identity(), batch_size=4)
     return np.asarray(raw, dtype=np.float64), np.asarray(model.predict(pairs, batch_size=4), dtype=np.float64)
 
 
+@pytest.mark.conformance
 @pytest.mark.parametrize(("name", "fixture"), [(MINILM, "bert_dir"), (BGE, "xlmr_dir")])
 def test_fp32_scores_equal_sentence_transformers(name: str, fixture: str, settings: Settings,
                                                  request: pytest.FixtureRequest) -> None:
@@ -119,6 +120,7 @@ def test_fp32_scores_equal_sentence_transformers(name: str, fixture: str, settin
     assert np.abs(np.asarray(reranker.score(QUERY, PASSAGES)) - expected).max() < 1e-4
 
 
+@pytest.mark.conformance
 def test_pairs_truncate_like_sentence_transformers(bert_dir: Path, settings: Settings) -> None:
     raw, _ = _reference(bert_dir, max_length=16)  # the long passage is cut to fit 16 tokens with the query
     reranker = load_reranker(MINILM, path=bert_dir, precision="fp32", max_length=16, settings=settings)

