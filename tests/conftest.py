@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import replace
@@ -23,6 +24,49 @@ TINY_WORDS = [
     *("cat", "sat", "on", "mat", "dog", "runs", "fast", "nan"),
 ]
 NAN_WORD = "nan"
+
+
+def _in_ci() -> bool:
+    """CI runs ``bash .ci/run`` with CI=true; a conformance test may not skip there."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _skip_reason(report: pytest.TestReport | pytest.CollectReport) -> str:
+    text = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    return text.removeprefix("Skipped: ")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> pytest.TestReport:
+    """In CI a skipped ``conformance`` test is a failure that says why it skipped (``needs_weights`` tests, which need
+    real weights that cannot exist offline, may still skip)."""
+    report: pytest.TestReport = yield
+    if (report.skipped and _in_ci() and not hasattr(report, "wasxfail")
+            and item.get_closest_marker("conformance") and not item.get_closest_marker("needs_weights")):
+        report.outcome = "failed"
+        report.longrepr = (f"conformance test skipped in CI ({_skip_reason(report)}): the reference implementations "
+                           "are part of the dev extras and must import and run here")
+    return report
+
+
+_SKIPPED_MODULES: list[str] = []
+
+
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    """A whole module skipped at collection would hide the conformance tests in it: remembered for CI (below)."""
+    if report.skipped and _in_ci():
+        _SKIPPED_MODULES.append(f"{report.nodeid}: {_skip_reason(report)}")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _SKIPPED_MODULES and exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for line in _SKIPPED_MODULES:
+        terminalreporter.write_line(f"ERROR (CI): test module skipped at collection, its tests never ran: {line}",
+                                    red=True)
 
 
 @pytest.fixture(autouse=True)

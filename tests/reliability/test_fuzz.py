@@ -11,13 +11,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import pytest
-
 from m3search.server.app import create_app
 from m3search.settings import get_settings
 from tests.live import live_server
+from tests.references import import_or_skip
 
-schemathesis = pytest.importorskip("schemathesis", reason="schemathesis is in the dev extra")
+schemathesis = import_or_skip("schemathesis", "schemathesis is in the dev extra")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from schemathesis.core import NotSet  # noqa: E402

@@ -20,8 +20,9 @@ import numpy as np
 import pytest
 
 from tests.live import free_port, wait_until_up
+from tests.references import import_or_skip
 
-httpx = pytest.importorskip("httpx", reason="httpx is in the dev extra")
+httpx = import_or_skip("httpx", "httpx is in the dev extra")
 
 CLI = [sys.executable, "-c", "from m3search.cli.app import main; main()"]
 RSS_BOUND_MB = 400  # the hash model server measured ~110 MB under this load

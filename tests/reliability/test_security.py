@@ -21,6 +21,7 @@ from m3search.errors import ModelFormatError, StoreError
 from m3search.settings import get_settings
 from m3search.store.urls import open_store
 from tests.live import free_port
+from tests.references import import_or_skip
 
 CLI = [sys.executable, "-c", "from m3search.cli.app import main; main()"]
 
@@ -63,7 +64,7 @@ class _Exploit:
 
 def test_model_files_are_never_unpickled(tmp_path: Path, record: Callable[..., None]) -> None:
     """A BGE-M3 head file carrying a pickle payload is refused; the payload never runs."""
-    pytest.importorskip("torch", reason="the 'export' extra is not installed")
+    import_or_skip("torch", "the 'export' extra is not installed")
     from m3search.models.export import load_head
 
     Path("/tmp/m3search-pwned").unlink(missing_ok=True)

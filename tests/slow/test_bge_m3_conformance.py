@@ -1,4 +1,5 @@
-"""BGE-M3 conformance: m3search's fp32 outputs equal FlagEmbedding's BGEM3FlagModel on identical weights."""
+"""BGE-M3 conformance: m3search's fp32 outputs equal FlagEmbedding's BGEM3FlagModel on identical weights (a tiny
+random BGE-M3 with the real XLM-R tokenizer), from empty inputs up to BGE-M3's 8192 tokens."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 from m3search import BGEM3Encoder, load_encoder
 from m3search.models.scores import compute_score
 from m3search.settings import Settings
+from tests.references import import_or_skip
 
 pytestmark = pytest.mark.slow
 
@@ -26,11 +28,17 @@ TEXTS = [
     "word " * 1500,  # 1502 tokens: kept up to 1024, beyond the 512 that other libraries silently cut to
 ]
 MAX_LENGTH = 1024
+# Two texts at BGE-M3's full context: one just under 8192 tokens, one over it (cut to 8192 by both sides). No
+# trailing space: FlagEmbedding's fast tokenizer turns one into an extra "▁" token, m3search does not, as SentencePiece
+# and transformers' XLMRobertaTokenizer (README, "Tokenization note").
+LONG_MAX_LENGTH = 8192
+_PARAGRAPH = " ".join(TEXTS[2:7])
+LONG_TEXTS = [" ".join([_PARAGRAPH] * 85), " ".join([_PARAGRAPH] * 95)]  # 8162 and 9122 tokens
 
 
 @pytest.fixture(scope="module")
 def reference(tiny_m3_dir: Path) -> Any:
-    flag = pytest.importorskip("FlagEmbedding", reason="FlagEmbedding (the 'reference' extra) is not installed")
+    flag = import_or_skip("FlagEmbedding", "FlagEmbedding (the 'reference' extra) is not installed")
     return flag.BGEM3FlagModel(str(tiny_m3_dir), use_fp16=False, devices="cpu")
 
 
@@ -45,24 +53,31 @@ def _ours(m3: BGEM3Encoder) -> list[Any]:
     return m3.encode(TEXTS, outputs=["dense", "sparse", "colbert"], max_length=MAX_LENGTH)
 
 
+def _assert_equal_outputs(ours: list[Any], expected: dict[str, Any]) -> None:
+    """The issue's bars: dense cos >= 0.99999, identical sparse keys within 1e-4, ColBERT cos >= 0.9999 per token."""
+    for i, emb in enumerate(ours):
+        assert emb.dense is not None and emb.sparse is not None and emb.colbert is not None
+        assert float(emb.dense @ expected["dense_vecs"][i]) >= 0.99999, f"dense differs for text {i}"
+        ref_sparse = {int(k): float(v) for k, v in expected["lexical_weights"][i].items()}
+        assert set(emb.sparse.to_dict()) == set(ref_sparse), f"sparse keys differ for text {i}"
+        for token, weight in emb.sparse.to_dict().items():
+            assert abs(weight - ref_sparse[token]) <= 1e-4, f"sparse weight of token {token} in text {i}"
+        ref_colbert = expected["colbert_vecs"][i]
+        assert emb.colbert.shape == ref_colbert.shape and emb.colbert.shape[0] == emb.tokens - 1
+        assert (emb.colbert * ref_colbert).sum(axis=1).min() >= 0.9999, f"ColBERT differs for text {i}"
+
+
+@pytest.mark.conformance
 def test_dense_sparse_colbert_equal_the_reference(m3: BGEM3Encoder, reference: Any) -> None:
     expected = reference.encode(TEXTS, batch_size=4, max_length=MAX_LENGTH, return_dense=True,
                                 return_sparse=True, return_colbert_vecs=True)
     ours = _ours(m3)
-    for i, emb in enumerate(ours):
-        assert emb.dense is not None and emb.sparse is not None and emb.colbert is not None
-        assert float(emb.dense @ expected["dense_vecs"][i]) >= 0.99999
-        ref_sparse = {int(k): float(v) for k, v in expected["lexical_weights"][i].items()}
-        assert set(emb.sparse.to_dict()) == set(ref_sparse), f"sparse keys differ for text {i}"
-        for token, weight in emb.sparse.to_dict().items():
-            assert abs(weight - ref_sparse[token]) <= 1e-4
-        ref_colbert = expected["colbert_vecs"][i]
-        assert emb.colbert.shape == ref_colbert.shape and emb.colbert.shape[0] == emb.tokens - 1
-        assert (emb.colbert * ref_colbert).sum(axis=1).min() >= 0.9999
+    _assert_equal_outputs(ours, expected)
     assert ours[-1].tokens == MAX_LENGTH and ours[-1].truncated
     assert sum(len(e.sparse) for e in ours) > 20  # the check above is not vacuous
 
 
+@pytest.mark.conformance
 def test_scores_equal_the_reference(m3: BGEM3Encoder, reference: Any) -> None:
     pairs = [(q, p) for q in TEXTS[:2] for p in TEXTS[2:5]]
     weights = (0.4, 0.2, 0.4)
@@ -72,6 +87,22 @@ def test_scores_equal_the_reference(m3: BGEM3Encoder, reference: Any) -> None:
             assert abs(value - float(expected[key])) <= 1e-4, key
 
 
+@pytest.mark.conformance
+def test_inputs_up_to_8192_tokens_equal_the_reference(m3: BGEM3Encoder, reference: Any) -> None:
+    expected = reference.encode(LONG_TEXTS, batch_size=1, max_length=LONG_MAX_LENGTH, return_dense=True,
+                                return_sparse=True, return_colbert_vecs=True)
+    ours = m3.encode(LONG_TEXTS, outputs=["dense", "sparse", "colbert"], max_length=LONG_MAX_LENGTH)
+    _assert_equal_outputs(ours, expected)
+    assert 8000 < ours[0].tokens < LONG_MAX_LENGTH and not ours[0].truncated  # near the limit, not cut
+    assert ours[1].tokens == LONG_MAX_LENGTH and ours[1].truncated
+    pair = (TEXTS[0], LONG_TEXTS[0])
+    theirs = reference.compute_score([pair], max_passage_length=LONG_MAX_LENGTH, weights_for_different_modes=[1, 1, 1])
+    for key, value in m3.compute_score([pair], weights=(1.0, 1.0, 1.0), max_passage_length=LONG_MAX_LENGTH)[0] \
+            .as_dict().items():
+        assert abs(value - float(theirs[key][0])) <= 1e-4, key
+
+
+@pytest.mark.conformance
 def test_reference_score_helpers_agree(m3: BGEM3Encoder, reference: Any) -> None:
     q, p = m3.encode(TEXTS[:2] + TEXTS[2:3], outputs=["dense", "sparse", "colbert"])[::2]
     scores = compute_score(q, p)
@@ -83,6 +114,7 @@ def test_reference_score_helpers_agree(m3: BGEM3Encoder, reference: Any) -> None
     assert abs(scores.sparse - lexical) <= 1e-6
 
 
+@pytest.mark.conformance
 def test_token_strings_match_the_reference(m3: BGEM3Encoder, reference: Any) -> None:
     emb = m3.encode([TEXTS[0]], outputs=["sparse"])[0]
     assert emb.sparse is not None

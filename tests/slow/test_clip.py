@@ -23,12 +23,13 @@ from m3search.server.app import create_app
 from m3search.settings import Settings, get_settings
 from m3search.store.images import index_images, read_images
 from m3search.store.sqlite import SQLiteStore
+from tests.references import import_or_skip
 from tests.tiny_clip import BOS, EOS
 from tests.unit.test_cli import run
 
 pytestmark = pytest.mark.slow
-PIL = pytest.importorskip("PIL.Image", reason="the 'images' extra (Pillow) is not installed")
-data = pytest.importorskip("skimage.data", reason="scikit-image (dev) is not installed")
+PIL = import_or_skip("PIL.Image", "the 'images' extra (Pillow) is not installed")
+data = import_or_skip("skimage.data", "scikit-image (dev) is not installed")
 SAMPLES = {"astronaut.jpg": data.astronaut, "coffee.png": data.coffee, "sub/chelsea.webp": data.chelsea,
            "camera.bmp": data.camera, "rocket.gif": data.rocket}
 
@@ -80,10 +81,12 @@ def reference_text(model: Any, tokenizer_file: Path, texts: list[str]) -> np.nda
     input_ids = torch.tensor([row + [eos] * (width - len(row)) for row in ids])
     mask = torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in ids])
     with torch.no_grad():
-        out = model.get_text_features(input_ids=input_ids, attention_mask=mask).pooler_output
+        out = model.get_text_features(input_ids=input_ids, attention_mask=mask)
+    out = getattr(out, "pooler_output", out)  # transformers 5 wraps the projected features, transformers 4 does not
     return torch.nn.functional.normalize(out, dim=-1).numpy()  # type: ignore[no-any-return]
 
 
+@pytest.mark.conformance
 def test_towers_equal_transformers_clip(clip: ClipEncoder, tiny_clip_dir: Path) -> None:
     import torch
     import transformers
@@ -98,7 +101,8 @@ def test_towers_equal_transformers_clip(clip: ClipEncoder, tiny_clip_dir: Path) 
     ours = np.stack([e.dense for e in clip.encode_images(arrays)])
     pixels = transformers.CLIPImageProcessor()(images=[PIL.fromarray(a) for a in arrays], return_tensors="pt")
     with torch.no_grad():
-        reference = model.get_image_features(pixel_values=pixels["pixel_values"]).pooler_output
+        reference = model.get_image_features(pixel_values=pixels["pixel_values"])
+    reference = getattr(reference, "pooler_output", reference)
     reference = torch.nn.functional.normalize(reference, dim=-1).numpy()
     assert np.abs(ours - reference).max() < 1e-4
     assert np.allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
@@ -196,7 +200,7 @@ def test_real_clip_finds_the_cat(settings: Settings, photos: Path, tmp_path: Pat
 
 
 def test_qdrant_edge_image_collection(clip: ClipEncoder, settings: Settings, photos: Path, tmp_path: Path) -> None:
-    pytest.importorskip("qdrant_edge", reason="qdrant-edge-py is in the dev extra")
+    import_or_skip("qdrant_edge", "qdrant-edge-py is in the dev extra")
     from m3search.store.urls import configured_store
 
     with configured_store(settings, url=f"qdrant+edge:///{tmp_path}/edge") as store:
@@ -208,6 +212,7 @@ def test_qdrant_edge_image_collection(clip: ClipEncoder, settings: Settings, pho
         assert sorted(h.document_id for h in hits) == sorted(SAMPLES)
 
 
+@pytest.mark.conformance
 def test_images_equal_sentence_transformers_clip(clip: ClipEncoder, tiny_clip_dir: Path, tmp_path: Path) -> None:
     """sentence-transformers' CLIP wrapper on the same weights (its processor saved beside them) gives our image
     vectors. Texts are compared with transformers above: the wrapper's tokenizer is rebuilt from vocab.json and
@@ -215,12 +220,14 @@ def test_images_equal_sentence_transformers_clip(clip: ClipEncoder, tiny_clip_di
     import shutil
     import warnings
 
-    st = pytest.importorskip("sentence_transformers")
-    st_models = pytest.importorskip("sentence_transformers.models")
-    transformers = pytest.importorskip("transformers")
+    reason = "sentence-transformers (the 'reference' extra) is not installed"
+    st = import_or_skip("sentence_transformers", reason)
+    st_models = import_or_skip("sentence_transformers.models", reason)
+    transformers = import_or_skip("transformers", "the 'export' extra (transformers) is not installed")
     directory = shutil.copytree(tiny_clip_dir, tmp_path / "st-clip")
-    tokenizer = transformers.CLIPTokenizerFast(tokenizer_file=str(directory / "tokenizer.json"), bos_token=BOS,
-                                               eos_token=EOS, pad_token=EOS)
+    tokenizer = transformers.CLIPTokenizerFast(  # from vocab and merges: transformers 4 refuses the tokenizer.json
+        vocab_file=str(directory / "vocab.json"), merges_file=str(directory / "merges.txt"), bos_token=BOS,
+        eos_token=EOS, pad_token=EOS, unk_token=EOS)
     transformers.CLIPProcessor(image_processor=transformers.CLIPImageProcessor(),
                                tokenizer=tokenizer).save_pretrained(str(directory))
     with warnings.catch_warnings():

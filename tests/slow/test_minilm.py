@@ -12,6 +12,7 @@ from m3search import Encoder, load_encoder, stack_dense
 from m3search.cli.app import main
 from m3search.errors import InputTooLongError
 from m3search.settings import Settings
+from tests.references import import_or_skip
 
 pytestmark = pytest.mark.slow
 
@@ -35,8 +36,9 @@ def test_pair_cosine_fp32_and_int8(minilm: dict[str, Encoder]) -> None:
     assert abs(float(int8[0] @ int8[1]) - float(fp32[0] @ fp32[1])) <= 0.01
 
 
+@pytest.mark.conformance
 def test_onnx_fp32_equals_sentence_transformers(minilm: dict[str, Encoder], minilm_dir: Path) -> None:
-    st = pytest.importorskip("sentence_transformers", reason="the 'reference' extra is not installed")
+    st = import_or_skip("sentence_transformers", "the 'reference' extra is not installed")
     reference = st.SentenceTransformer(str(minilm_dir), device="cpu")
     reference.max_seq_length = 256
     expected = reference.encode(TEXTS, batch_size=8, normalize_embeddings=True)

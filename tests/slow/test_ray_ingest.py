@@ -21,6 +21,7 @@ from m3search.store.ingest import index_documents
 from m3search.store.sqlite import SQLiteStore
 from m3search.store.types import Document
 from m3search.store.urls import open_store
+from tests.references import import_or_skip
 from tests.unit.test_cli import run
 
 pytestmark = pytest.mark.slow
@@ -30,7 +31,7 @@ def _ray(monkeypatch: pytest.MonkeyPatch) -> Any:
     """ray, imported only after the loopback setting is in the environment (Ray reads it at import)."""
     for key, value in LOOPBACK_ENV.items():
         monkeypatch.setenv(key, value)
-    return pytest.importorskip("ray", reason="the 'ray' extra is not installed")
+    return import_or_skip("ray", "the 'ray' extra is not installed")
 
 
 def _listeners() -> set[str]:
@@ -127,7 +128,7 @@ def test_cli_ray_starts_and_stops_a_local_ray_on_loopback(settings: Settings, tm
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """``index --ray`` into an embedded Qdrant store (the driver writes): same documents and chunks as SQLite."""
     _ray(monkeypatch)
-    pytest.importorskip("qdrant_edge", reason="the 'qdrant' extra is not installed")
+    import_or_skip("qdrant_edge", "the 'qdrant' extra is not installed")
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     for doc in _documents()[:20]:

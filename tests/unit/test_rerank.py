@@ -29,6 +29,7 @@ from m3search.types import Embedding, SparseVector
 from tests.cli import run_cli as _run
 from tests.fake_llm import fake_llm
 from tests.http import DOCS
+from tests.references import import_or_skip
 
 CONFIG = EmbeddingConfig("synthetic", "0" * 40, 16, None, ("dense", "sparse"), "fp32")
 WORDS = ["wing", "flow", "heat", "plate", "shock", "wave", "boundary", "layer", "jet", "nozzle"]
@@ -59,7 +60,7 @@ def _embedding(rng: np.random.Generator) -> Embedding:
 @pytest.fixture(params=["sqlite", "edge"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     if request.param == "edge":
-        pytest.importorskip("qdrant_edge", reason="qdrant-edge-py is in the dev extra")
+        import_or_skip("qdrant_edge", "qdrant-edge-py is in the dev extra")
     url = {"sqlite": f"sqlite:///{tmp_path}/index.sqlite3", "edge": f"qdrant+edge:///{tmp_path}/edge"}
     with open_store(url[str(request.param)], exact=True) as opened:  # type: ignore[attr-defined]
         rng = np.random.default_rng(0)

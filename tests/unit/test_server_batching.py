@@ -21,6 +21,7 @@ from m3search.settings import get_settings
 from m3search.types import Embedding
 from tests.conftest import FAKE_M3_SPEC, FakeM3Encoder
 from tests.live import live_server
+from tests.references import import_or_skip
 
 TEXTS = [f"text {i} about {'wing flow ' * (i % 5)} and heat {i * 7}" for i in range(40)]
 
@@ -149,7 +150,7 @@ def test_http_429_with_retry_after_when_the_queue_is_full(fake_loader: Callable[
 
 
 def test_the_official_openai_client(fake_loader: Callable[..., Any], tmp_path: Path) -> None:
-    openai = pytest.importorskip("openai")
+    openai = import_or_skip("openai", "the openai client (dev) is not installed")
     texts = ["the wing flow", "heat transfer at high speed"]
     with live_server(_app(fake_loader, tmp_path, api_keys=["sk-local"])) as url:
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="sk-local", max_retries=0)

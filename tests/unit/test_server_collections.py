@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from tests.http import DOCS
 from tests.http import expect_error as _error
+from tests.references import import_or_skip
 
 CONFIG = {"id": "fake", "model": "hash"}
 
@@ -22,7 +23,7 @@ CONFIG = {"id": "fake", "model": "hash"}
 def client(request: pytest.FixtureRequest, make_client: Callable[..., TestClient], tmp_path: Path) -> TestClient:
     if request.param == "sqlite":
         return make_client()
-    pytest.importorskip("qdrant_edge", reason="qdrant-edge-py is in the dev extra")
+    import_or_skip("qdrant_edge", "qdrant-edge-py is in the dev extra")
     return make_client(store_url=f"qdrant+edge:///{tmp_path}/edge")
 
 

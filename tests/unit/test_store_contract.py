@@ -28,9 +28,10 @@ from m3search.store.types import Chunk, Document, EmbeddingConfig, PreparedDocum
 from m3search.store.urls import open_store
 from m3search.types import Embedding, SparseVector
 from tests.conftest import FAKE_M3_SPEC, FakeM3Encoder
+from tests.references import import_or_skip
 
-pytest.importorskip("qdrant_edge", reason="qdrant-edge-py is in the dev extra")
-pytest.importorskip("qdrant_client", reason="qdrant-client is in the dev extra")
+import_or_skip("qdrant_edge", "qdrant-edge-py is in the dev extra")
+import_or_skip("qdrant_client", "qdrant-client is in the dev extra")
 
 KINDS = ["sqlite", "edge", "local"]
 CONFIG = EmbeddingConfig("synthetic", "0" * 40, 16, None, ("dense", "sparse", "colbert"), "fp32")

@@ -30,6 +30,12 @@ VISION_FILE = "vision.fp32.onnx"
 END_OF_TEXT = "<|endoftext|>"
 
 
+def projected(features: Any) -> Any:
+    """The projected embedding from ``get_text_features``/``get_image_features``: transformers 4 returns the tensor,
+    transformers 5 an output object holding it as ``pooler_output``."""
+    return getattr(features, "pooler_output", features)
+
+
 def _towers(src: Path) -> tuple[Any, Any, Any]:
     """(text module, vision module, CLIPModel) in eval mode."""
     torch = require("torch", "export", "Converting a model to ONNX")
@@ -47,7 +53,7 @@ def _towers(src: Path) -> tuple[Any, Any, Any]:
             self.clip = model  # a submodule: the tracer sees its weights as parameters, not constants
 
         def forward(self, input_ids: Any, attention_mask: Any) -> Any:
-            return self.clip.get_text_features(input_ids=input_ids, attention_mask=attention_mask).pooler_output
+            return projected(self.clip.get_text_features(input_ids=input_ids, attention_mask=attention_mask))
 
     class Vision(torch.nn.Module):  # type: ignore[misc,name-defined]
         def __init__(self) -> None:
@@ -55,7 +61,7 @@ def _towers(src: Path) -> tuple[Any, Any, Any]:
             self.clip = model
 
         def forward(self, pixel_values: Any) -> Any:
-            return self.clip.get_image_features(pixel_values=pixel_values).pooler_output
+            return projected(self.clip.get_image_features(pixel_values=pixel_values))
 
     return Text().eval(), Vision().eval(), model
 
