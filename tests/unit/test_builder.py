@@ -16,6 +16,7 @@ from m3search.errors import ModelFormatError
 from m3search.models import builder
 from m3search.models.builder.checkpoint import Checkpoint, SafeTensors, read_torch_state_dict
 from m3search.models.builder.writer import ALIGN, GraphWriter, quantize_columns, quantize_rows
+from tests.references import import_or_skip
 
 
 def _save_safetensors(path: Path, tensors: dict[str, tuple[str, np.ndarray]]) -> None:
@@ -92,7 +93,7 @@ def test_pt_files_with_anything_but_tensors_are_refused_without_running_code(tmp
 
 
 def test_pt_state_dicts_are_read_as_torch_wrote_them(tmp_path: Path) -> None:
-    torch = pytest.importorskip("torch")  # the writer of the reference file; the reader never imports it
+    torch = import_or_skip("torch", "the export extra (torch) writes the reference file")  # the reader never imports it
     state = {"weight": torch.arange(12, dtype=torch.float32).reshape(3, 4).t(), "bias": torch.tensor([0.5, -1.0])}
     torch.save(state, tmp_path / "head.pt")
     read = read_torch_state_dict(tmp_path / "head.pt")

@@ -87,11 +87,15 @@ class OnnxEncoder(Encoder):
                 batch_tokens: int | None = None) -> OnnxEncoder:
         """An encoder of the same model with another backend or precision (sharing the prepared files)."""
         prepared = self.prepared
-        kwargs = {**self._kwargs, "batch_tokens": batch_tokens or self.batch_tokens}
+        kwargs = {**self.sibling_kwargs(), **({"batch_tokens": batch_tokens} if batch_tokens else {})}
         other = type(self)(self.spec, lambda: prepared, backend=backend, precision=precision, threads=self.threads,
                            options=self.options, **kwargs)
         other._session = session
         return other
+
+    def sibling_kwargs(self) -> dict[str, object]:
+        """The keyword arguments that give another encoder of this model the same tokenization and batching."""
+        return {**self._kwargs, "batch_tokens": self.batch_tokens}
 
     def run(self, batch: Batch, output_names: list[str] | None = None) -> list[Any]:
         """Run the graph on one batch, feeding the inputs it declares; None fetches every output."""

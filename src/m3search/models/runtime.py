@@ -8,6 +8,7 @@ versions). Set ``M3SEARCH_BACKEND`` to skip it.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -22,14 +23,15 @@ from m3search.models import fidelity
 from m3search.models.backends import Session, available_backends, open_session
 from m3search.models.calibration import bundled, calibration_texts
 from m3search.models.prepare import lock_for, package_version, write_json
+from m3search.models.reference import fp32_reference
 from m3search.models.variants import ensure_variant
-from m3search.types import Output
 
 if TYPE_CHECKING:
     from m3search.models.pooled import OnnxEncoder
 
 log = logging.getLogger(__name__)
 BUDGETS = (2048, 8192)  # token budgets the auto-tuner tries for the winning backend
+BUDGET_TUNING_SECONDS = 15.0  # budgets are tuned only when one pass over the sample takes at most this long
 
 
 @dataclass(frozen=True)
@@ -45,35 +47,34 @@ class RunOptions:
 
 
 def load_session(encoder: OnnxEncoder) -> Session:
-    """Build (or reuse) the encoder's variant, check its fidelity, and open its session."""
+    """Build (or reuse) the encoder's variant, check its fidelity, and open its session.
+
+    The fp32 reference of an unchecked mode is computed before the candidate's session opens (in a child
+    process: :mod:`.reference`), so first use never holds two copies of the model.
+    """
     prepared = encoder.prepared
     if encoder.backend == "auto":
         encoder.backend, encoder.batch_tokens = choose_backend(encoder)
     options = encoder.options
     path = ensure_variant(prepared, encoder.backend, encoder.precision,
                           lambda: calibration_texts(options.calibration_file, options.calibration_size), encoder.feeds)
+    checked = (encoder.backend, encoder.precision) != ("onnxruntime", "fp32")
+    figures = (prepared.variant(encoder.backend, encoder.precision) or {}).get("fidelity")
+    texts, outputs = bundled("fidelity"), list(encoder.spec.outputs)
+    reference = fp32_reference(encoder, texts, outputs) if checked and not figures else None
     cache = options.home / "openvino-cache" if options.home is not None else None
     session = open_session(encoder.backend, path, encoder.precision, encoder.threads,
                            spinning=options.spinning, cache_dir=cache)
-    if (encoder.backend, encoder.precision) != ("onnxruntime", "fp32"):
-        _check_fidelity(encoder, session)
+    if checked:
+        if reference is not None:
+            candidate = encoder.sibling(encoder.backend, encoder.precision, session=session).encode(
+                texts, outputs=outputs)
+            figures = fidelity.measure(reference, candidate)
+            prepared.record(encoder.backend, encoder.precision, {"fidelity": figures})
+            log.info("fidelity of %s/%s: %s", encoder.backend, encoder.precision, figures)
+        fidelity.check(f"{encoder.backend}/{encoder.precision}", figures or {}, options.fidelity_threshold,
+                       force=options.force_precision)
     return session
-
-
-def _check_fidelity(encoder: OnnxEncoder, session: Session) -> None:
-    backend, precision = encoder.backend, encoder.precision
-    entry = encoder.prepared.variant(backend, precision) or {}
-    figures = entry.get("fidelity")
-    if not figures:
-        texts = bundled("fidelity")
-        outputs: list[Output] = list(encoder.spec.outputs)
-        reference = encoder.sibling("onnxruntime", "fp32").encode(texts, outputs=outputs)
-        candidate = encoder.sibling(backend, precision, session=session).encode(texts, outputs=outputs)
-        figures = fidelity.measure(reference, candidate)
-        encoder.prepared.record(backend, precision, {"fidelity": figures})
-        log.info("fidelity of %s/%s: %s", backend, precision, figures)
-    fidelity.check(f"{backend}/{precision}", figures, encoder.options.fidelity_threshold,
-                   force=encoder.options.force_precision)
 
 
 def machine_key(threads: int) -> str:
@@ -102,18 +103,24 @@ def choose_backend(encoder: OnnxEncoder) -> tuple[str, int]:
         return str(cached["backend"]), int(cached["batch_tokens"])
     texts = bundled("fidelity")
     measured: dict[str, float] = {}
+    seconds: dict[str, float] = {}
     refused: dict[str, M3SearchError] = {}
     for backend in backends:
         try:
-            measured[backend] = _tokens_per_s(encoder.sibling(backend, encoder.precision), texts)
+            measured[backend], seconds[backend] = _tokens_per_s(encoder.sibling(backend, encoder.precision), texts)
         except M3SearchError as exc:  # this mode is refused (fidelity, bf16) or unavailable on this backend
             refused[backend] = exc
+        gc.collect()  # the measured session goes now (encoders hold reference cycles), before the next one loads
     if not measured:
         raise refused[backends[0]]
     best = max(measured, key=lambda b: measured[b])
     rates: dict[str, Any] = {**measured, **{b: str(e) for b, e in refused.items()}}
-    budgets = {b: _tokens_per_s(encoder.sibling(best, encoder.precision, batch_tokens=b), texts) for b in BUDGETS}
-    budget = max(budgets, key=lambda b: budgets[b])
+    budgets: dict[int, float] = {}
+    if seconds[best] <= BUDGET_TUNING_SECONDS:  # a large model keeps the default budget: first use stays short
+        budgets = {b: _tokens_per_s(encoder.sibling(best, encoder.precision, batch_tokens=b), texts)[0]
+                   for b in BUDGETS}
+        gc.collect()
+    budget = max(budgets, key=lambda b: budgets[b]) if budgets else encoder.batch_tokens
     choice: dict[str, Any] = {"backend": best, "batch_tokens": budget, "tokens_per_s": rates,
                               "budgets_tokens_per_s": budgets, "measured": time.strftime("%Y-%m-%dT%H:%M:%S")}
     log.info("auto backend for %s: %s", key, choice)
@@ -126,11 +133,13 @@ def choose_backend(encoder: OnnxEncoder) -> tuple[str, int]:
     return best, budget
 
 
-def _tokens_per_s(encoder: OnnxEncoder, texts: list[str]) -> float:
+def _tokens_per_s(encoder: OnnxEncoder, texts: list[str]) -> tuple[float, float]:
+    """(tokens per second, seconds) of one pass over ``texts``, after a warm-up."""
     encoder.encode(texts[:8])  # warm-up: session built, kernels compiled
     start = time.perf_counter()
     results = encoder.encode(texts)
-    return sum(r.tokens for r in results) / (time.perf_counter() - start)
+    elapsed = time.perf_counter() - start
+    return sum(r.tokens for r in results) / elapsed, elapsed
 
 
 def _read_cache(path: Path | None) -> dict[str, Any]:
