@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,16 @@ class EvalReport:
                 "strategies": [s.as_dict() for s in self.scores]}
 
 
+def document_scores(hits: Iterable[tuple[str, float]], depth: int) -> dict[str, float]:
+    """The first ``depth`` documents of ``(document id, score)`` hits, best first: a document scores its best chunk."""
+    docs: dict[str, float] = {}
+    for document, score in hits:
+        docs.setdefault(document, score)
+        if len(docs) == depth:
+            break
+    return docs
+
+
 def document_run(searcher: Searcher, collection: str, dataset: Dataset, strategy: str, depth: int,
                  embeddings: Sequence[Any], request: SearchRequest) -> Run:
     """The top ``depth`` documents per query (a document scores its best chunk)."""
@@ -94,13 +105,22 @@ def document_run(searcher: Searcher, collection: str, dataset: Dataset, strategy
                   candidates=max(request.candidates, 3 * depth),
                   coarse_k=max(request.coarse_k, 3 * depth))
     for (qid, text), embedding in zip(dataset.queries.items(), embeddings, strict=True):
-        docs: dict[str, float] = {}
-        for hit in searcher.search_embedded(collection, text, embedding, ask).hits:
-            docs.setdefault(hit.document_id, hit.score)
-            if len(docs) == depth:
-                break
-        run[qid] = docs
+        hits = searcher.search_embedded(collection, text, embedding, ask).hits
+        run[qid] = document_scores(((hit.document_id, hit.score) for hit in hits), depth)
     return run
+
+
+@contextmanager
+def indexed(dataset: Dataset, encoder: Encoder, db: Path | None, collection: str | None
+            ) -> Iterator[tuple[SQLiteStore, str, float]]:
+    """``dataset`` indexed into ``db`` (or a temporary store): the open store, the collection and the seconds taken
+    (unchanged documents of an earlier run are not embedded again)."""
+    with tempfile.TemporaryDirectory(prefix="m3search-eval-") as scratch:
+        name = collection or f"eval-{dataset.name}"
+        with SQLiteStore(db or Path(scratch) / "eval.sqlite3") as store:
+            start = time.perf_counter()
+            index_documents(store, encoder, name, dataset.corpus)
+            yield store, name, time.perf_counter() - start
 
 
 def evaluate(dataset: Dataset, encoder: Encoder, strategies: Sequence[str], *, k: int = 10,
@@ -110,26 +130,20 @@ def evaluate(dataset: Dataset, encoder: Encoder, strategies: Sequence[str], *, k
     request = request or SearchRequest()
     for strategy in strategies:
         SearchRequest(strategy, k=k).checked()  # type: ignore[arg-type]
-    with tempfile.TemporaryDirectory(prefix="m3search-eval-") as scratch:
-        path = db or Path(scratch) / "eval.sqlite3"
-        name = collection or f"eval-{dataset.name}"
-        with SQLiteStore(path) as store:
+    with indexed(dataset, encoder, db, collection) as (store, name, index_seconds):
+        searcher = Searcher(store, encoder)
+        start = time.perf_counter()
+        embeddings = searcher.encode_queries(name, list(dataset.queries.values()), strategies)
+        encode_seconds = time.perf_counter() - start
+        report = EvalReport(dataset.name, encoder.spec.name, len(dataset.corpus), len(dataset.queries),
+                            store.counts(name)[1], k, index_seconds, encode_seconds)
+        for strategy in strategies:
+            if progress is not None:
+                progress(strategy)
             start = time.perf_counter()
-            index_documents(store, encoder, name, dataset.corpus)
-            index_seconds = time.perf_counter() - start
-            searcher = Searcher(store, encoder)
-            start = time.perf_counter()
-            embeddings = searcher.encode_queries(name, list(dataset.queries.values()), strategies)
-            encode_seconds = time.perf_counter() - start
-            report = EvalReport(dataset.name, encoder.spec.name, len(dataset.corpus), len(dataset.queries),
-                                store.counts(name)[1], k, index_seconds, encode_seconds)
-            for strategy in strategies:
-                if progress is not None:
-                    progress(strategy)
-                start = time.perf_counter()
-                run = document_run(searcher, name, dataset, strategy, max(RECALL_DEPTH, k), embeddings, request)
-                seconds = time.perf_counter() - start
-                report.scores.append(StrategyScore(strategy, evaluate_run(run, dataset.qrels, k)[0], run, seconds))
+            run = document_run(searcher, name, dataset, strategy, max(RECALL_DEPTH, k), embeddings, request)
+            seconds = time.perf_counter() - start
+            report.scores.append(StrategyScore(strategy, evaluate_run(run, dataset.qrels, k)[0], run, seconds))
     return report
 
 

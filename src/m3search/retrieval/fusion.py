@@ -7,6 +7,8 @@ are deterministic.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
 
 from m3search.errors import InputError
 
@@ -15,6 +17,9 @@ Ranking = Sequence[tuple[int, float]]
 # RRF's k: 60 is the value of the original paper (Cormack et al., 2009) and the default of Elasticsearch,
 # OpenSearch, Azure AI Search, Milvus, Qdrant and LanceDB; smaller values favour the top ranks.
 DEFAULT_RRF_K = 60
+
+FusionMethod = Literal["rrf", "dbsf", "minmax"]
+FUSION_METHODS: tuple[FusionMethod, ...] = get_args(FusionMethod)
 
 
 def _check_weights(names: Sequence[str], weights: Mapping[str, float] | None) -> dict[str, float]:
@@ -74,19 +79,62 @@ def weighted(rankings: Mapping[str, Ranking], weights: Mapping[str, float] | Non
     return _sorted(scores)
 
 
-def dbsf(rankings: Mapping[str, Ranking]) -> list[tuple[int, float]]:
+def dbsf(rankings: Mapping[str, Ranking], weights: Mapping[str, float] | None = None) -> list[tuple[int, float]]:
     """Distribution-based score fusion (Qdrant's ``Fusion.DBSF``): each ranking's scores are mapped from
-    [mean - 3 sd, mean + 3 sd] (sample sd) to [0, 1], then summed; a ranking of one score (or equal ones) gives 0.5.
+    [mean - 3 sd, mean + 3 sd] (sample sd) to [0, 1], then summed (times the ranking's weight: 1 each unless
+    ``weights`` say); a ranking of one score (or equal ones) gives 0.5.
 
     Unlike min-max, one outlier does not squash the other scores of its ranking.
     """
+    chosen = _check_weights(list(rankings), weights)
     scores: dict[int, float] = {}
-    for ranking in rankings.values():
+    for name, ranking in rankings.items():
         values = [score for _, score in ranking]
         if not values:
             continue
         mean = sum(values) / len(values)
         sd = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
         for item, score in ranking:
-            scores[item] = scores.get(item, 0.0) + ((score - mean + 3 * sd) / (6 * sd) if sd > 0 else 0.5)
+            scaled = (score - mean + 3 * sd) / (6 * sd) if sd > 0 else 0.5
+            scores[item] = scores.get(item, 0.0) + chosen[name] * scaled
     return _sorted(scores)
+
+
+@dataclass(frozen=True)
+class FusionSettings:
+    """How ``hybrid`` fuses its retrievers' rankings: the method, each retriever's weight and RRF's k.
+
+    ``method`` is ``rrf`` (weighted reciprocal rank fusion), ``dbsf`` (weighted distribution-based score fusion) or
+    ``minmax`` (weighted sum of min-max normalised scores, what the ``weighted`` strategy does). A retriever missing
+    from ``weights`` weighs 0.
+    """
+
+    method: FusionMethod
+    weights: Mapping[str, float]
+    rrf_k: int = DEFAULT_RRF_K
+
+    def fuse(self, rankings: Mapping[str, Ranking]) -> list[tuple[int, float]]:
+        """The fused ranking, best first (ties by id)."""
+        weights = {name: float(self.weights.get(name, 0.0)) for name in rankings}
+        if self.method == "rrf":
+            return rrf(rankings, self.rrf_k, weights)
+        if self.method == "dbsf":
+            return dbsf(rankings, weights)
+        if self.method == "minmax":
+            return weighted(rankings, weights)
+        raise InputError(f"fusion must be one of {', '.join(FUSION_METHODS)}, not {self.method!r}")
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready: ``{"fusion": ..., "weights": {...}, "rrf_k": ...}`` (rrf_k only for rrf)."""
+        found: dict[str, Any] = {"fusion": self.method, "weights": dict(self.weights)}
+        if self.method == "rrf":
+            found["rrf_k"] = self.rrf_k
+        return found
+
+    def describe(self) -> str:
+        weights = ", ".join(f"{name}={value:g}" for name, value in self.weights.items())
+        return f"{self.method} ({weights}{f', rrf_k={self.rrf_k}' if self.method == 'rrf' else ''})"
+
+
+# hybrid's built-in fusion (a request's fields, then a collection's saved settings, come first)
+DEFAULT_FUSION = FusionSettings("rrf", {"dense": 1.0, "sparse": 1.0, "bm25": 1.0}, DEFAULT_RRF_K)
