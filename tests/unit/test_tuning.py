@@ -15,7 +15,7 @@ from m3search.models.registry import get_spec
 from m3search.retrieval.beir import load_dataset
 from m3search.retrieval.defaults import save_fusion, saved_fusion, settings_from
 from m3search.retrieval.evaluation import RECALL_DEPTH, document_run, evaluate_run, indexed
-from m3search.retrieval.fusion import DEFAULT_FUSION, FusionSettings
+from m3search.retrieval.fusion import DEFAULT_RRF_K, FusionSettings, default_fusion
 from m3search.retrieval.search import Searcher
 from m3search.retrieval.tuning import Candidates, collect, folds_of, grid, tune
 from m3search.retrieval.types import SearchRequest
@@ -55,10 +55,12 @@ def test_request_overrides_saved_settings_which_override_the_default(tmp_path: P
         def hits(request: SearchRequest) -> list[tuple[int, float]]:
             return [(h.chunk_id, h.score) for h in searcher.search_embedded("kb", "", _query(7), request).hits]
 
+        builtin = default_fusion(("dense", "sparse"))
         default = searcher.search_embedded("kb", "", _query(7), SearchRequest("hybrid"))
-        assert default.details["fusion"] == DEFAULT_FUSION.method and "tuned" not in default.details
+        assert default.details["fusion"] == builtin.method == "max" and "tuned" not in default.details
+        assert default.details["weights"] == {"dense": 0.7, "sparse": 0.3}
         assert hits(SearchRequest("hybrid")) == hits(SearchRequest(
-            "hybrid", fusion=DEFAULT_FUSION.method, weights=DEFAULT_FUSION.weights, rrf_k=DEFAULT_FUSION.rrf_k))
+            "hybrid", fusion=builtin.method, weights=builtin.weights, rrf_k=builtin.rrf_k))
         tuned = FusionSettings("rrf", {"dense": 0.1, "sparse": 0.9}, 5)
         save_fusion(store, target, tuned)
         assert saved_fusion(store, target) == tuned and store.set_options(target.id)["fusion"] == tuned.as_dict()
@@ -67,7 +69,7 @@ def test_request_overrides_saved_settings_which_override_the_default(tmp_path: P
         assert [(h.chunk_id, h.score) for h in result.hits] == hits(explicit)
         assert result.details["tuned"] == tuned.as_dict() and result.details["weights"] == {"dense": 0.1, "sparse": 0.9}
         assert hits(SearchRequest("hybrid")) != hits(SearchRequest(
-            "hybrid", fusion=DEFAULT_FUSION.method, weights=DEFAULT_FUSION.weights, rrf_k=DEFAULT_FUSION.rrf_k))
+            "hybrid", fusion=builtin.method, weights=builtin.weights, rrf_k=builtin.rrf_k))
         mixed = searcher.search_embedded("kb", "", _query(7), SearchRequest("hybrid", rrf_k=40))  # one field given
         assert mixed.details["rrf_k"] == 40 and mixed.details["weights"] == {"dense": 0.1, "sparse": 0.9}
         other = searcher.search_embedded("kb", "", _query(7), SearchRequest("weighted"))  # only hybrid is tuned
@@ -77,12 +79,12 @@ def test_request_overrides_saved_settings_which_override_the_default(tmp_path: P
 def test_saved_settings_are_checked() -> None:
     with pytest.raises(InputError, match="not fusion/weights/rrf_k"):
         settings_from({"fusion": "magic", "weights": {"dense": 1.0}})
-    assert settings_from({"fusion": "minmax", "weights": {"dense": 1}}).rrf_k == DEFAULT_FUSION.rrf_k
+    assert settings_from({"fusion": "minmax", "weights": {"dense": 1}}).rrf_k == DEFAULT_RRF_K
 
 
 @pytest.mark.parametrize("settings", [
     FusionSettings("rrf", {"dense": 0.3, "bm25": 0.7}, 10), FusionSettings("dbsf", {"dense": 0.6, "bm25": 0.4}),
-    FusionSettings("minmax", {"dense": 0.8, "bm25": 0.2}), DEFAULT_FUSION,
+    FusionSettings("minmax", {"dense": 0.8, "bm25": 0.2}), default_fusion(("dense", "bm25")),
 ])
 def test_the_tuners_offline_fusion_equals_the_search(tmp_path: Path, settings: FusionSettings) -> None:
     dataset = load_dataset(_beir(tmp_path / "ds"))
@@ -157,3 +159,10 @@ def test_the_choice_is_the_grid_best_and_no_worse_than_each_retriever_in_sample(
     assert best >= max(s.metrics["ndcg@10"] for s in report.singles.values())
     assert report.cv_ndcg <= best
     assert evaluate_run(candidates.run(report.chosen.settings), dataset.qrels)[0]["ndcg@10"] == best
+
+
+def test_the_built_in_defaults_per_pair_of_retrievers() -> None:
+    assert default_fusion(("dense", "bm25")).weights == {"dense": 0.7, "bm25": 0.3}
+    assert default_fusion(("sparse", "bm25")).weights == {"sparse": 0.3, "bm25": 0.7}
+    assert default_fusion(("dense", "sparse")).method == "max"
+    assert default_fusion(("dense", "colbert")).weights == {"dense": 1.0, "colbert": 1.0}  # not measured: equal

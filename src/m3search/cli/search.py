@@ -29,7 +29,7 @@ RrfOption = Annotated[int | None, typer.Option(
 WeightsOption = Annotated[str | None, typer.Option(
     "--weights", help="e.g. dense=0.7,bm25=0.3 (hybrid, weighted, all; hybrid's default: the collection's)")]
 FusionOption = Annotated[str | None, typer.Option(
-    "--fusion", help="hybrid's fusion: rrf (ranks), dbsf or minmax (scores); default: the collection's")]
+    "--fusion", help="hybrid's fusion: max, dbsf or minmax (scores), rrf (ranks); default: the collection's")]
 CandidatesOption = Annotated[int, typer.Option("--candidates", help="depth of each retriever in fusions/reranks")]
 CoarseDimOption = Annotated[int | None, typer.Option("--coarse-dim", help="Matryoshka dimension (two_stage)")]
 CoarseKOption = Annotated[int, typer.Option("--coarse-k", help="candidates of the first stage (two_stage)")]

@@ -83,7 +83,7 @@ def _hybrid(ctx: EngineContext) -> Outcome:
     per-retriever weights, and one fusion implementation gives the same ranking in every store."""
     names = fusion_retrievers(ctx.target.config.outputs)
     parts = dict(zip(names, ctx.run(*(ctx.first_stage(n, ctx.depth) for n in names)), strict=True))
-    return Outcome(hybrid_settings(ctx.request).fuse(parts), parts)
+    return Outcome(hybrid_settings(ctx.request, names).fuse(parts), parts)
 
 
 def _weighted(ctx: EngineContext) -> Outcome:

@@ -158,7 +158,7 @@ class Searcher:
         tuned = None
         if request.strategy == "hybrid":  # left-out fusion fields: the collection's saved ones, else the defaults
             tuned = saved_fusion(self.store, target)
-            request = hybrid_request(request, tuned)
+            request = hybrid_request(request, tuned, fusion_retrievers(target.config.outputs))
         if getattr(self.store, "searches_in_engine", False):  # Qdrant: the engine searches and filters
             engine = EngineContext(self.store, target, text, embedding, request, filters)  # type: ignore[arg-type]
             outcome = ENGINE_STRATEGIES[request.strategy](engine)
@@ -191,9 +191,10 @@ def _parameters(request: SearchRequest, outputs: tuple[str, ...]) -> dict[str, o
     """The request's parameters that shaped this strategy's result."""
     found: dict[str, object] = {}
     if request.strategy == "hybrid":
-        settings = hybrid_settings(request)
+        names = fusion_retrievers(outputs)
+        settings = hybrid_settings(request, names)
         found.update(settings.as_dict())
-        found["weights"] = {n: float(settings.weights.get(n, 0.0)) for n in fusion_retrievers(outputs)}
+        found["weights"] = {n: float(settings.weights.get(n, 0.0)) for n in names}
     if request.strategy in ("hybrid", "weighted", "all", "colbert"):
         found["candidates"] = request.candidates
     return found

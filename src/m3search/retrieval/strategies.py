@@ -125,8 +125,9 @@ def _retrieve_all(ctx: Context, names: tuple[str, ...]) -> dict[str, Ranking]:
 
 
 def _hybrid(ctx: Context) -> Outcome:
-    parts = _retrieve_all(ctx, fusion_retrievers(ctx.target.config.outputs))
-    return Outcome(hybrid_settings(ctx.request).fuse(parts), parts)
+    names = fusion_retrievers(ctx.target.config.outputs)
+    parts = _retrieve_all(ctx, names)
+    return Outcome(hybrid_settings(ctx.request, names).fuse(parts), parts)
 
 
 def request_weights(request: SearchRequest, names: tuple[str, ...]) -> dict[str, float]:

@@ -180,8 +180,9 @@ def tune_dataset(dataset: Dataset, encoder: Encoder, *, k: int = 10, folds: int 
         searcher = Searcher(store, encoder)
         target = store.active_set(name)
         embeddings = searcher.encode_queries(name, list(dataset.queries.values()), ["hybrid"])
-        candidates = collect(searcher, name, dataset, embeddings, fusion_retrievers(target.config.outputs), k)
-        before = hybrid_settings(hybrid_request(SearchRequest(), saved_fusion(store, target)))
+        names = fusion_retrievers(target.config.outputs)
+        candidates = collect(searcher, name, dataset, embeddings, names, k)
+        before = hybrid_settings(hybrid_request(SearchRequest(), saved_fusion(store, target), names), names)
         report = tune(candidates, dataset.qrels, before, k=k, folds=folds, seed=seed)
         if save and report.better:
             save_fusion(store, target, report.chosen.settings)

@@ -28,9 +28,10 @@ class SearchRequest:
         strategy: see :data:`STRATEGIES` and the README's strategy table.
         k: hits to return.
         filters: metadata filters (``{"key": value}`` or ``{"key": [values]}``), applied by every strategy.
-        fusion: how ``hybrid`` fuses: ``rrf`` (weighted ranks), ``dbsf`` (weighted distribution-based score fusion,
-            Qdrant's) or ``minmax`` (weighted min-max normalised scores); None = the collection's saved setting
-            (``m3search eval --tune``), else the built-in default (docs/fusion.md).
+        fusion: how ``hybrid`` fuses: ``max`` (weighted scores, each retriever's divided by its top one), ``rrf``
+            (weighted ranks), ``dbsf`` (weighted distribution-based score fusion, Qdrant's) or ``minmax`` (weighted
+            min-max normalised scores); None = the collection's saved setting (``m3search eval --tune``), else the
+            built-in default (docs/fusion.md).
         rrf_k: the constant of reciprocal rank fusion (``hybrid`` with ``rrf``); None = as ``fusion``.
         weights: per-retriever weights (``hybrid``, ``weighted``, ``all``); missing names weigh 0; None = the
             defaults (``hybrid``: as ``fusion``).

@@ -259,8 +259,8 @@ class SearchBody(BaseModel):
     k: int = Field(10, ge=1, le=1000)
     filters: dict[str, Any] | None = None
     rrf_k: int | None = Field(None, ge=0, description="hybrid's RRF constant (default: the collection's, else 60)")
-    fusion: Literal["rrf", "dbsf", "minmax"] | None = Field(
-        None, description="how hybrid fuses: weighted ranks (rrf) or scores (dbsf, minmax); default: the "
+    fusion: Literal["max", "rrf", "dbsf", "minmax"] | None = Field(
+        None, description="how hybrid fuses: weighted scores (max, dbsf, minmax) or ranks (rrf); default: the "
                           "collection's saved setting (eval --tune), else the built-in default")
     weights: dict[str, float] | None = None
     candidates: int = Field(100, ge=1, le=10_000)

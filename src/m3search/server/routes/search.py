@@ -60,7 +60,7 @@ async def search_get(
     coarse_dim: int | None = None,
     coarse_k: int = Query(100, ge=1, le=10_000),
     rrf_k: int | None = Query(None, ge=0, description="hybrid's RRF constant (default: the collection's)"),
-    fusion: Literal["rrf", "dbsf", "minmax"] | None = Query(
+    fusion: Literal["max", "rrf", "dbsf", "minmax"] | None = Query(
         None, description="how hybrid fuses (default: the collection's saved setting, else the built-in one)"),
     candidates: int = Query(100, ge=1, le=10_000),
     filter: list[str] | None = Query(None, description="key=value, repeatable; values are JSON-typed"),
