@@ -73,8 +73,13 @@ def make_request(strategy: str, k: int, filters: list[str] | None, rrf_k: int | 
 
 def _describe(result: SearchResult) -> None:
     console = Console(highlight=False)
-    console.print(f"[bold]{result.strategy}[/] over {', '.join(result.retrievers)} in {result.collection} "
-                  f"({result.took_ms:.1f} ms)")
+    fusion = result.details.get("fusion")
+    how = ""
+    if fusion is not None:  # hybrid: which fusion, and whether it is the collection's tuned one
+        weights = ", ".join(f"{n}={w:g}" for n, w in result.details.get("weights", {}).items())
+        how = f" ({fusion}: {weights}{'; tuned' if 'tuned' in result.details else ''})"
+    console.print(f"[bold]{result.strategy}[/]{how} over {', '.join(result.retrievers)} in {result.collection} "
+                  f"({result.took_ms:.1f} ms)", markup=True)
     for rank, hit in enumerate(result.hits, start=1):
         parts = "  ".join(f"{name} #{c.rank} {c.score:.4g}" for name, c in hit.breakdown.items())
         console.print(f"{rank:>2}. {hit.score:.4f} [bold]{hit.document_id}[/]  [dim]{parts}[/]", markup=True)
