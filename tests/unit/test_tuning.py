@@ -76,6 +76,15 @@ def test_request_overrides_saved_settings_which_override_the_default(tmp_path: P
         assert "tuned" not in other.details
 
 
+def test_hybrid_weights_that_leave_out_both_retrievers_are_refused(tmp_path: Path) -> None:
+    with SQLiteStore(tmp_path / "i.sqlite3") as store:
+        _fill(store, 10)
+        with pytest.raises(InputError, match="not all zero"):
+            Searcher(store).search_embedded("kb", "", _query(7), SearchRequest("hybrid", weights={"colbert": 1.0}))
+        with pytest.raises(InputError, match="fusion must be one of max, rrf, dbsf, minmax"):
+            SearchRequest("hybrid", fusion="magic").checked()  # type: ignore[arg-type]
+
+
 def test_saved_settings_are_checked() -> None:
     with pytest.raises(InputError, match="not fusion/weights/rrf_k"):
         settings_from({"fusion": "magic", "weights": {"dense": 1.0}})
