@@ -81,7 +81,7 @@ def run(n: int, n_queries: int, keep: Path | None) -> dict[str, Any]:
                          "qdrant-edge": Searcher(edge, spec=spec)}
             result["strategies"] = {}
             for strategy, extra in STRATEGIES:
-                request = SearchRequest(strategy, k=10, **extra)  # type: ignore[arg-type]
+                request = SearchRequest(strategy, k=10, group_by="chunk", **extra)  # type: ignore[arg-type]
                 row: dict[str, Any] = {}
                 for name, searcher in searchers.items():
                     start = time.perf_counter()

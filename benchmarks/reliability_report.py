@@ -41,6 +41,32 @@ def report(figures: dict[str, Any]) -> str:
                   f"{fuzz['requests']} generated requests over {fuzz['operations']} operations in {fuzz['seconds']} s: "
                   f"{fuzz['5xx']} server errors, {fuzz['nonconforming']} responses not conforming to the schema "
                   "(status codes, content types, bodies, headers; schema-invalid requests must get a 4xx).", ""]
+    hostile = figures.get("fuzz", {}).get("hostile")
+    if hostile:
+        lines += ["## Hostile fuzzing (every operation, schemathesis cases mutated)", "",
+                  f"{hostile['requests']} requests over {hostile['operations']} operations in {hostile['seconds']} s "
+                  f"({hostile['examples_per_operation']} cases per operation, `M3SEARCH_FUZZ_EXAMPLES`): strings "
+                  "replaced by any code point, lone surrogates and NUL, values by JSON nested up to 600 levels, "
+                  "1,200-key objects and non-finite numbers, unknown keys added, path ids a URL must escape. "
+                  f"Statuses: {hostile.get('2xx', 0)} 2xx, {hostile.get('4xx', 0)} 4xx, {hostile.get('5xx', 0)} 5xx; "
+                  f"connections the server dropped: {hostile['connections_dropped']}; stored documents listed and "
+                  f"read back afterwards: {hostile['documents_read_back']}.", ""]
+    burst = figures.get("hostile_burst", {}).get("rss")
+    if burst:
+        lines += ["## Hostile burst against a real `m3search serve` (hash model)", "",
+                  f"{burst['requests']} requests from 4 clients, {burst['huge_15mb_embeddings']} of them 15 MB "
+                  f"`/v1/embeddings` inputs, the rest hostile bodies (statuses {burst['statuses']}): RSS "
+                  f"{burst['baseline_mb']} MB before, {burst['peak_mb']} MB at the peak, {burst['after_mb']} MB "
+                  f"after (bound: baseline + 10 %).", ""]
+    slow = figures.get("slow_clients", {}).get("read timeouts")
+    if slow:
+        lines += ["## Slow clients (read timeouts)", "",
+                  f"{slow['slow_header_connections']} connections sending headers that never end and "
+                  f"{slow['slow_body_connections']} sending a body that never arrives, against a server with "
+                  f"`M3SEARCH_HEADER_TIMEOUT={slow['header_timeout_s']:g}` and "
+                  f"`M3SEARCH_BODY_TIMEOUT={slow['body_timeout_s']:g}`: {slow['answered_408']} answered 408, "
+                  f"{slow['closed']} closed by the server, all within {slow['all_closed_after_s']} s; other clients "
+                  "were served meanwhile.", ""]
     load = figures.get("load", {})
     if load:
         lines += ["## Load and soak (a real `m3search serve`, hash model, 127.0.0.1)", "",

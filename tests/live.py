@@ -13,13 +13,13 @@ import uvicorn
 
 
 @contextmanager
-def live_server(app: Any, timeout: float = 20.0) -> Iterator[str]:
-    """Serve ``app`` until the block ends; yields its base URL."""
+def live_server(app: Any, timeout: float = 20.0, **options: Any) -> Iterator[str]:
+    """Serve ``app`` until the block ends; yields its base URL (``options`` go to ``uvicorn.Config``)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on"))
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", **options))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + timeout

@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     max_length: int | None = Field(None, ge=1, description="default max tokens per input; None = model's")
     precision: Precision = Field("int8-dynamic", description="default precision mode of encoders")
     backend: Backend = Field("auto", description="inference engine; auto = fastest measured on this machine")
+    builder: Literal["auto", "torch"] = Field(
+        "auto", description="how checkpoints become ONNX graphs: auto = m3search's torch-free builder where it knows "
+        "the architecture, else torch; torch = always the torch exporter (the 'export' extra)")
     fidelity_threshold: float = Field(
         0.99, gt=0.0, le=1.0, description="least mean cosine to fp32 a reduced-precision mode must keep"
     )
@@ -74,6 +77,10 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(16_000_000, ge=1, description="largest request body; larger gets 413")
     max_header_bytes: int = Field(32_768, ge=1024, description="largest total size of request headers; more gets 431")
     max_inputs: int = Field(2048, ge=1, description="most texts in one embedding request; more gets 413")
+    header_timeout: float = Field(10.0, gt=0, description="seconds a client may take to send a request's headers; "
+                                  "then 408 and the connection is closed")
+    body_timeout: float = Field(60.0, gt=0, description="seconds a client may take to send a request's body once "
+                                "its headers are in; then 408 and the connection is closed")
     max_queue: int = Field(
         256, ge=1, description="embedding requests waiting or running at once; more gets 429 with Retry-After"
     )

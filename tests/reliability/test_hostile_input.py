@@ -4,6 +4,7 @@ traceback) and library (a typed error); in every case nothing is written."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from m3search.models.loader import load_encoder
 from m3search.retrieval.search import Searcher
 from m3search.server.app import create_app
 from m3search.settings import get_settings
-from m3search.store.ingest import check_text
+from m3search.store.ingest import check_text, index_documents
 from m3search.store.sqlite import SQLiteStore
 from m3search.store.types import Chunk, Document, EmbeddingConfig, PreparedDocument
 from m3search.types import Embedding
@@ -93,7 +94,8 @@ CLI = [sys.executable, "-c", "from m3search.cli.app import main; main()"]
 
 
 def _cli(args: list[str], home: Path) -> subprocess.CompletedProcess[str]:
-    env = {"M3SEARCH_HOME": str(home), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
+    env = {"M3SEARCH_HOME": str(home), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin",
+           **{k: v for k, v in os.environ.items() if k == "PYTHONPATH"}}  # the code under test, not an install
     return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=120, env=env)
 
 
@@ -104,10 +106,13 @@ def test_cli_hostile_input(tmp_path: Path, record: Callable[..., None]) -> None:
     (corpus / "nul.txt").write_bytes(b"a\x00b")
     (corpus / "empty.md").write_text("   \n", encoding="utf-8")
     (corpus / "big.txt").write_text("x" * 10_000_001, encoding="utf-8")
+    deep = {"id": "deep", "text": "t", "metadata": json.loads("{\"k\": " * 300 + "1" + "}" * 300)}
+    (corpus / "hostile.jsonl").write_text(json.dumps(deep) + "\n" + '{"id": "\\ud800", "text": "t"}\n' +
+                                          '{"id": "t", "text": "t", "title": "a\\u0000b"}\n', encoding="utf-8")
     db = tmp_path / "i.sqlite3"
     cases = {
-        "index of invalid UTF-8, NUL, empty and 10 MB files": ["index", str(corpus), "-c", "kb", "-m", "hash",
-                                                                "--db", str(db)],
+        "index of invalid UTF-8, NUL, empty, 10 MB files and hostile JSONL": [
+            "index", str(corpus), "-c", "kb", "-m", "hash", "--db", str(db)],
         "unknown model": ["embed", "-m", "gpt-17", "hello"],
         "dimension not Matryoshka": ["embed", "-m", "nomic-embed-text-v1.5", "--dim", "50", "hello"],
         "path traversal in models add": ["models", "add", "../../etc/passwd", str(tmp_path)],
@@ -146,6 +151,13 @@ def test_library_hostile_input(tmp_path: Path, record: Callable[..., None]) -> N
         config = EmbeddingConfig("hash", "0", 8)
         target = store.create_collection("kb", config, 64, 0)
         wrong = Embedding(1, False, np.ones(9, dtype=np.float32))
+        deep: dict[str, object] = {"leaf": 1}
+        for _ in range(300):
+            deep = {"k": deep}
+        for name, doc in (("lone surrogate in a document id", Document("\ud800", "text", "s")),
+                          ("NUL in a document title", Document("d", "text", "s", "a\x00b")),
+                          ("metadata nested 300 levels", Document("d", "text", "s", "", deep))):
+            cases[name] = (lambda doc=doc: index_documents(store, encoder, "kb", [doc]), DocumentError)  # type: ignore[misc]
         cases["wrong-dimension vector"] = (lambda: store.write_documents(target, [PreparedDocument(
             Document("d", "t", "s"), [Chunk(0, "t", 0, 1, 1)], [wrong])]), DimensionError)
         for name, (call, kind) in cases.items():

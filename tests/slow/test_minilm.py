@@ -142,3 +142,38 @@ def test_cli_reembed_switches_a_collection_to_minilm(
     assert "dropped 1" in cli("gc", "-c", "kb", "--db", db)[1]
     code, _, err = cli("reembed", "-c", "kb", "-m", "all-minilm-l6-v2", "--db", db)
     assert code == 2 and "already uses" in err
+
+
+def test_a_minilm_collection_is_its_commands_default(
+    settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 19 (rows 9, 11) with the real model: `index`/`search -c kb` without --model or --precision use the
+    collection's MiniLM and precision (also after a switch to fp32); `all` on MiniLM suggests strategies that work,
+    never --colbert (which MiniLM refuses)."""
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text("".join(json.dumps({"_id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(TEXTS[:4])),
+                      encoding="utf-8")
+    more = tmp_path / "more.jsonl"
+    more.write_text(json.dumps({"_id": "d9", "text": TEXTS[8]}) + "\n", encoding="utf-8")
+    db = str(tmp_path / "i.sqlite3")
+
+    def cli(*args: str) -> tuple[int, str, str]:
+        with pytest.raises(SystemExit) as info:
+            main([*args, "--db", db])
+        out, err = capsys.readouterr()
+        return int(info.value.code or 0), out, err
+
+    assert cli("index", str(corpus), "-c", "kb", "-m", "all-minilm-l6-v2")[0] == 0
+    code, out, err = cli("index", str(more), "-c", "kb")  # no --model: the collection's, not bge-m3
+    assert code == 0 and "1 added" in out, err
+    code, out, err = cli("search", "a free operating system", "-c", "kb", "--k", "1")
+    assert code == 0 and "d3" in out, err
+    code, _, err = cli("search", "guitar", "-c", "kb", "-s", "all")
+    assert code == 2 and "--colbert" not in err and "use one of" in err
+    for strategy in err.strip().rsplit("use one of ", 1)[1].split(", "):
+        assert cli("search", "guitar", "-c", "kb", "-s", strategy)[0] == 0, strategy
+    assert cli("reembed", "-c", "kb", "-m", "all-minilm-l6-v2", "--precision", "fp32")[0] == 0
+    code, out, err = cli("search", "a free operating system", "-c", "kb", "--k", "1")  # fp32 now, no --precision
+    assert code == 0 and "d3" in out, err
+    code, out, err = cli("index", str(more), "-c", "kb", "--json")
+    assert code == 0 and json.loads(out)["unchanged"] == 1, err

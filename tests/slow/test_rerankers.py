@@ -245,3 +245,17 @@ def test_real_ms_marco_minilm_ranks_the_relevant_passage_first(settings: Setting
                 "The weather in Paris is often mild in spring.", "Berlin has about 3.7 million inhabitants."]
     scores = reranker.score("How many people live in Berlin?", passages)
     assert int(np.argmax(scores)) == 2 and scores[1] < min(scores[0], 0.0)
+
+
+def test_a_reranker_prepares_and_scores_without_torch(tmp_path: Path, bert_dir: Path) -> None:
+    from tests.slow.test_torch_free import run_without_torch
+
+    code = f"""
+import json, sys
+from pathlib import Path
+from m3search.models.cross_encoder import load_reranker
+reranker = load_reranker('{MINILM}', path=Path({str(bert_dir)!r}), precision='int8')
+scores = reranker.score('what flows', ['air flows over a wing', 'a recipe'])
+print(json.dumps({{'scores': len(scores), 'torch': 'torch' in sys.modules}}))
+"""
+    assert run_without_torch(code, tmp_path / "home") == {"scores": 2, "torch": False}

@@ -40,13 +40,13 @@ def test_index_status_search_delete(corpus: Path, tmp_path: Path, capsys: pytest
     assert code == 2 and "m3search reembed" in err and len(err.strip().splitlines()) == 1
 
 
-def test_index_reports_each_skipped_file_and_exits_2(
+def test_index_reports_each_skipped_file_and_exits_1(
     corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     (corpus / "empty.txt").write_text(" ", encoding="utf-8")
     (corpus / "bin.txt").write_bytes(b"\x00\x01")
     code, out, err = run(["index", str(corpus), "-c", "kb", "-m", "hash", "--db", str(tmp_path / "i.sqlite3")], capsys)
-    assert code == 2 and "3 added" in out
+    assert code == 1 and "3 added" in out
     assert "skipped" in out and "empty.txt: empty or whitespace only" in out and "bin.txt: contains NUL" in out
     assert "Traceback" not in err
 

@@ -228,8 +228,8 @@ def test_parse_queries_takes_json_lists_objects_and_lines() -> None:
 def test_cli_errors_are_one_line(db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     base = ["finetune", "generate", "--db", str(db), "--out", str(tmp_path / "o")]
     for args, message in (([*base, "-c", "nope"], "no collection named 'nope'"),
-                          ([*base, "-c", "aero", "--validation-split", "1.5"], "validation_split must be"),
-                          ([*base, "-c", "aero", "--negatives-from", "bm25"], "negatives_strategy must be"),
+                          ([*base, "-c", "aero", "--validation-split", "1.5"], "--validation-split must be"),
+                          ([*base, "-c", "aero", "--negatives-from", "bm25"], "--negatives-from must be"),
                           ([*base, "-c", "aero", "--llm-model", "m"], "--llm-model needs --llm")):
         code, _, err = _run(args, capsys)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1

@@ -300,6 +300,12 @@ def test_retrievers_return_the_searchers_hits_locally_and_through_a_server(index
             assert documents[0].metadata["topic"] == "aero" and documents[0].id == f"wing#{hybrid[0].chunk_id}"
             assert [d.metadata["score"] for d in documents] == pytest.approx([h.score for h in hybrid])
             assert set(documents[0].metadata["breakdown"]) == set(hybrid[0].breakdown)  # dense, bm25 ranks
+            assert [d.metadata["other_chunks"] for d in documents] == [  # one hit per document (the default)
+                [c.as_dict() for c in h.other_chunks or ()] for h in hybrid]
+            chunks = ChainRetriever("kb", k=3, group_by="chunk", **where).invoke(query)  # type: ignore[arg-type]
+            assert [d.id for d in chunks] == [f"{h.document_id}#{h.chunk_id}" for h in
+                                              _expected(indexed, query, strategy="hybrid", k=3, group_by="chunk")]
+            assert all("other_chunks" not in d.metadata for d in chunks)
             llama = LlamaRetriever("kb", strategy="dense", k=5, filters=filters, **where)  # type: ignore[arg-type]
             nodes = llama.retrieve(query)
             assert [n.node.metadata["document_id"] for n in nodes] == [h.document_id for h in filtered]

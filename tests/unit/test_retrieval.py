@@ -292,8 +292,11 @@ def test_result_json_shape(filled: tuple[SQLiteStore, list[PreparedDocument]]) -
     payload = _searcher(store).search_embedded("kb", "wing", _query(), SearchRequest("hybrid", k=3)).as_dict()
     assert set(payload) >= {"hits", "strategy", "collection", "retrievers", "took_ms"}
     hit = payload["hits"][0]
-    assert set(hit) == {"document_id", "chunk_id", "score", "text", "metadata", "breakdown"}
+    located = {"document_id", "chunk_id", "score", "text", "metadata", "breakdown", "ordinal", "start", "end"}
+    assert set(hit) == located | {"other_chunks"} and payload["group_by"] == "document"
     assert set(hit["breakdown"][next(iter(hit["breakdown"]))]) == {"rank", "score"}
+    chunks = _searcher(store).search_embedded("kb", "wing", _query(), SearchRequest("hybrid", k=3, group_by="chunk"))
+    assert set(chunks.as_dict()["hits"][0]) == located and chunks.details["group_by"] == "chunk"
 
 
 @pytest.mark.parametrize("lang", ["de", "fr"])

@@ -64,7 +64,9 @@ def test_embedding_configs_are_validated_against_the_model(client: TestClient) -
                                                           "default_truncate_dim": 128}), 400)
     _error(client.post("/api/v1/embedding-configs", json={"id": "bad", "model": "nope"}), 404, "model_not_found")
     _error(client.post("/api/v1/embedding-configs", json={"id": "../etc", "model": "hash"}), 400)
-    replaced = client.put("/api/v1/embedding-configs/nomic", json={"id": "ignored", "model": "nomic-embed-text-v1.5",
+    mismatch = _error(client.put("/api/v1/embedding-configs/nomic", json={"id": "other", "model": "hash"}), 400)
+    assert "'other'" in mismatch and "'nomic'" in mismatch  # the body's id never silently loses to the path's
+    replaced = client.put("/api/v1/embedding-configs/nomic", json={"id": "nomic", "model": "nomic-embed-text-v1.5",
                                                                    "matryoshka_dims": [768, 128]})
     assert replaced.status_code == 200 and replaced.json()["id"] == "nomic"
     assert [c["id"] for c in client.get("/api/v1/embedding-configs").json()] == ["nomic"]
@@ -121,6 +123,38 @@ def _check_fusion_settings(client: TestClient) -> None:
     assert [h["score"] for h in explicit["hits"]] == [h["score"] for h in tuned["hits"]]
     assert client.get("/api/v1/search", params={**body, "rrf_k": 50}).json()["rrf_k"] == 50
     _error(client.post("/api/v1/search", json={**body, "fusion": "magic"}), 400)
+
+
+def test_search_returns_documents_unless_asked_for_chunks(client: TestClient) -> None:
+    _collection(client, chunk_tokens=8)  # short chunks: every document below splits into several
+    docs = [{"id": f"doc{i}", "text": " ".join(f"wing flow part {j} of {i} with some filler words"
+                                               for j in range(6))} for i in range(5)]
+    assert client.post("/api/v1/collections/kb/documents", json={"documents": docs}).json()["chunks"] > 15
+    query = {"q": "wing flow", "collection": "kb", "strategy": "bm25", "k": 3}
+    posted = client.post("/api/v1/search", json=query).json()
+    fetched = client.get("/api/v1/search", params=query).json()
+    for result in (posted, fetched):
+        assert result["group_by"] == "document" and result["k"] == 3
+        assert len({h["document_id"] for h in result["hits"]}) == len(result["hits"]) == 3
+        ranked = client.post("/api/v1/search", json={**query, "k": result["chunks_ranked"],
+                                                     "group_by": "chunk"}).json()["hits"]
+        for hit in result["hits"]:
+            text = docs[int(hit["document_id"][3:])]["text"]
+            others = [h for h in ranked if h["document_id"] == hit["document_id"] and h["chunk_id"] != hit["chunk_id"]]
+            assert [(c["chunk_id"], c["ordinal"], c["start"], c["end"], c["score"]) for c in hit["other_chunks"]] == [
+                (h["chunk_id"], h["ordinal"], h["start"], h["end"], h["score"]) for h in others]
+            for located in (hit, *others):  # the offsets locate each chunk in its document
+                assert text[located["start"]: located["end"]].split() == located["text"].split()
+    assert any(hit["other_chunks"] for hit in posted["hits"])
+    assert [h["chunk_id"] for h in posted["hits"]] == [h["chunk_id"] for h in fetched["hits"]]
+    chunks = client.post("/api/v1/search", json={**query, "k": 12, "group_by": "chunk"}).json()
+    also = client.get("/api/v1/search", params={**query, "k": 12, "group_by": "chunk"}).json()
+    assert chunks["group_by"] == "chunk" and len(chunks["hits"]) == 12 and chunks["hits"] == also["hits"]
+    assert len({h["document_id"] for h in chunks["hits"]}) <= 5 and "other_chunks" not in chunks["hits"][0]
+    everything = client.post("/api/v1/search", json={**query, "k": 12}).json()  # 12 documents wanted, 5 exist
+    assert sorted(h["document_id"] for h in everything["hits"]) == [f"doc{i}" for i in range(5)]
+    _error(client.post("/api/v1/search", json={**query, "group_by": "page"}), 400)
+    _error(client.get("/api/v1/search", params={**query, "group_by": "page"}), 400)
 
 
 def test_document_crud_and_bad_documents_write_nothing(client: TestClient) -> None:

@@ -7,6 +7,7 @@ flow with the same status output; migrate-store round trips."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from m3search.retrieval.fusion import FusionSettings
 from m3search.retrieval.search import Searcher
 from m3search.retrieval.types import SearchRequest
 from m3search.store.base import Store
+from m3search.store.filters import check_filters
 from m3search.store.ingest import index_documents
 from m3search.store.migrate import migrate_collection
 from m3search.store.qdrant.driver import Deployment
@@ -79,7 +81,8 @@ def fill(store: Store, n: int = 60, seed: int = 0) -> None:
 def hits(store: Store, strategy: str, seed: int = 1, **request: object) -> list[tuple[str, str, float]]:
     """(document, chunk text, score) best first; equal scores in text order on every store."""
     query = _embedding(np.random.default_rng(seed))
-    result = Searcher(store).search_embedded("kb", "rare heat", query, SearchRequest(strategy, **request))
+    result = Searcher(store).search_embedded("kb", "rare heat", query,
+                                             SearchRequest(strategy, **{"group_by": "chunk", **request}))
     return sorted(((h.document_id, h.text, h.score) for h in result.hits), key=lambda x: (-round(x[2], 5), x[:2]))
 
 
@@ -125,11 +128,67 @@ def test_same_documents_give_the_same_exact_results(store: Store, reference: Sto
 def test_filters_keep_only_matching_documents(store: Store) -> None:
     fill(store)
     result = Searcher(store).search_embedded("kb", "", _embedding(np.random.default_rng(4)),
-                                             SearchRequest("dense", k=50, filters={"n": [3, 4, 5], "flag": False}))
+                                             SearchRequest("dense", k=50, filters={"n": [3, 4, 5], "flag": False},
+                                                           group_by="chunk"))
     assert sorted(h.document_id for h in result.hits) == ["d4", "d4", "d5", "d5"]
     nothing = Searcher(store).search_embedded("kb", "", _embedding(np.random.default_rng(4)),
                                               SearchRequest("dense", filters={"group": "none"}))
     assert nothing.hits == []
+
+
+LIST_METADATA = {"ab": {"tags": ["a", "b"]}, "scalar": {"tags": "a"}, "mixed": {"tags": ["b", True, 3]},
+                 "nested": {"tags": [["a"]]}, "object": {"tags": {"x": "a"}}, "nulls": {"tags": [None, "c"]},
+                 "null": {"tags": None}, "empty": {"tags": []}, "none": {}}
+
+
+@pytest.mark.parametrize(("filters", "expected"), [
+    ({"tags": "a"}, ["ab", "scalar"]), ({"tags": ["b", "c"]}, ["ab", "mixed", "nulls"]),
+    ({"tags": 1}, ["mixed"]), ({"tags": True}, ["mixed"]), ({"tags": 3.0}, ["mixed"]), ({"tags": None}, ["null"]),
+    ({"tags": "x"}, []),
+])
+def test_list_valued_metadata_matches_by_membership(store: Store, filters: dict[str, object],
+                                                    expected: list[str]) -> None:
+    """Issue 19: a filter value matches a stored list containing it, the same on every store and every path (the
+    store's filter: SQL or Qdrant's; the in-memory index of dense search; bm25's)."""
+    target = store.create_collection("kb", CONFIG, 64, 0)
+    rng = np.random.default_rng(5)
+    store.write_documents(target, [
+        PreparedDocument(Document(name, "wing flow", "test", metadata=meta), [Chunk(0, "wing flow", 0, 9, 2)],
+                         [_embedding(rng)]) for name, meta in LIST_METADATA.items()])
+    ids = store.filtered_chunk_ids("kb", check_filters(filters))
+    assert sorted(h.doc_id for h in store.hits([(int(i), 1.0) for i in ids], "kb")) == expected
+    for strategy in ("dense", "bm25"):
+        result = Searcher(store).search_embedded("kb", "wing", _embedding(rng),
+                                                 SearchRequest(strategy, k=20, filters=filters))  # type: ignore[arg-type]
+        assert sorted(h.document_id for h in result.hits) == expected, strategy
+
+
+@pytest.mark.parametrize("strategy", ["dense", "sparse", "hybrid", "all"])
+def test_results_by_document_group_the_chunk_results(store: Store, strategy: str) -> None:
+    """One hit per document on every store: the document's best chunk, located (ordinal, offsets) from the store,
+    with its other matching chunk listed; k documents, in the order of each one's best chunk."""
+    fill(store)
+    query = _embedding(np.random.default_rng(5))
+    searcher = Searcher(store)
+    chunks = searcher.search_embedded("kb", "rare heat", query,
+                                      SearchRequest(strategy, k=120, candidates=120, group_by="chunk")).hits
+    result = searcher.search_embedded("kb", "rare heat", query, SearchRequest(strategy, k=20, candidates=120))
+    firsts = {}
+    for hit in chunks:
+        firsts.setdefault(hit.document_id, hit)
+    assert result.details["group_by"] == "document" and len(result.hits) == min(20, len(firsts))  # all that match
+    assert strategy == "sparse" or any(hit.other_chunks for hit in result.hits)  # sparse: few chunks match
+    assert [(h.document_id, h.chunk_id) for h in result.hits] == [(h.document_id, h.chunk_id)
+                                                                  for h in list(firsts.values())[:20]]
+    for hit in result.hits:
+        assert hit.score == pytest.approx(firsts[hit.document_id].score, rel=1e-5)
+        assert hit.ordinal == (0 if hit.text.split()[0] in WORDS else 1)  # chunk 1 is the reversed text
+        assert (hit.start, hit.end) == (0, len(hit.text))
+        others = [h for h in chunks[: result.details["chunks_ranked"]]  # the document's other chunks ranked
+                  if h.document_id == hit.document_id and h.chunk_id != hit.chunk_id]
+        assert [(c.chunk_id, c.ordinal, c.start, c.end) for c in hit.other_chunks or ()] == [
+            (h.chunk_id, 1 - hit.ordinal, 0, len(h.text)) for h in others]
+        assert [c.score for c in hit.other_chunks or ()] == pytest.approx([h.score for h in others], rel=1e-5)
 
 
 def test_bm25_ranks_documents_with_the_query_words(store: Store) -> None:
@@ -153,6 +212,18 @@ def test_documents_replace_and_delete(store: Store) -> None:
     assert store.vector_count(target) == 16
     with pytest.raises(CollectionNotFoundError):
         store.active_set("nope")
+
+
+def test_a_replaced_document_keeps_its_creation_time(store: Store) -> None:
+    fill(store, n=4)
+    target = store.active_set("kb")
+    first = store.documents("kb", 1, 0, doc_id="d2")[0]
+    time.sleep(1.1)  # the stores keep seconds
+    store.write_documents(target, [PreparedDocument(Document("d2", "new text", "t"), [Chunk(0, "new text", 0, 8, 2)],
+                                                    [_embedding(np.random.default_rng(3))])])
+    again = store.documents("kb", 1, 0, doc_id="d2")[0]
+    assert again["created"] == first["created"] and again["updated"] > first["updated"]
+    assert again["content_hash"] != first["content_hash"]
 
 
 def _index(store: Store, encoder: FakeM3Encoder, texts: list[str]) -> None:

@@ -1,5 +1,5 @@
 """``m3search demo``: index the bundled English Debian FAQ into the store and answer three example queries with a
-hybrid search (dense + bm25 fused by RRF), showing why each hit ranked."""
+hybrid search (dense + bm25 fused by RRF), one hit per document (its best chunk), showing why each hit ranked."""
 
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ def demo(
                       f"({report.truncated} truncated) in {report.seconds:.1f} s")
         searcher = Searcher(store, encoder)
         for query in QUERIES:
-            result = searcher.search(collection, query, SearchRequest("hybrid", k=k))
+            result = searcher.search(collection, query, SearchRequest("hybrid", k=k, group_by="document"))
             table = Table(title=f"[bold]{query}[/]  [dim]hybrid (RRF of {' + '.join(result.retrievers)}), "
                                 f"{result.took_ms:.0f} ms[/]", title_justify="left")
             for column, justify in (("rank", "right"), ("score", "right"), ("document", "left"),
@@ -74,7 +74,8 @@ def demo(
                 table.add_column(column, justify=justify)  # type: ignore[arg-type]
             for rank, hit in enumerate(result.hits, start=1):
                 why = "\n".join(f"{name} #{c.rank} ({c.score:.2f})" for name, c in hit.breakdown.items())
-                table.add_row(str(rank), f"{hit.score:.4f}", hit.document_id, why,
+                more = f"\n+{len(hit.other_chunks)} more chunk(s)" if hit.other_chunks else ""
+                table.add_row(str(rank), f"{hit.score:.4f}", hit.document_id + more, why,
                               hit.text.replace("\n", " ")[:80] + "...")
             console.print(table)
 

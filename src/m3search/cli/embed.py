@@ -17,11 +17,21 @@ from m3search.types import Embedding, OnOverflow, Output
 
 
 def _texts(args: list[str] | None) -> list[str]:
+    """The texts: the arguments (each non-empty, as over HTTP), else the non-empty lines of standard input."""
     if args:
+        for index, text in enumerate(args):
+            if not text.strip():
+                raise InputError(f"input {index} is empty or whitespace only")
         return args
     if sys.stdin.isatty():
         raise InputError("give texts as arguments or one per line on standard input")
-    return [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    try:
+        lines = [line.rstrip("\n") for line in sys.stdin if line.strip()]
+        for line in lines:
+            line.encode("utf-8")  # a C locale reads stdin with surrogate escapes: refuse those too
+    except UnicodeError:
+        raise InputError("standard input is not valid UTF-8 text") from None
+    return lines
 
 
 def _line(emb: Embedding) -> str:

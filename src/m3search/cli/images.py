@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
+from m3search.cli import exits
 from m3search.cli.options import encoder_settings
 from m3search.errors import InputError
 from m3search.models.images import is_image_path
@@ -36,7 +37,7 @@ def explain_images(sources: Sources) -> Sources:
 def index_image_files(paths: list[Path], collection: str, *, model: str | None, db: Path | None,
                       store_url: str | None, max_bytes: int, backend: str | None, precision: str | None,
                       force_precision: bool, as_json: bool) -> None:
-    """Index image files into ``collection``; exit 2 if any file was skipped (each is listed with its reason)."""
+    """Index image files into ``collection``; exit 1 if any file was skipped (each is listed with its reason)."""
     sources = read_images(paths, max_bytes=max_bytes)
     if not sources.documents:
         for problem in sources.problems:
@@ -58,7 +59,8 @@ def index_image_files(paths: list[Path], collection: str, *, model: str | None, 
 
 
 def print_report(report: IndexReport, summary: str, as_json: bool) -> None:
-    """An indexing run's report (the summary line, or JSON) and the skipped files; exit 2 if any was skipped."""
+    """An indexing run's report (the summary line, or JSON) and the skipped files; exit 1 (done, some skipped) if
+    any was skipped."""
     if as_json:
         typer.echo(json.dumps(report.as_dict()))
     else:
@@ -66,4 +68,4 @@ def print_report(report: IndexReport, summary: str, as_json: bool) -> None:
         for problem in report.problems:
             typer.echo(f"skipped {problem.source}: {problem.reason}")
     if report.problems:
-        raise typer.Exit(2)
+        raise typer.Exit(exits.PARTIAL)

@@ -145,7 +145,8 @@ def prepare(
     if not spec.needs_weights:
         typer.echo(f"{spec.name} needs no preparation")
         return
-    prepared = prepare_model(resolve_model(spec, settings, model_path), settings.home, force=force)
+    prepared = prepare_model(resolve_model(spec, settings, model_path), settings.home, force=force,
+                             builder_name=settings.builder)
     if backend is not None or precision is not None:
         encoder = load_encoder(spec.name, path=prepared.manifest["source"], **options)
         if isinstance(encoder, OnnxEncoder):

@@ -57,7 +57,8 @@ def prepare_reranker(name: str, model_path: Path | None, force: bool) -> list[st
     """Export a reranker to ONNX (fp32 + INT8) once; returns the lines to print."""
     settings = get_settings()
     resolved = resolve_model(get_reranker(name).weights, settings, model_path)
-    prepared = prepare_model(resolved, settings.home, force=force, exporter=export_classifier)
+    prepared = prepare_model(resolved, settings.home, force=force, exporter=export_classifier, kind="classifier",
+                             builder_name=settings.builder)
     return [f"{key}: {prepared.directory / v['file']} ({v['bytes'] / 1e6:.1f} MB)"
             for key, v in prepared.manifest["variants"].items()]
 

@@ -10,7 +10,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from m3search.cli.index import CollectionOption, DbOption, ModelOption, StoreOption, encoder_for, open_store
+from m3search.cli.index import (
+    CollectionOption,
+    DbOption,
+    ModelOption,
+    StoreOption,
+    collection_encoder,
+    encoder_for,
+    open_store,
+)
 from m3search.cli.options import BackendOption, PrecisionOption
 from m3search.cli.tune import run_tune
 from m3search.errors import InputError
@@ -36,6 +44,9 @@ CoarseKOption = Annotated[int, typer.Option("--coarse-k", help="candidates of th
 RerankOption = Annotated[str | None, typer.Option(
     "--rerank", help="rerank the first stage's candidates: a cross-encoder (models list --rerankers) or 'llm'")]
 RerankKOption = Annotated[int, typer.Option("--rerank-k", help="first-stage candidates the reranker reorders")]
+GroupByOption = Annotated[str, typer.Option(
+    "--group-by", help="document: one hit per document (its best chunk, other matching chunks listed); chunk: every "
+                       "matching chunk")]
 LLMUrlOption = Annotated[str | None, typer.Option(
     "--llm-url", help="OpenAI-compatible chat endpoint for --rerank llm (default: M3SEARCH_LLM_URL)")]
 LLMModelOption = Annotated[str | None, typer.Option(
@@ -60,14 +71,14 @@ def parse_weights(text: str | None) -> dict[str, float] | None:
 
 def make_request(strategy: str, k: int, filters: list[str] | None, rrf_k: int | None, weights: str | None,
                  candidates: int, coarse_dim: int | None, coarse_k: int, fusion: str | None = None,
-                 rerank: str | None = None, rerank_k: int = 50) -> SearchRequest:
+                 rerank: str | None = None, rerank_k: int = 50, group_by: str = "document") -> SearchRequest:
     grouped: dict[str, list[Any]] = {}
     for key, value in (parse_filter(f) for f in filters or []):
         grouped.setdefault(key, []).append(value)  # a key given twice matches either value
     chosen = {key: values[0] if len(values) == 1 else values for key, values in grouped.items()}
     request = SearchRequest(strategy, k, chosen or None, rrf_k, parse_weights(weights),  # type: ignore[arg-type]
                             candidates, coarse_dim, coarse_k, fusion, rerank=rerank,  # type: ignore[arg-type]
-                            rerank_k=rerank_k)
+                            rerank_k=rerank_k, group_by=group_by)  # type: ignore[arg-type]
     return request.checked()[0]
 
 
@@ -84,6 +95,10 @@ def _describe(result: SearchResult) -> None:
         parts = "  ".join(f"{name} #{c.rank} {c.score:.4g}" for name, c in hit.breakdown.items())
         console.print(f"{rank:>2}. {hit.score:.4f} [bold]{hit.document_id}[/]  [dim]{parts}[/]", markup=True)
         console.print("    " + hit.text.replace("\n", " ")[:110], markup=False)
+        if hit.other_chunks:
+            places = ", ".join(f"#{c.ordinal} {c.score:.4g}" for c in hit.other_chunks[:5])
+            more = f" (+{len(hit.other_chunks) - 5})" if len(hit.other_chunks) > 5 else ""
+            console.print(f"    [dim]also matches chunks {places}{more}[/]")
     rerank = result.details.get("rerank")
     if isinstance(rerank, dict) and rerank.get("status") == "failed-open":
         console.print(f"[yellow]rerank by {rerank['by']} failed open (first-stage order kept): "
@@ -106,6 +121,7 @@ def search(
     coarse_k: CoarseKOption = 100,
     rerank: RerankOption = None,
     rerank_k: RerankKOption = 50,
+    group_by: GroupByOption = "document",
     llm_url: LLMUrlOption = None,
     llm_model: LLMModelOption = None,
     model: ModelOption = None,
@@ -123,14 +139,14 @@ def search(
     if image is not None and strategy == "hybrid":
         strategy = "dense"  # image queries search dense vectors only: the default strategy becomes dense
     request = make_request(strategy, k, filters, rrf_k, weights, candidates, coarse_dim, coarse_k, fusion,
-                           rerank, rerank_k)
+                           rerank, rerank_k, group_by)
     overrides = {key: value for key, value in (("llm_url", llm_url), ("llm_model", llm_model)) if value}
     rerankers = RerankerPool(get_settings(**overrides))
     if request.rerank is not None:
         rerankers.check(request.rerank)  # before the store opens and the model loads
     with open_store(db, store_url) as store:
-        chosen = model or store.active_set(collection).config.model  # default: the collection's own model
-        searcher = Searcher(store, encoder_for(chosen, backend, precision, False), rerankers=rerankers)
+        encoder, _ = collection_encoder(store, collection, model, backend, precision, False)
+        searcher = Searcher(store, encoder, rerankers=rerankers)
         result = (searcher.search_image(collection, image, request) if image is not None
                   else searcher.search(collection, query or "", request))
     if as_json:
@@ -153,7 +169,11 @@ def _print_report(report: EvalReport) -> None:
     Console(highlight=False).print(table)
 
 
-def _run_path(path: Path, strategy: str, many: bool) -> Path:
+def run_path(path: Path, strategy: str, many: bool) -> Path:
+    """Where ``--save-run PATH`` writes a strategy's run: inside an existing directory ``PATH/STRATEGY.trec``; else
+    ``PATH`` itself for one strategy, ``run.STRATEGY.trec`` beside it for several (``PATH`` = ``run.trec``)."""
+    if path.is_dir():
+        return path / f"{strategy}.trec"
     return path.with_name(f"{path.stem}.{strategy}{path.suffix}") if many else path
 
 
@@ -181,7 +201,9 @@ def eval_command(
     precision: PrecisionOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
     plot_file: Annotated[Path | None, typer.Option("--plot", help="draw a bar chart (PNG)")] = None,
-    save_run: Annotated[Path | None, typer.Option("--save-run", help="write TREC run file(s)")] = None,
+    save_run: Annotated[Path | None, typer.Option(
+        "--save-run", help="write TREC run file(s): FILE (FILE.STRATEGY.trec for several), or DIR/STRATEGY.trec")]
+    = None,
 ) -> None:
     """Evaluate strategies on a BEIR dataset: nDCG@k, MRR@k, Recall@100, MAP (pytrec_eval); with --tune, choose
     hybrid's fusion on its queries (k-fold cross-validated) and save it as the collection's default."""
@@ -198,7 +220,7 @@ def eval_command(
                       progress=lambda s: console.print(f"running {s}", highlight=False))
     if save_run is not None:
         for score in report.scores:
-            write_run(_run_path(save_run, score.strategy, len(report.scores) > 1), score.run, score.strategy)
+            write_run(run_path(save_run, score.strategy, len(report.scores) > 1), score.run, score.strategy)
     if plot_file is not None:
         plot(report, plot_file)
     if as_json:

@@ -29,6 +29,7 @@ def serve(
     require("fastapi", "server", "The HTTP server")
     from m3search.server.app import create_app
     from m3search.server.logs import configure_logging
+    from m3search.server.timeouts import server_options
 
     overrides: dict[str, object] = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
     settings = get_settings(**overrides)
@@ -37,4 +38,5 @@ def serve(
     configure_logging(log_level)
     app = create_app(settings, model=model, preload=preload, db=Path(db) if db else None, store_url=store_url)
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False,
-                log_level=log_level, timeout_graceful_shutdown=10)
+                log_level=log_level, timeout_graceful_shutdown=10,
+                **server_options(settings.header_timeout, settings.body_timeout))

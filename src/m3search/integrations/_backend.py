@@ -18,6 +18,7 @@ from m3search.models.encoder import Encoder, Kind
 from m3search.models.loader import load_encoder
 from m3search.models.local import lookup_spec
 from m3search.settings import Settings, get_settings
+from m3search.types import Embedding, Output
 
 Vector = list[float]
 DEFAULT_BATCH_SIZE = 64
@@ -47,15 +48,19 @@ class LocalBackend:
         dimensions: a Matryoshka dimension of the model (default: its full dimension).
         encoder: an encoder to use as is (then ``model``, ``path`` and ``dimensions`` are not used).
         settings: explicit settings (default: read from the environment on first use).
+        output: the model output this backend gives (``dense``, or ``sparse`` for the sparse adapters).
     """
 
     def __init__(self, model: str | None = None, *, path: str | Path | None = None, dimensions: int | None = None,
-                 encoder: Encoder | None = None, settings: Settings | None = None) -> None:
+                 encoder: Encoder | None = None, settings: Settings | None = None, output: Output = "dense") -> None:
         chosen = model or (settings or get_settings()).default_model
         spec = encoder.spec if encoder is not None else lookup_spec(chosen, settings)
-        if "dense" not in spec.outputs:
-            raise ConfigError(f"model '{spec.name}' has no dense vectors (it produces {', '.join(spec.outputs)}); "
-                              f"choose a dense model for embeddings")
+        if output not in spec.outputs:
+            hint = "a dense model for embeddings" if output == "dense" else \
+                f"a model with {output} output (BGE-M3, SPLADE)"
+            raise ConfigError(f"model '{spec.name}' has no {output} vectors (it produces {', '.join(spec.outputs)}); "
+                              f"choose {hint}")
+        self.output = output
         if encoder is None and path is None:
             spec.check_dim(dimensions)  # a wrong dimension fails here, not at the first embed
         self.model = spec.name
@@ -78,10 +83,14 @@ class LocalBackend:
         """The length of the vectors this backend returns."""
         return self.encoder.dim
 
-    def embed(self, texts: Sequence[str], kind: Kind) -> list[Vector]:
+    def encode(self, texts: Sequence[str], kind: Kind) -> list[Embedding]:
+        """Embeddings of ``texts`` with this backend's output only, with the prefix of ``kind``."""
         encoder = self.encoder
         encode = encoder.encode_queries if kind == "query" else encoder.encode_documents
-        return [e.dense.tolist() for e in encode(list(texts), outputs=["dense"]) if e.dense is not None]
+        return encode(list(texts), outputs=[self.output])
+
+    def embed(self, texts: Sequence[str], kind: Kind) -> list[Vector]:
+        return [e.dense.tolist() for e in self.encode(texts, kind) if e.dense is not None]
 
     async def aembed(self, texts: Sequence[str], kind: Kind) -> list[Vector]:
         return await asyncio.to_thread(self.embed, list(texts), kind)
@@ -107,8 +116,7 @@ class RemoteBackend:
     def __init__(self, base_url: str, *, model: str | None = None, api_key: str | None = None,
                  dimensions: int | None = None, timeout: float = DEFAULT_TIMEOUT,
                  batch_size: int = DEFAULT_BATCH_SIZE, extra: str = "llm") -> None:
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigError(f"batch_size must be a positive integer, not {batch_size!r}")
+        check_batch_size(batch_size)
         self.client = ServerClient(base_url, api_key=api_key, timeout=timeout, extra=extra)
         self.model = model or ""
         self.batch_size = batch_size
@@ -133,8 +141,7 @@ class RemoteBackend:
         return vectors
 
     def _chunks(self, texts: Sequence[str]) -> list[list[str]]:
-        items = list(texts)
-        return [items[i: i + self.batch_size] for i in range(0, len(items), self.batch_size)]
+        return batches(texts, self.batch_size)
 
     def _body(self, texts: list[str], kind: Kind) -> dict[str, Any]:
         body: dict[str, Any] = {"input": texts, "input_type": kind, "encoding_format": "float"}
@@ -158,3 +165,15 @@ class RemoteBackend:
         if len(vectors) != expected:
             raise RemoteError(f"{where} returned {len(vectors)} vectors for {expected} inputs")
         return vectors
+
+
+def check_batch_size(batch_size: object) -> None:
+    """:class:`ConfigError` unless ``batch_size`` is a positive integer."""
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive integer, not {batch_size!r}")
+
+
+def batches(texts: Sequence[str], size: int) -> list[list[str]]:
+    """``texts`` in lists of at most ``size``, in order (one request each)."""
+    items = list(texts)
+    return [items[i: i + size] for i in range(0, len(items), size)]

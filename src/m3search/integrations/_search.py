@@ -14,7 +14,7 @@ from m3search.errors import InputError, RemoteError
 from m3search.integrations._http import DEFAULT_TIMEOUT, ServerClient
 from m3search.models.loader import load_encoder
 from m3search.retrieval.search import Searcher
-from m3search.retrieval.types import Contribution, SearchHit, SearchRequest
+from m3search.retrieval.types import ChunkMatch, Contribution, SearchHit, SearchRequest
 from m3search.settings import Settings, get_settings
 from m3search.store.base import CatalogStore
 from m3search.store.urls import configured_store
@@ -138,11 +138,21 @@ class RemoteSearch:
             return [SearchHit(document_id=str(hit["document_id"]), chunk_id=int(hit["chunk_id"]),
                               score=float(hit["score"]), text=str(hit["text"]), metadata=dict(hit["metadata"]),
                               breakdown={name: Contribution(int(c["rank"]), float(c["score"]))
-                                         for name, c in hit.get("breakdown", {}).items()})
+                                         for name, c in hit.get("breakdown", {}).items()},
+                              ordinal=hit.get("ordinal"), start=hit.get("start"), end=hit.get("end"),
+                              other_chunks=_matches(hit.get("other_chunks")))
                     for hit in body["hits"]]
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise RemoteError(f"m3search server {self.client.base_url} answered something that is not a search "
                               f"result") from exc
+
+
+def _matches(items: Any) -> tuple[ChunkMatch, ...] | None:
+    """A document hit's other matching chunks from a server's answer (None: a chunk hit, or an older server)."""
+    if items is None:
+        return None
+    return tuple(ChunkMatch(int(c["chunk_id"]), c.get("ordinal"), c.get("start"), c.get("end"), float(c["score"]))
+                 for c in items)
 
 
 def search_request(strategy: str, k: int, filters: dict[str, Any] | None, options: dict[str, Any]) -> SearchRequest:

@@ -12,12 +12,21 @@
     retriever = M3SearchRetriever(collection="docs", strategy="hybrid", k=5)  # an m3search collection
     retriever = M3SearchRetriever(collection="docs", base_url="http://127.0.0.1:8000")
     documents = retriever.invoke("how do wings stall?")
+
+    from langchain_qdrant import QdrantVectorStore, RetrievalMode           # Qdrant hybrid with BGE-M3's sparse
+    from m3search.integrations.langchain import M3SearchSparseEmbeddings
+
+    store = QdrantVectorStore.from_texts(texts, embeddings, sparse_embedding=M3SearchSparseEmbeddings("bge-m3"),
+                                         retrieval_mode=RetrievalMode.HYBRID, location=":memory:")
+
+``M3SearchSparseEmbeddings`` (langchain-qdrant's ``SparseEmbeddings``) is imported on first use, so the other
+adapters do not need langchain-qdrant.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from m3search._optional import require
 
@@ -36,7 +45,19 @@ from m3search.models.encoder import Encoder  # noqa: E402
 from m3search.retrieval.search import Searcher  # noqa: E402
 from m3search.retrieval.types import SearchHit  # noqa: E402
 
-__all__ = ["M3SearchEmbeddings", "M3SearchRetriever"]
+if TYPE_CHECKING:
+    from m3search.integrations._langchain_sparse import M3SearchSparseEmbeddings
+
+__all__ = ["M3SearchEmbeddings", "M3SearchRetriever", "M3SearchSparseEmbeddings"]
+
+
+def __getattr__(name: str) -> Any:
+    """``M3SearchSparseEmbeddings`` on first use (it needs langchain-qdrant, also in the ``langchain`` extra)."""
+    if name == "M3SearchSparseEmbeddings":
+        from m3search.integrations._langchain_sparse import M3SearchSparseEmbeddings
+
+        return M3SearchSparseEmbeddings
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class M3SearchEmbeddings(Embeddings):
@@ -95,8 +116,10 @@ class M3SearchRetriever(BaseRetriever):
     with metadata filters and reranking, in this process or through a server's ``/api/v1/search``.
 
     Each hit becomes a ``Document`` whose ``page_content`` is the chunk's text and whose ``metadata`` is the
-    document's metadata plus ``document_id``, ``chunk_id``, ``score`` (the fused score) and ``breakdown``
-    (each retriever's ``{"rank", "score"}``).
+    document's metadata plus ``document_id``, ``chunk_id``, ``score`` (the fused score), ``breakdown``
+    (each retriever's ``{"rank", "score"}``) and, with ``group_by="document"`` (the default: one hit per
+    document, its best chunk), ``other_chunks`` (the document's other matching chunks: id, ordinal, offsets,
+    score).
 
     Args:
         collection: the collection's name.
@@ -146,4 +169,6 @@ def _document(hit: SearchHit) -> Document:
     breakdown = {name: {"rank": c.rank, "score": c.score} for name, c in hit.breakdown.items()}
     metadata = {**hit.metadata, "document_id": hit.document_id, "chunk_id": hit.chunk_id, "score": hit.score,
                 "breakdown": breakdown}
+    if hit.other_chunks is not None:  # group_by="document": the document's other matching chunks
+        metadata["other_chunks"] = [c.as_dict() for c in hit.other_chunks]
     return Document(page_content=hit.text, metadata=metadata, id=f"{hit.document_id}#{hit.chunk_id}")

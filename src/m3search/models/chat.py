@@ -47,14 +47,18 @@ class ChatEndpoint:
 
 
 def configured_endpoint(settings: Settings, purpose: str, *, model: str | None = None,
-                        how: str = "") -> ChatEndpoint:
+                        cli_how: str = "", http_how: str = "") -> ChatEndpoint:
     """The endpoint of ``M3SEARCH_LLM_URL`` / ``_MODEL`` (``model`` overrides the latter), ``_API_KEY`` and
-    ``_TIMEOUT``; a ConfigError saying what ``purpose`` needs when none is configured (``how``: other ways to
-    set it)."""
+    ``_TIMEOUT``; a ConfigError saying what ``purpose`` needs when none is configured (``cli_how``, ``http_how``: the
+    command line's or an HTTP client's other ways)."""
     chosen = model or settings.llm_model
     if not settings.llm_url or not chosen:
-        raise ConfigError(f"{purpose} needs an endpoint: set M3SEARCH_LLM_URL and M3SEARCH_LLM_MODEL{how}, "
-                          f"e.g. http://127.0.0.1:11434/v1 and llama3.2")
+        example = ", e.g. http://127.0.0.1:11434/v1 and llama3.2"
+        raise ConfigError.explained(f"{purpose} needs an endpoint",
+                                    f": set M3SEARCH_LLM_URL and M3SEARCH_LLM_MODEL{example}",
+                                    cli=f": set M3SEARCH_LLM_URL and M3SEARCH_LLM_MODEL{cli_how}{example}",
+                                    http=f": the server's operator sets M3SEARCH_LLM_URL and M3SEARCH_LLM_MODEL"
+                                         f"{http_how}")
     key = settings.llm_api_key.get_secret_value() if settings.llm_api_key is not None else None
     return ChatEndpoint(settings.llm_url, chosen, key, settings.llm_timeout)
 

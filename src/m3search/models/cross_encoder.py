@@ -249,7 +249,8 @@ def load_reranker(name: str, *, path: str | Path | None = None, precision: Reran
 
     def prepare() -> PreparedModel:
         resolved = resolve_model(spec.weights, cfg, source)
-        return prepare_model(resolved, cfg.home, exporter=export_classifier)
+        return prepare_model(resolved, cfg.home, exporter=export_classifier, kind="classifier",
+                             builder_name=cfg.builder)
 
     return CrossEncoderReranker(spec, prepare, precision=precision or cfg.rerank_precision,
                                 threads=threads or cfg.effective_threads(), max_length=max_length,

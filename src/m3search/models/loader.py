@@ -65,7 +65,7 @@ def load_encoder(
         spec = _clip_local(spec, cfg)
 
     def prepare() -> PreparedModel:
-        return prepare_model(resolve_model(spec, cfg, source), cfg.home)
+        return prepare_model(resolve_model(spec, cfg, source), cfg.home, builder_name=cfg.builder)
 
     kind = ClipEncoder if spec.family == "clip" else BGEM3Encoder if "colbert" in spec.outputs else OnnxEncoder
     return kind(spec, prepare, backend=backend or cfg.backend, precision=precision or cfg.precision,

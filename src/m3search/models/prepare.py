@@ -24,13 +24,15 @@ from pathlib import Path
 from typing import Any
 
 from m3search.errors import ConfigError, ModelFormatError
+from m3search.models import builder
 from m3search.models import onnx as onnx_tools
+from m3search.models.builder.heads import Kind
 from m3search.models.registry import ModelSpec
 from m3search.models.resolve import ResolvedModel
 from m3search.settings import canonical_precision
 
 MANIFEST = "manifest.json"
-FORMAT = 2  # manifests of another format are rebuilt
+FORMAT = 3  # manifests of another format are rebuilt (3: graphs written by the torch-free builder)
 _LOCKS: dict[Path, threading.Lock] = {}
 _LOCKS_GUARD = threading.Lock()
 # (spec, checkpoint directory, output graph) -> ExportInfo; the default exports an embedding model
@@ -113,8 +115,9 @@ def lock_for(path: Path) -> threading.Lock:
         return _LOCKS.setdefault(path, threading.Lock())
 
 
-def cache_dir(resolved: ResolvedModel, home: Path) -> Path:
-    return home / "onnx" / resolved.spec.name / source_key(resolved.path)
+def cache_dir(resolved: ResolvedModel, home: Path, builder_name: str = "auto") -> Path:
+    key = source_key(resolved.path)
+    return home / "onnx" / resolved.spec.name / (key if builder_name == "auto" else f"{key}-{builder_name}")
 
 
 def load_prepared(directory: Path) -> PreparedModel | None:
@@ -129,14 +132,18 @@ def load_prepared(directory: Path) -> PreparedModel | None:
 
 
 def prepare_model(resolved: ResolvedModel, home: Path, *, force: bool = False,
-                  exporter: Exporter | None = None) -> PreparedModel:
-    """Export, fuse and quantize ``resolved`` once; later calls return the cached result.
+                  exporter: Exporter | None = None, kind: Kind | None = None,
+                  builder_name: str = "auto") -> PreparedModel:
+    """Build the fp32 and INT8 graphs of ``resolved`` once; later calls return the cached result.
 
-    ``exporter`` replaces the embedding-model export (cross-encoders export their classification logits).
+    BERT-like checkpoints with safetensors weights are written by the torch-free :mod:`.builder` (``kind`` says
+    which outputs; by default the embedding model's). Anything else goes through the torch exporter of the
+    ``export`` extra (``exporter`` replaces the embedding-model export: cross-encoders export their logits);
+    ``builder_name="torch"`` forces that path (kept apart in the cache).
 
     Concurrent callers in one process wait for the first; files are moved into place atomically.
     """
-    target = cache_dir(resolved, home)
+    target = cache_dir(resolved, home, builder_name)
     with lock_for(target):
         existing = None if force else load_prepared(target)
         if existing is not None:
@@ -144,7 +151,7 @@ def prepare_model(resolved: ResolvedModel, home: Path, *, force: bool = False,
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(dir=target.parent, prefix=".tmp-") as tmp:
-                manifest = _build(resolved, Path(tmp), exporter)
+                manifest = _build(resolved, Path(tmp), exporter, kind, torch=builder_name == "torch")
                 target.mkdir(exist_ok=True)
                 for path in Path(tmp).iterdir():
                     os.replace(path, target / path.name)
@@ -157,27 +164,22 @@ def prepare_model(resolved: ResolvedModel, home: Path, *, force: bool = False,
         return PreparedModel(target, manifest)
 
 
-def _build(resolved: ResolvedModel, work: Path, exporter: Exporter | None = None) -> dict[str, Any]:
-    from m3search.models.export import export_onnx, read_config
-
+def _build(resolved: ResolvedModel, work: Path, exporter: Exporter | None = None,
+           kind: Kind | None = None, *, torch: bool = False) -> dict[str, Any]:
     spec, src = resolved.spec, resolved.path
     if spec.family == "clip":  # two towers: the text graph takes the usual place, the vision graph sits beside it
         from m3search.models.clip_export import build_clip
 
         return build_clip(resolved, work)
-    raw = work / "raw" / "model.onnx"  # a folder: graphs over 2 GB are exported as many external files
-    info = (exporter or export_onnx)(spec, src, raw)
-    fp32 = work / "model.fp32.onnx"
-    _copy_graph(raw, fp32)
-    fused_graph = work / "fused" / "model.onnx"
-    fused_graph.parent.mkdir()
-    fused = onnx_tools.fuse_graph(raw, fused_graph, info.num_heads, info.hidden_size)
-    shutil.rmtree(raw.parent)
-    int8 = work / "model.int8.onnx"
-    onnx_tools.quantize_int8(fused_graph if fused else fp32, int8, embeddings=spec.int8_embeddings)
-    shutil.rmtree(fused_graph.parent)
+    if not torch and builder.supports(src):
+        kind = kind or builder.graph_kind(spec)
+        facts = builder.build(kind, src, work, int8_embeddings=spec.int8_embeddings)
+        quantization: dict[str, Any] = dict(builder.QUANTIZATION)
+        facts.update(fused=True, builder="m3search", kind=kind)
+    else:
+        facts, quantization = _export_with_torch(resolved, work, exporter)
+    fp32, int8 = work / "model.fp32.onnx", work / "model.int8.onnx"
     shutil.copyfile(src / "tokenizer.json", work / "tokenizer.json")
-    config = read_config(src)
     return {
         "format": FORMAT,
         "model": spec.name,
@@ -188,24 +190,43 @@ def _build(resolved: ResolvedModel, work: Path, exporter: Exporter | None = None
         "source_sha256": _weights_sha256(src),
         "m3search_version": package_version("m3search"),
         "onnxruntime_version": package_version("onnxruntime"),
-        "torch_version": package_version("torch"),
-        "opset": info.opset,
-        "inputs": list(info.inputs),
-        "outputs": list(info.outputs),
-        "fused": fused,
-        "num_heads": info.num_heads,
-        "hidden_size": info.hidden_size,
-        "pad_token_id": int(config.get("pad_token_id") or 0),
+        **facts,
         "variants": {
             "onnxruntime/fp32": {"file": fp32.name, "bytes": graph_bytes(fp32), "quantization": None},
             "onnxruntime/int8-dynamic": {
                 "file": int8.name,
-                "bytes": int8.stat().st_size,
-                "quantization": {**onnx_tools.QUANTIZATION, "embeddings": spec.int8_embeddings},
+                "bytes": graph_bytes(int8),
+                "quantization": {**quantization, "embeddings": spec.int8_embeddings},
             },
         },
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
+
+
+def _export_with_torch(resolved: ResolvedModel, work: Path,
+                       exporter: Exporter | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The fallback for architectures the builder does not know: torch export, offline fusion, dynamic INT8."""
+    from m3search.models.export import export_onnx, read_config
+
+    spec, src = resolved.spec, resolved.path
+    raw = work / "raw" / "model.onnx"  # a folder: graphs over 2 GB are exported as many external files
+    info = (exporter or export_onnx)(spec, src, raw)
+    fp32 = work / "model.fp32.onnx"
+    _copy_graph(raw, fp32)
+    fused_graph = work / "fused" / "model.onnx"
+    fused_graph.parent.mkdir()
+    fused = onnx_tools.fuse_graph(raw, fused_graph, info.num_heads, info.hidden_size)
+    shutil.rmtree(raw.parent)
+    onnx_tools.quantize_int8(fused_graph if fused else fp32, work / "model.int8.onnx",
+                             embeddings=spec.int8_embeddings)
+    shutil.rmtree(fused_graph.parent)
+    facts = {
+        "opset": info.opset, "inputs": list(info.inputs), "outputs": list(info.outputs), "fused": fused,
+        "num_heads": info.num_heads, "hidden_size": info.hidden_size, "builder": "torch",
+        "torch_version": package_version("torch"),
+        "pad_token_id": int(read_config(src).get("pad_token_id") or 0),
+    }
+    return facts, dict(onnx_tools.QUANTIZATION)
 
 
 def graph_bytes(path: Path) -> int:

@@ -10,6 +10,7 @@ import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -73,9 +74,41 @@ class HFTokenizer:
         self.special_count = int(self._tok.num_special_tokens_to_add(False))
 
     def encode(self, texts: Sequence[str], max_length: int) -> list[Tokens]:
+        """Token ids of ``texts`` cut to ``max_length``; work and memory are bounded by ``max_length``, not by the
+        length of a text: a text longer than :func:`window_chars` is tokenized a window at a time, only until
+        more than ``max_length`` tokens are seen (its ``original_length`` is then an estimate above the limit)."""
         if max_length <= self.special_count:
             raise ConfigError(f"max_length must exceed the {self.special_count} special tokens")
-        return [_truncate(e.ids, e.special_tokens_mask, max_length) for e in self._tok.encode_batch(texts)]
+        window = window_chars(max_length)
+        short = [i for i, t in enumerate(texts) if len(t) <= window]
+        result: list[Tokens | None] = [None] * len(texts)
+        for i, e in zip(short, self._tok.encode_batch([texts[i] for i in short]), strict=True):
+            result[i] = _truncate(e.ids, e.special_tokens_mask, max_length)
+        for i, text in enumerate(texts):
+            if result[i] is None:
+                result[i] = self._encode_long(text, max_length, window)
+        return [r for r in result if r is not None]
+
+    def _encode_long(self, text: str, max_length: int, window: int) -> Tokens:
+        """One text longer than ``window`` characters: windows cut at whitespace (where the pre-tokenizers of
+        WordPiece and SentencePiece models split anyway, so the kept ids are those of the whole text) are counted
+        until the content budget is exceeded, then only the prefix read so far (less leading windows that held no
+        token) is tokenized with special tokens."""
+        budget = max_length - self.special_count
+        start = end = content = 0
+        while end < len(text) and content <= budget:
+            stop = _cut(text, end + window)
+            found = len(self._tok.encode(text[end:stop], add_special_tokens=False).ids)
+            if not found and not content:
+                start = stop  # leading windows without a token (whitespace) are not read again
+            content += found
+            end = stop
+        e = self._tok.encode(text[start:end])
+        tokens = _truncate(e.ids, e.special_tokens_mask, max_length)
+        if end >= len(text):
+            return tokens
+        estimate = round(content * len(text) / end) + self.special_count  # > max_length: content > budget
+        return Tokens(tokens.ids, max(estimate, max_length + 1))
 
     def offsets(self, texts: Sequence[str]) -> list[list[tuple[int, int]]]:
         encodings = self._tok.encode_batch(list(texts), add_special_tokens=False)  # parallel, in Rust
@@ -113,6 +146,27 @@ class HFTokenizer:
         return text
 
 
+# Characters per token a text may need before a tokenizer stops reading it (a token of these models spans a few
+# characters; 32 leaves room for long words, URLs and runs of whitespace or punctuation).
+CHARS_PER_TOKEN = 32
+MIN_WINDOW = 16_384
+
+
+def window_chars(max_length: int) -> int:
+    """Characters of one text tokenized at once: texts up to this length are tokenized whole."""
+    return max(MIN_WINDOW, max_length * CHARS_PER_TOKEN)
+
+
+def _cut(text: str, at: int) -> int:
+    """A cut point at or after ``at``: just after the next whitespace within 1024 characters (else at ``at``)."""
+    if at >= len(text):
+        return len(text)
+    for index in range(at, min(at + 1024, len(text))):
+        if text[index].isspace():
+            return index + 1
+    return at
+
+
 def _truncate(ids: list[int], special: list[int], max_length: int) -> Tokens:
     """Cut the content tokens, keeping the leading and trailing special tokens."""
     n = len(ids)
@@ -140,9 +194,10 @@ class HashTokenizer:
     def encode(self, texts: Sequence[str], max_length: int) -> list[Tokens]:
         result = []
         for text in texts:
-            words = _WORD.findall(text.lower())
-            ids = [_word_id(w) for w in words[:max_length]] or [_word_id("")]
-            result.append(Tokens(ids, max(len(words), 1)))
+            words = _WORD.finditer(text.lower())  # one word at a time: no list of every word of a huge text
+            ids = [_word_id(m.group()) for m in islice(words, max_length)]
+            rest = sum(1 for _ in words)
+            result.append(Tokens(ids or [_word_id("")], max(len(ids) + rest, 1)))
         return result
 
 

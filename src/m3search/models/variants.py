@@ -113,13 +113,20 @@ def _build_openvino(prepared: PreparedModel, precision: str, target: Path, feeds
         _save_ir(ov, _fused_model(ov, prepared), ir)
     if precision in ("fp32", "bf16"):
         return {"method": None, "execution": precision, "openvino_version": package_version("openvino")}
+    built = _built_here(prepared)
+    if precision == "int8-dynamic" and built:
+        _save_ir(ov, _weights_only_model(ov, prepared), target)
+        return {"method": "m3search builder", "weights": "int8 symmetric per-channel, dequantized in the graph",
+                "activations": "quantized at run time by the CPU plugin where it can",
+                "openvino_version": package_version("openvino")}
     nncf = require("nncf", OPENVINO_EXTRA, "OpenVINO INT8 quantization")
     if precision == "int8-dynamic":
         model = nncf.compress_weights(ov.Core().read_model(str(ir)), mode=nncf.CompressWeightsMode.INT8_ASYM)
         method: dict[str, Any] = {"method": "nncf.compress_weights", "weights": "int8 asymmetric per-channel",
                   "activations": "quantized at run time by the CPU plugin where it can"}
     else:
-        plain = ov.convert_model(str(prepared.onnx_path("fp32")))
+        # NNCF reads the fused graph once OpenVINO has saved it as IR; the torch path's plain export otherwise
+        plain = ov.Core().read_model(str(ir)) if built else ov.convert_model(str(prepared.onnx_path("fp32")))
         model = nncf.quantize(
             plain, nncf.Dataset(feeds), model_type=nncf.ModelType.TRANSFORMER,
             preset=nncf.QuantizationPreset.MIXED, subset_size=len(feeds),
@@ -130,9 +137,29 @@ def _build_openvino(prepared: PreparedModel, precision: str, target: Path, feeds
     return {**method, "nncf_version": package_version("nncf"), "openvino_version": package_version("openvino")}
 
 
+def _built_here(prepared: PreparedModel) -> bool:
+    """Whether the graphs were written by m3search's builder (and its checkpoint is still there to read)."""
+    return prepared.manifest.get("builder") == "m3search" and Path(prepared.manifest["source"]).is_dir()
+
+
+def _weights_only_model(ov: Any, prepared: PreparedModel) -> Any:
+    """OpenVINO's INT8 model, written from the checkpoint with int8 weights (never a float copy in memory)."""
+    from m3search.models.builder.heads import write_graph
+
+    with tempfile.TemporaryDirectory(dir=prepared.directory, prefix=".tmp-") as tmp:
+        graph = Path(tmp) / "model.onnx"
+        kind = prepared.manifest.get("kind", "hidden")
+        write_graph(kind, Path(prepared.manifest["source"]), graph, int8=True, weights_only=True,
+                    int8_embeddings=bool(prepared.manifest["variants"]["onnxruntime/int8-dynamic"]["quantization"]
+                                         .get("embeddings")))
+        return ov.Core().read_model(str(graph))  # weights read into memory here, before tmp is removed
+
+
 def _fused_model(ov: Any, prepared: PreparedModel) -> Any:
     """The fp32 graph with onnxruntime's transformer fusions, as an OpenVINO model (plain if fusion fails)."""
     plain = prepared.onnx_path("fp32")
+    if prepared.manifest.get("builder") == "m3search":  # written fused already
+        return ov.Core().read_model(str(plain))
     heads, hidden = int(prepared.manifest.get("num_heads", 0)), int(prepared.manifest.get("hidden_size", 0))
     with tempfile.TemporaryDirectory(dir=prepared.directory, prefix=".tmp-") as tmp:
         fused = Path(tmp) / "model.onnx"

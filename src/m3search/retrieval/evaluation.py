@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -87,27 +87,13 @@ class EvalReport:
                 "strategies": [s.as_dict() for s in self.scores]}
 
 
-def document_scores(hits: Iterable[tuple[str, float]], depth: int) -> dict[str, float]:
-    """The first ``depth`` documents of ``(document id, score)`` hits, best first: a document scores its best chunk."""
-    docs: dict[str, float] = {}
-    for document, score in hits:
-        docs.setdefault(document, score)
-        if len(docs) == depth:
-            break
-    return docs
-
-
 def document_run(searcher: Searcher, collection: str, dataset: Dataset, strategy: str, depth: int,
                  embeddings: Sequence[Any], request: SearchRequest) -> Run:
-    """The top ``depth`` documents per query (a document scores its best chunk)."""
-    run: Run = {}
-    ask = replace(request, strategy=strategy, k=3 * depth,  # type: ignore[arg-type]
-                  candidates=max(request.candidates, 3 * depth),
-                  coarse_k=max(request.coarse_k, 3 * depth))
-    for (qid, text), embedding in zip(dataset.queries.items(), embeddings, strict=True):
-        hits = searcher.search_embedded(collection, text, embedding, ask).hits
-        run[qid] = document_scores(((hit.document_id, hit.score) for hit in hits), depth)
-    return run
+    """The top ``depth`` documents per query: a ``group_by="document"`` search (a document scores its best chunk,
+    :func:`~m3search.retrieval.grouping.group_hits`)."""
+    ask = replace(request, strategy=strategy, k=depth, group_by="document")  # type: ignore[arg-type]
+    return {qid: {hit.document_id: hit.score for hit in searcher.search_embedded(collection, text, embedding, ask).hits}
+            for (qid, text), embedding in zip(dataset.queries.items(), embeddings, strict=True)}
 
 
 @contextmanager

@@ -1,9 +1,9 @@
 """Metadata filters evaluated in memory: each filtered key becomes an integer code per chunk, so a filter is one
 ``np.isin`` over codes instead of a JSON scan in SQL per query.
 
-Matching is the SQL filter's (:func:`m3search.store.filters.filter_sql`): equality of JSON scalars, where
-``true`` equals 1 and ``1.0`` equals 1, ``null`` matches only a key present with a null value, and objects or
-arrays match nothing.
+Matching is the SQL filter's (:mod:`m3search.store.filters`): equality of JSON scalars, where ``true`` equals 1 and
+``1.0`` equals 1, or membership in a stored list of scalars; ``null`` matches only a key present with a null value,
+and objects match nothing.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from m3search.types import IntArray
 BoolArray = npt.NDArray[np.bool_]
 _MISSING = object()
 _NO_MATCH = -1
+# per row the code of a scalar value (or _NO_MATCH), the code table, and (row, code) pairs of list elements
+_Coded = tuple["IntArray", dict[Any, int], "IntArray", "IntArray"]
 
 
 class MetadataIndex:
@@ -28,21 +30,29 @@ class MetadataIndex:
     def __init__(self, chunk_ids: IntArray, metadata: list[dict[str, Any]]) -> None:
         self.chunk_ids = chunk_ids
         self._metadata = metadata
-        self._codes: dict[str, tuple[IntArray, dict[Any, int]]] = {}
+        self._codes: dict[str, _Coded] = {}
         self._lock = threading.Lock()
 
-    def _coded(self, key: str) -> tuple[IntArray, dict[Any, int]]:
+    def _coded(self, key: str) -> _Coded:
+        """Per row, the code of the key's scalar value; and for rows holding a list, (row, code) of each scalar in
+        it (null elements left out: null matches a null value only)."""
         if key not in self._codes:
             with self._lock:
                 table: dict[Any, int] = {}
-                codes = np.empty(len(self._metadata), dtype=np.int64)
+                codes = np.full(len(self._metadata), _NO_MATCH, dtype=np.int64)
+                list_rows: list[int] = []
+                list_codes: list[int] = []
                 for row, record in enumerate(self._metadata):
                     value = record.get(key, _MISSING)
-                    if value is _MISSING or isinstance(value, dict | list):
-                        codes[row] = _NO_MATCH
-                    else:
+                    if isinstance(value, list):
+                        for item in value:
+                            if item is not None and not isinstance(item, dict | list):
+                                list_rows.append(row)
+                                list_codes.append(table.setdefault(item, len(table)))
+                    elif value is not _MISSING and not isinstance(value, dict):
                         codes[row] = table.setdefault(value, len(table))
-                self._codes[key] = (codes, table)
+                self._codes[key] = (codes, table, np.array(list_rows, dtype=np.int64),
+                                    np.array(list_codes, dtype=np.int64))
         return self._codes[key]
 
     def lookup(self, filters: dict[str, list[Scalar]]) -> BoolArray:
@@ -50,9 +60,11 @@ class MetadataIndex:
         size = int(self.chunk_ids.max()) + 1 if len(self.chunk_ids) else 1
         keep = np.ones(len(self.chunk_ids), dtype=bool)
         for key, values in filters.items():
-            codes, table = self._coded(key)
-            wanted = [table[v] for v in values if v in table]
-            keep &= np.isin(codes, np.array(wanted, dtype=np.int64))
+            codes, table, list_rows, list_codes = self._coded(key)
+            wanted = np.array([table[v] for v in values if v in table], dtype=np.int64)
+            match = np.isin(codes, wanted)
+            match[list_rows[np.isin(list_codes, wanted)]] = True
+            keep &= match
         result = np.zeros(size, dtype=bool)
         result[self.chunk_ids[keep]] = True
         return result

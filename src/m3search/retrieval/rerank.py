@@ -126,7 +126,7 @@ class RerankerPool:
     def llm(self) -> LLMReranker:
         """The LLM reranker; :class:`ConfigError` naming the settings when no endpoint is configured."""
         endpoint = self.endpoint or configured_endpoint(self.settings, "LLM reranking",
-                                                        how=" (or --llm-url/--llm-model)")
+                                                        cli_how=" (or --llm-url/--llm-model)")
         return LLMReranker(endpoint)
 
     def check(self, name: str) -> None:

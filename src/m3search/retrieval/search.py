@@ -8,11 +8,13 @@ from dataclasses import replace
 from pathlib import Path
 
 from m3search.errors import ConfigError, InputError, UnknownModelError
+from m3search.limits import MAX_QUERY_CHARS
 from m3search.models.encoder import Encoder
 from m3search.models.images import ImageInput
 from m3search.models.registry import ModelSpec, get_spec
 from m3search.retrieval.defaults import hybrid_request, hybrid_settings, saved_fusion
 from m3search.retrieval.engine import ENGINE_STRATEGIES, EngineContext
+from m3search.retrieval.grouping import search_documents
 from m3search.retrieval.memory import IndexCache, check_query_dim
 from m3search.retrieval.rerank import RerankerPool, rerank_result
 from m3search.retrieval.strategies import (
@@ -98,6 +100,8 @@ class Searcher:
         request = request or SearchRequest()
         if not isinstance(query, str) or not query.strip():
             raise InputError("the query is empty")
+        if len(query) > MAX_QUERY_CHARS:
+            raise InputError(f"the query has {len(query)} characters, more than {MAX_QUERY_CHARS}")
         start = time.perf_counter()
         request, filters = request.checked()  # before the model loads
         if request.rerank is not None:
@@ -147,6 +151,11 @@ class Searcher:
 
     def _search(self, target: EmbeddingSet, text: str, embedding: Embedding | None, request: SearchRequest,
                 filters: dict[str, list[Scalar]]) -> SearchResult:
+        if request.group_by == "document":  # grouped after fusion and rerank, deep enough for k documents
+            chunks = replace(request, group_by="chunk")
+            return search_documents(lambda depth: self._search(
+                target, text, embedding, replace(chunks, k=depth, rerank_k=max(chunks.rerank_k, depth)), filters),
+                request)
         if request.rerank is not None:  # the first stage finds rerank_k candidates; the reranker keeps k
             first = self._search(target, text, embedding, replace(request, k=request.rerank_k, rerank=None), filters)
             return rerank_result(first, text, request, self.rerankers)
@@ -183,13 +192,14 @@ class Searcher:
         for hit in self.store.hits(outcome.final[:k], collection):
             breakdown = {name: Contribution(*found[hit.chunk_id]) for name, found in positions.items()
                          if hit.chunk_id in found}
-            result.append(SearchHit(hit.doc_id, hit.chunk_id, hit.score, hit.text, hit.metadata, breakdown))
+            result.append(SearchHit(hit.doc_id, hit.chunk_id, hit.score, hit.text, hit.metadata, breakdown,
+                                    ordinal=hit.ordinal, start=hit.start, end=hit.end))
         return result
 
 
 def _parameters(request: SearchRequest, outputs: tuple[str, ...]) -> dict[str, object]:
     """The request's parameters that shaped this strategy's result."""
-    found: dict[str, object] = {}
+    found: dict[str, object] = {"group_by": request.group_by}
     if request.strategy == "hybrid":
         names = fusion_retrievers(outputs)
         settings = hybrid_settings(request, names)

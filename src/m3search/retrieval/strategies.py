@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from m3search.errors import ConfigError, InputError
+from m3search.errors import ConfigError, InputError, UnknownModelError
+from m3search.models.registry import get_spec
 from m3search.models.scores import colbert_score
 from m3search.retrieval.defaults import hybrid_settings
 from m3search.retrieval.filtering import BoolArray
 from m3search.retrieval.fusion import Ranking, weighted
 from m3search.retrieval.memory import SetIndex
-from m3search.retrieval.types import DEFAULT_WEIGHTS, SearchRequest
+from m3search.retrieval.types import DEFAULT_WEIGHTS, STRATEGIES, SearchRequest
 from m3search.store.base import Store
 from m3search.store.filters import Scalar
 from m3search.store.types import EmbeddingSet
@@ -75,15 +76,44 @@ def retrievers_of(strategy: str, outputs: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def required_outputs(strategy: str, target: EmbeddingSet) -> list[Output]:
-    """The query outputs ``strategy`` needs; :class:`InputError` if the set lacks the stored vectors."""
+    """The query outputs ``strategy`` needs; :class:`InputError` if the set lacks the stored vectors (suggesting
+    what works: ColBERT vectors where the model has them, else the strategies this collection supports)."""
     outputs = target.config.outputs
     needed = [r for r in retrievers_of(strategy, outputs) if r != "bm25"]
     missing = [r for r in needed if r not in outputs]
     if missing:
-        hint = " (index with --colbert to store ColBERT vectors)" if "colbert" in missing else ""
-        raise InputError(f"strategy '{strategy}' needs {', '.join(missing)} vectors, and collection "
-                         f"'{target.collection}' ({target.config.model}) holds {', '.join(outputs)}{hint}")
+        raise _missing_vectors(strategy, target, missing)
     return [o for o in ("dense", "sparse", "colbert") if o in needed]
+
+
+def usable_strategies(outputs: tuple[str, ...], matryoshka: bool) -> list[str]:
+    """The strategies a set holding ``outputs`` of a model with (or without) Matryoshka dims can serve."""
+    return [s for s in STRATEGIES if all(r == "bm25" or r in outputs for r in retrievers_of(s, outputs))
+            and (matryoshka or s != "two_stage")]
+
+
+def _missing_vectors(strategy: str, target: EmbeddingSet, missing: list[str]) -> InputError:
+    outputs, model = target.config.outputs, target.config.model
+    what = (f"strategy '{strategy}' needs {', '.join(missing)} vectors, and collection '{target.collection}' "
+            f"({model}) holds {', '.join(outputs)}")
+    try:
+        spec = get_spec(model)
+        model_outputs: tuple[str, ...] = spec.outputs
+        matryoshka = any(d < target.config.vector_dim for d in spec.mrl_dims)
+    except UnknownModelError:  # a local model (never Matryoshka): suggest the strategies its collection serves
+        model_outputs, matryoshka = tuple(outputs), False
+    usable = ", ".join(usable_strategies(outputs, matryoshka))
+    if not set(missing) <= set(model_outputs):
+        return InputError(f"{what}; {model} cannot make {', '.join(m for m in missing if m not in model_outputs)} "
+                          f"vectors: use one of {usable}")
+    wanted = [o for o in ("dense", "sparse", "colbert") if o in outputs or o in missing]
+    return InputError.explained(
+        what, f"; use one of {usable}, or add them: reembed(store, encoder, "
+              f"'{target.collection}', outputs={wanted})",
+        cli=f"; use one of {usable}, or add them: 'm3search reembed -c "
+            f"{target.collection} -m {model}" + (" --colbert'" if "colbert" in missing else "'"),
+        http=f"; use one of {usable}, or add them with a new embedding set "
+             f"(POST /api/v1/embedding-sets" + (', "colbert": true)' if "colbert" in missing else ")"))
 
 
 def retrieve(ctx: Context, name: str, depth: int) -> Ranking:

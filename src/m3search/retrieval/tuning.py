@@ -9,7 +9,7 @@ the figure is what tuning buys on queries it has not seen, not the optimistic in
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,8 +18,9 @@ from m3search.errors import InputError
 from m3search.models.encoder import Encoder
 from m3search.retrieval.beir import Dataset, Qrels, Run
 from m3search.retrieval.defaults import hybrid_request, hybrid_settings, save_fusion, saved_fusion
-from m3search.retrieval.evaluation import RECALL_DEPTH, document_scores, evaluate_run, indexed
+from m3search.retrieval.evaluation import RECALL_DEPTH, evaluate_run, indexed
 from m3search.retrieval.fusion import DEFAULT_RRF_K, FUSION_METHODS, FusionSettings, Ranking
+from m3search.retrieval.grouping import CHUNKS_PER_DOCUMENT
 from m3search.retrieval.search import Searcher
 from m3search.retrieval.strategies import fusion_retrievers
 from m3search.retrieval.types import SearchRequest
@@ -30,10 +31,23 @@ RRF_KS = (5, 10, 20, 40, DEFAULT_RRF_K, 100)
 DEFAULT_FOLDS = 5
 
 
+def _documents(hits: Iterable[tuple[str, float]], depth: int) -> dict[str, float]:
+    """The first ``depth`` documents of ``(document id, score)`` chunk hits, best first: each scores its best chunk
+    (:func:`~m3search.retrieval.grouping.group_hits`'s rule, on bare pairs: thousands of fusions per query)."""
+    docs: dict[str, float] = {}
+    for document, score in hits:
+        docs.setdefault(document, score)
+        if len(docs) == depth:
+            break
+    return docs
+
+
 @dataclass(frozen=True)
 class Candidates:
-    """Per judged query, the chunk ranking of each fused retriever (as deep as ``hybrid`` looks in an eval), and
-    the chunks' documents."""
+    """Per judged query, the chunk ranking of each fused retriever (as deep as ``hybrid`` looks in an eval's first
+    try: :data:`~m3search.retrieval.grouping.CHUNKS_PER_DOCUMENT` chunks per wanted document), and the chunks'
+    documents. (An eval whose first try covers fewer documents than it wants searches deeper; the tuner does not,
+    so those runs rank fewer documents here: recall@100 may read lower, the top ten are the same chunks.)"""
 
     names: tuple[str, ...]
     parts: dict[str, dict[str, Ranking]]
@@ -49,8 +63,8 @@ class Candidates:
         """The document run ``hybrid`` with ``settings`` gives (a document scores its best chunk)."""
         run: Run = {}
         for qid, parts in self.parts.items():
-            fused = settings.fuse(parts)[: 3 * self.depth]
-            run[qid] = document_scores(((self.documents[c], s) for c, s in fused), self.depth)
+            fused = settings.fuse(parts)[: CHUNKS_PER_DOCUMENT * self.depth]
+            run[qid] = _documents(((self.documents[c], s) for c, s in fused), self.depth)
         return run
 
 
@@ -62,8 +76,8 @@ def collect(searcher: Searcher, collection: str, dataset: Dataset, embeddings: S
     documents: dict[int, str] = {}
     for (qid, text), embedding in zip(dataset.queries.items(), embeddings, strict=True):
         found: dict[str, Ranking] = {}
-        for name in names:  # hybrid's first stages: each retriever's top max(candidates, k) = 3 * depth chunks
-            request = SearchRequest(name, k=3 * depth, candidates=3 * depth)  # type: ignore[arg-type]
+        for name in names:  # hybrid's first stages: each retriever's top max(candidates, chunks ranked) chunks
+            request = SearchRequest(name, k=CHUNKS_PER_DOCUMENT * depth, group_by="chunk")  # type: ignore[arg-type]
             hits = searcher.search_embedded(collection, text, embedding, request).hits
             found[name] = [(hit.chunk_id, hit.score) for hit in hits]
             documents.update((hit.chunk_id, hit.document_id) for hit in hits)

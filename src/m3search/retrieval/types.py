@@ -6,7 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
-from m3search.errors import InputError
+from m3search.errors import InputError, ParameterError
+from m3search.limits import MAX_CANDIDATES, MAX_K, MAX_RERANK_K
 from m3search.models.rerankers import LLM, find_reranker, list_rerankers
 from m3search.retrieval.fusion import FUSION_METHODS, FusionMethod
 from m3search.store.filters import Filters, Scalar, check_filters
@@ -14,6 +15,8 @@ from m3search.store.filters import Filters, Scalar, check_filters
 Strategy = Literal["dense", "sparse", "bm25", "colbert", "hybrid", "weighted", "all", "two_stage"]
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
 Fusion = FusionMethod
+GroupBy = Literal["document", "chunk"]
+GROUP_BY: tuple[str, ...] = get_args(GroupBy)
 
 # The BGE-M3 README's weights for dense, sparse and ColBERT scores; bm25 stands in for sparse when a model has
 # no sparse output.
@@ -39,7 +42,11 @@ class SearchRequest:
         coarse_dim: Matryoshka dimension of the first stage (``two_stage``); must be one of the model's.
         coarse_k: candidates kept by the first stage (``two_stage``).
         rerank: a cross-encoder's registry name, or ``"llm"`` (the configured chat endpoint); None = no rerank.
-        rerank_k: first-stage candidates the reranker reorders (at least ``k``, at most 1000).
+        rerank_k: first-stage candidates the reranker reorders (at least ``k``).
+        group_by: ``document`` (one hit per document: its best chunk, the other matching chunks listed; ``k``
+            documents) or ``chunk`` (every matching chunk is a hit; ``k`` chunks).
+
+    Limits: :mod:`m3search.limits`.
     """
 
     strategy: Strategy = "hybrid"
@@ -53,19 +60,24 @@ class SearchRequest:
     fusion: Fusion | None = None
     rerank: str | None = None
     rerank_k: int = 50
+    group_by: GroupBy = "document"
 
     def checked(self) -> tuple[SearchRequest, dict[str, list[Scalar]]]:
         """Validate; returns the request and its normalised filters, or raises :class:`InputError`."""
         if self.strategy not in STRATEGIES:
             raise InputError(f"unknown strategy {self.strategy!r}; use one of {', '.join(STRATEGIES)}")
-        for name in ("k", "candidates", "coarse_k"):
+        for name, most in (("k", MAX_K), ("candidates", MAX_CANDIDATES), ("coarse_k", MAX_CANDIDATES),
+                           ("rerank_k", MAX_RERANK_K)):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1 or value > 10_000:
-                raise InputError(f"{name} must be an integer from 1 to 10000, not {value!r}")
-        if self.rrf_k is not None and (not isinstance(self.rrf_k, int) or self.rrf_k < 0):
-            raise InputError(f"rrf_k must be an integer >= 0, not {self.rrf_k!r}")
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= most:
+                raise ParameterError(name, f"must be an integer from 1 to {most}, not {value!r}")
+        if self.rrf_k is not None and (not isinstance(self.rrf_k, int) or isinstance(self.rrf_k, bool) or
+                                       self.rrf_k < 0):
+            raise ParameterError("rrf_k", f"must be an integer >= 0, not {self.rrf_k!r}")
         if self.fusion is not None and self.fusion not in FUSION_METHODS:
             raise InputError(f"fusion must be one of {', '.join(FUSION_METHODS)}, not {self.fusion!r}")
+        if self.group_by not in GROUP_BY:
+            raise InputError(f"group_by must be document or chunk, not {self.group_by!r}")
         self._check_rerank()
         if self.weights is not None:
             unknown = sorted(set(self.weights) - set(DEFAULT_WEIGHTS))
@@ -74,17 +86,16 @@ class SearchRequest:
         return self, check_filters(self.filters)
 
     def _check_rerank(self) -> None:
-        if not isinstance(self.rerank_k, int) or isinstance(self.rerank_k, bool) or not 1 <= self.rerank_k <= 1000:
-            raise InputError(f"rerank_k must be an integer from 1 to 1000, not {self.rerank_k!r}")
         if self.rerank is None:
             return
         if not isinstance(self.rerank, str) or (self.rerank != LLM and find_reranker(self.rerank) is None):
             known = ", ".join([s.name for s in list_rerankers()] + [LLM])
-            raise InputError(f"unknown reranker {self.rerank!r}; use one of {known} "
-                             f"(see 'm3search models list --rerankers')")
+            raise InputError.explained(f"unknown reranker {self.rerank!r}; use one of {known}",
+                                       " (see m3search.models.rerankers.list_rerankers())",
+                                       cli=" (see 'm3search models list --rerankers')", http="")
         if self.rerank_k < self.k:
-            raise InputError(f"rerank_k ({self.rerank_k}) must be at least k ({self.k}): the reranker can only "
-                             f"return candidates the first stage found")
+            raise ParameterError("rerank_k", f"({self.rerank_k}) must be at least k ({self.k}): the reranker can "
+                                             f"only return candidates the first stage found")
 
 
 @dataclass(frozen=True)
@@ -105,8 +116,27 @@ class Contribution:
 
 
 @dataclass(frozen=True)
+class ChunkMatch:
+    """Another matching chunk of a document hit: where it is (ordinal, character span) and its final score."""
+
+    chunk_id: int
+    ordinal: int | None
+    start: int | None
+    end: int | None
+    score: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"chunk_id": self.chunk_id, "ordinal": self.ordinal, "start": self.start, "end": self.end,
+                "score": self.score}
+
+
+@dataclass(frozen=True)
 class SearchHit:
-    """One result: the chunk, its document, the final score and the per-retriever breakdown."""
+    """One result: the chunk, its document, the final score and the per-retriever breakdown.
+
+    ``ordinal``, ``start`` and ``end`` locate the chunk in its document (None when unknown); ``other_chunks`` is
+    set in ``group_by="document"`` results: the document's other matching chunks, best first (this hit is its
+    best chunk)."""
 
     document_id: str
     chunk_id: int
@@ -115,6 +145,10 @@ class SearchHit:
     metadata: dict[str, Any] = field(default_factory=dict)
     breakdown: dict[str, Contribution] = field(default_factory=dict)
     rerank: RerankNote | None = None
+    ordinal: int | None = None
+    start: int | None = None
+    end: int | None = None
+    other_chunks: tuple[ChunkMatch, ...] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         breakdown: dict[str, dict[str, Any]] = {name: {"rank": c.rank, "score": c.score}
@@ -122,8 +156,13 @@ class SearchHit:
         if self.rerank is not None:  # the rerank's rank and score (None when it failed open), and its status
             breakdown["rerank"] = {**breakdown.get("rerank", {"rank": None, "score": None}),
                                    "by": self.rerank.by, "status": self.rerank.status, "reason": self.rerank.reason}
-        return {"document_id": self.document_id, "chunk_id": self.chunk_id, "score": self.score, "text": self.text,
-                "metadata": self.metadata, "breakdown": breakdown}
+        found = {"document_id": self.document_id, "chunk_id": self.chunk_id, "score": self.score, "text": self.text,
+                 "metadata": self.metadata, "breakdown": breakdown}
+        if self.ordinal is not None:
+            found.update(ordinal=self.ordinal, start=self.start, end=self.end)
+        if self.other_chunks is not None:
+            found["other_chunks"] = [c.as_dict() for c in self.other_chunks]
+        return found
 
 
 @dataclass(frozen=True)

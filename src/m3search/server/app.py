@@ -3,6 +3,7 @@ batcher, optionally preloads the model, resumes interrupted background jobs, and
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import threading
 from collections.abc import AsyncIterator
@@ -44,6 +45,7 @@ def create_app(settings: Settings | None = None, *, model: str | None = None, pr
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        release_large_allocations()
         service = Service(cfg, pool, configured_store(cfg, db=db, url=store_url), metrics)
         app.state.service = service
         service.start()
@@ -63,15 +65,31 @@ def create_app(settings: Settings | None = None, *, model: str | None = None, pr
     for module in (embeddings, catalog, documents, search, images, finetune, ops):
         app.include_router(module.router)
     ops.install_docs(app)
-    if cfg.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=cfg.cors_origins, allow_methods=["GET", "POST", "PUT",
-                           "DELETE"], allow_headers=["Authorization", "Content-Type", "X-Request-ID"])
     app.add_middleware(RequestMiddleware, metrics=metrics, api_keys=cfg.api_keys,
                        max_body=cfg.max_request_bytes, max_headers=cfg.max_header_bytes)
+    if cfg.cors_origins:  # outermost: a browser's preflight is answered before the API-key check (it carries no key)
+        app.add_middleware(CORSMiddleware, allow_origins=cfg.cors_origins, allow_methods=["GET", "POST", "PUT",
+                           "DELETE"], allow_headers=["Authorization", "Content-Type", "X-Request-ID"])
     if not cfg.api_keys and cfg.host not in ("127.0.0.1", "localhost", "::1"):
         LOGGER.warning("serving beyond loopback without API keys: anyone who reaches the port can use it; "
                        "set M3SEARCH_API_KEYS", extra={"host": cfg.host})
     return app
+
+
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+MMAP_FROM_BYTES = 1 << 20
+
+
+def release_large_allocations() -> None:
+    """Have glibc serve every allocation of 1 MiB or more (a request body, its parsed text) by its own mapping, given
+    back to the system when freed. By default glibc raises that threshold to the largest block freed so far (up to
+    32 MiB), so after one 15 MB request later ones come from the heap, which fragments and keeps the RSS of a burst
+    (measured: 98 -> 194 MB after a burst of 15 MB embeddings). No-op on other C libraries."""
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallopt(M_MMAP_THRESHOLD, MMAP_FROM_BYTES)
+    except (OSError, AttributeError):
+        LOGGER.debug("mallopt is not available: large allocations use the C library's defaults")
 
 
 def _preload(pool: EncoderPool) -> None:

@@ -42,6 +42,7 @@ _TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_f
 
 def error_response(status: int, message: str, type_: str | None = None, code: str | None = None,
                    headers: dict[str, str] | None = None) -> JSONResponse:
+    message = message.encode("utf-8", "backslashreplace").decode("utf-8")  # a lone surrogate echoed stays JSON
     body = {"error": {"message": message, "type": type_ or _TYPES.get(status, "server_error"), "code": code}}
     return JSONResponse(body, status_code=status, headers=headers)
 
@@ -50,7 +51,7 @@ def translate(exc: e.M3SearchError) -> JSONResponse:
     for kind, status, type_, code in _TABLE:
         if isinstance(exc, kind):
             headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, e.OverloadedError) else None
-            return error_response(status, str(exc), type_, code, headers)
+            return error_response(status, exc.message("http"), type_, code, headers)
     raise AssertionError("unreachable: M3SearchError is in the table")
 
 

@@ -2,14 +2,46 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from m3search.limits import (
+    MAX_CANDIDATES,
+    MAX_DOCUMENTS_PER_REQUEST,
+    MAX_K,
+    MAX_NEGATIVES,
+    MAX_QUERIES_PER_DOC,
+    MAX_QUERY_CHARS,
+    MAX_RERANK_K,
+)
 from m3search.retrieval.types import Strategy
+from m3search.validation import check_json, check_tree
 
 OutputName = Literal["dense", "sparse", "colbert"]
 Slug = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class Strict(BaseModel):
+    """A part of a request body: unknown fields are a 400 naming them (a typo never drops a value silently), and
+    floats are finite."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class RequestBody(Strict):
+    """Every request body: before any field is read, each string and key anywhere in it is checked (no lone
+    surrogate, no NUL) and its nesting is bounded (:func:`m3search.validation.check_tree`)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _safe_strings(cls, data: Any) -> Any:
+        return check_tree("", data)
+
+
+# A JSON object a user stores or filters with: bounded depth, items and size (:data:`m3search.validation.METADATA`).
+JsonObject = Annotated[dict[str, Any], AfterValidator(lambda value: check_json("metadata", value))]
+Filters = Annotated[dict[str, Any], AfterValidator(lambda value: check_json("filters", value))]
 
 
 class ErrorDetail(BaseModel):
@@ -27,11 +59,9 @@ class ErrorBody(BaseModel):
 # /v1/embeddings (OpenAI) ---------------------------------------------------------------------------
 
 
-class EmbeddingsRequest(BaseModel):
+class EmbeddingsRequest(RequestBody):
     """OpenAI's embeddings request. ``input`` token arrays are refused: token ids of another tokenizer (tiktoken)
     mean nothing to these models."""
-
-    model_config = ConfigDict(extra="ignore")
 
     input: str | list[str] | list[int] | list[list[int]]
     model: str | None = Field(None, description="registry name (default: the server's model)")
@@ -68,7 +98,7 @@ class EmbeddingsResponse(BaseModel):
 # /embeddings (simple) and /api/v1/encode (BGE-M3's three outputs) -------------------------------------
 
 
-class SimpleEmbedRequest(BaseModel):
+class SimpleEmbedRequest(RequestBody):
     texts: list[str] = Field(min_length=1)
     model: str | None = None
     normalize: bool = Field(True, description="L2-normalise (models that normalise return unit vectors anyway)")
@@ -81,7 +111,7 @@ class SimpleEmbedResponse(BaseModel):
     dim: int
 
 
-class EncodeRequest(BaseModel):
+class EncodeRequest(RequestBody):
     texts: list[str] = Field(min_length=1)
     outputs: list[OutputName] = Field(default=["dense"], min_length=1)
     model: str | None = None
@@ -130,7 +160,7 @@ class ModelList(BaseModel):
 # embedding configs and sets --------------------------------------------------------------------------
 
 
-class NamedConfigIn(BaseModel):
+class NamedConfigIn(RequestBody):
     """A model with its Matryoshka choices; validated against the registry's facts."""
 
     id: str = Slug
@@ -153,12 +183,12 @@ class NamedConfigOut(BaseModel):
     description: str
 
 
-class AutoEmbedRules(BaseModel):
+class AutoEmbedRules(Strict):
     on_create: bool = Field(True, description="embed documents when they are created")
     on_update: bool = Field(True, description="re-embed documents when their content changes")
 
 
-class EmbeddingSetIn(BaseModel):
+class EmbeddingSetIn(RequestBody):
     collection: str = Slug
     embedding_config_id: str
     truncate_dim: int | None = Field(None, description="default: the config's default_truncate_dim")
@@ -195,21 +225,22 @@ class EmbeddingSetOut(BaseModel):
 # collections and documents ---------------------------------------------------------------------------
 
 
-class DocumentIn(BaseModel):
+class DocumentIn(Strict):
     id: str = Field(min_length=1, max_length=512)
     text: str = Field(min_length=1)
     title: str = Field("", max_length=2000)
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: JsonObject = Field(default_factory=dict)
 
 
-class DocumentsIn(BaseModel):
-    documents: list[DocumentIn] = Field(min_length=1, max_length=1000)
+class DocumentsIn(RequestBody):
+    documents: list[DocumentIn] = Field(min_length=1, max_length=MAX_DOCUMENTS_PER_REQUEST)
 
 
-class DocumentUpdate(BaseModel):
+class DocumentUpdate(RequestBody):
+    id: str | None = Field(None, description="if given, the id in the path (a mismatch is a 400)")
     text: str = Field(min_length=1)
     title: str = Field("", max_length=2000)
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: JsonObject = Field(default_factory=dict)
 
 
 class DocumentsWritten(BaseModel):
@@ -252,22 +283,25 @@ class CollectionOut(BaseModel):
 # search ----------------------------------------------------------------------------------------------
 
 
-class SearchBody(BaseModel):
-    q: str = Field(min_length=1, max_length=10_000)
+class SearchBody(RequestBody):
+    q: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
     collection: str
     strategy: Strategy = "hybrid"
-    k: int = Field(10, ge=1, le=1000)
-    filters: dict[str, Any] | None = None
+    k: int = Field(10, ge=1, le=MAX_K)
+    filters: Filters | None = None
     rrf_k: int | None = Field(None, ge=0, description="hybrid's RRF constant (default: the collection's, else 60)")
     fusion: Literal["max", "rrf", "dbsf", "minmax"] | None = Field(
         None, description="how hybrid fuses: weighted scores (max, dbsf, minmax) or ranks (rrf); default: the "
                           "collection's saved setting (eval --tune), else the built-in default")
     weights: dict[str, float] | None = None
-    candidates: int = Field(100, ge=1, le=10_000)
+    candidates: int = Field(100, ge=1, le=MAX_CANDIDATES)
     coarse_dim: int | None = None
-    coarse_k: int = Field(100, ge=1, le=10_000)
+    coarse_k: int = Field(100, ge=1, le=MAX_CANDIDATES)
     rerank: str | None = Field(None, description="a cross-encoder's name, or 'llm' (the server's chat endpoint)")
-    rerank_k: int = Field(50, ge=1, le=1000, description="first-stage candidates the reranker reorders (>= k)")
+    rerank_k: int = Field(50, ge=1, le=MAX_RERANK_K, description="first-stage candidates the reranker reorders (>= k)")
+    group_by: Literal["document", "chunk"] = Field(
+        "document", description="document: one hit per document (its best chunk, the other matching chunks listed), "
+                                "k documents; chunk: every matching chunk, k chunks")
 
 
 class ContributionOut(BaseModel):
@@ -278,6 +312,14 @@ class ContributionOut(BaseModel):
     reason: str | None = Field(None, description="'rerank' only: why it failed open")
 
 
+class ChunkMatchOut(BaseModel):
+    chunk_id: int
+    ordinal: int | None = Field(description="the chunk's place in its document (0 = first)")
+    start: int | None = Field(description="character offset of the chunk in its document")
+    end: int | None
+    score: float
+
+
 class SearchHitOut(BaseModel):
     document_id: str
     chunk_id: int
@@ -285,6 +327,11 @@ class SearchHitOut(BaseModel):
     text: str
     metadata: dict[str, Any]
     breakdown: dict[str, ContributionOut]
+    ordinal: int | None = Field(None, description="the chunk's place in its document (0 = first)")
+    start: int | None = Field(None, description="character offset of the chunk in its document")
+    end: int | None = None
+    other_chunks: list[ChunkMatchOut] | None = Field(
+        None, description="group_by=document: the document's other matching chunks, best first")
 
 
 class SearchResponse(BaseModel):
@@ -298,22 +345,21 @@ class SearchResponse(BaseModel):
     hits: list[SearchHitOut]
 
 
-class LLMEndpointIn(BaseModel):
+class LLMEndpointIn(Strict):
     """LLM generation through the server's own endpoint (``M3SEARCH_LLM_URL``): a client never names a URL the
     server would call."""
 
-    model_config = ConfigDict(extra="forbid")
     model: str | None = Field(None, min_length=1, description="the endpoint's model (default: M3SEARCH_LLM_MODEL)")
 
 
-class FineTuneGenerateIn(BaseModel):
+class FineTuneGenerateIn(RequestBody):
     collection: str
-    queries_per_doc: int = Field(4, ge=1, le=100)
+    queries_per_doc: int = Field(4, ge=1, le=MAX_QUERIES_PER_DOC)
     validation_split: float = Field(0.1, ge=0, lt=1, description="share of documents held out for validation")
-    hard_negatives: int = Field(3, ge=0, le=100)
-    negatives_skip: int = Field(2, ge=0, le=100, description="top documents skipped when mining negatives")
+    hard_negatives: int = Field(3, ge=0, le=MAX_NEGATIVES)
+    negatives_skip: int = Field(2, ge=0, le=MAX_NEGATIVES, description="top documents skipped when mining negatives")
     negatives_strategy: Literal["dense", "hybrid"] = "hybrid"
-    filter_k: int = Field(10, ge=1, le=1000)
+    filter_k: int = Field(10, ge=1, le=MAX_K)
     seed: int = 0
     sentence_positive: Literal["chunk", "rest"] = Field(
         "chunk", description="a key sentence's positive: its chunk, or the chunk without it (inverse cloze task)")
@@ -331,8 +377,8 @@ class FineTuneJobOut(BaseModel):
     report: dict[str, Any] | None = Field(None, description="the report.json of a finished job")
 
 
-class ImageSearchBody(BaseModel):
+class ImageSearchBody(RequestBody):
     image: str = Field(min_length=1, description="the query image, base64-encoded file bytes (a data: URL is accepted)")
     collection: str = Field(description="an image collection (built with an image model such as clip-vit-b-32)")
-    k: int = Field(10, ge=1, le=1000)
-    filters: dict[str, Any] | None = None
+    k: int = Field(10, ge=1, le=MAX_K)
+    filters: Filters | None = None

@@ -1,7 +1,11 @@
 """Metadata filters: ``{"key": value}`` (equality) or ``{"key": [v1, v2]}`` (any of), all keys must match.
 
-Values are JSON scalars (string, number, boolean, null). Filters become parameterised SQL over the documents'
-JSON metadata; keys are passed as JSON paths, never spliced into the SQL text.
+Values are JSON scalars (string, number, boolean, null). A value matches a stored scalar equal to it (``true``
+equals 1, ``1.0`` equals 1) or a stored list containing it (``{"tags": ["a", "b"]}`` matches ``tags=a``: list
+membership); ``null`` matches only a key stored with a null value; objects, and lists inside lists, match nothing.
+The SQLite store (this module's SQL), the in-memory index (:mod:`m3search.retrieval.filtering`) and the Qdrant
+store (:func:`m3search.store.qdrant.driver.filter_payload`) agree. Filters become parameterised SQL over the
+documents' JSON metadata; keys are passed as JSON paths, never spliced into the SQL text.
 """
 
 from __future__ import annotations
@@ -68,7 +72,10 @@ def filter_sql(filters: Mapping[str, list[Scalar]], alias: str = "d") -> tuple[s
                 parts.append(f"(json_type({alias}.metadata, ?) = 'null')")
                 params.append(path)
             else:
-                parts.append(f"(json_extract({alias}.metadata, ?) = ?)")
-                params.extend([path, int(value) if isinstance(value, bool) else value])
+                scalar = int(value) if isinstance(value, bool) else value
+                parts.append(f"(json_extract({alias}.metadata, ?) = ? OR (json_type({alias}.metadata, ?) = 'array' "
+                             f"AND EXISTS (SELECT 1 FROM json_each({alias}.metadata, ?) AS j "
+                             f"WHERE j.type NOT IN ('object', 'array') AND j.value = ?)))")
+                params.extend([path, scalar, path, path, scalar])
         clauses.append("(" + " OR ".join(parts) + ")")
     return " AND ".join(clauses), params

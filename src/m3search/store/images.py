@@ -17,7 +17,16 @@ from m3search.errors import ConfigError, DocumentError, ImageError
 from m3search.models import images
 from m3search.models.encoder import Encoder
 from m3search.store.base import Store
-from m3search.store.ingest import DEFAULT_MAX_BYTES, IndexReport, Problem, Sources, start_index, write_prepared
+from m3search.store.ingest import (
+    DEFAULT_MAX_BYTES,
+    IndexReport,
+    Problem,
+    Sources,
+    printable,
+    start_index,
+    undecodable_name,
+    write_prepared,
+)
 from m3search.store.types import Chunk, Document, PreparedDocument
 from m3search.types import Output
 
@@ -65,9 +74,13 @@ def read_images(paths: Sequence[Path], *, max_bytes: int = DEFAULT_MAX_BYTES) ->
     seen: dict[str, str] = {}
     for argument in paths:
         if not argument.exists():
-            out.problems.append(Problem(str(argument), "no such file or directory"))
+            out.problems.append(Problem(printable(str(argument)), "no such file or directory"))
             continue
         for path, root in _walk(argument):
+            bad_name = undecodable_name(path)
+            if bad_name is not None:
+                out.problems.append(bad_name)
+                continue
             if not images.is_image_path(path):
                 out.problems.append(Problem(str(path), f"not an image ({', '.join(images.IMAGE_SUFFIXES)}); "
                                                        f"text goes into a collection of a text model"))

@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from m3search.errors import ConfigError, DocumentError
+from m3search.errors import ConfigError, DocumentError, InputError
 from m3search.models.encoder import Encoder
 from m3search.store.base import Store
 from m3search.store.chunking import chunk_text, chunk_texts
 from m3search.store.types import Document, EmbeddingConfig, EmbeddingSet, PreparedDocument
 from m3search.types import Embedding, Output
+from m3search.validation import check_json, check_string
 
 SUFFIXES = (".txt", ".md", ".jsonl")
 DEFAULT_MAX_BYTES = 10_000_000
@@ -41,10 +42,28 @@ class Sources:
     problems: list[Problem] = field(default_factory=list)
 
 
+def printable(text: str) -> str:
+    """``text`` as it can be printed and stored: bytes that were not UTF-8 (a file name's surrogate escapes) shown
+    as ``\\xe9``."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def undecodable_name(path: Path) -> Problem | None:
+    """A problem for a file whose name is not UTF-8 (a Latin-1 ``caf\\xe9.txt``): ids and sources are text."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return Problem(printable(str(path)), "file name is not valid UTF-8 (rename it: ids and sources are text)")
+    return None
+
+
 def check_text(source: str, raw: bytes, max_bytes: int) -> str:
     """The text of ``raw`` if it is a usable document, else :class:`DocumentError` saying why."""
     if len(raw) > max_bytes:
-        raise DocumentError(source, f"larger than {max_bytes} bytes (--max-bytes)")
+        error = DocumentError(source, f"larger than {max_bytes} bytes (--max-bytes)")
+        error.set_message(f"{source}: larger than {max_bytes} bytes", " (max_bytes)", cli=" (--max-bytes)",
+                          http=" (the server's limit)")
+        raise error
     if b"\x00" in raw:
         raise DocumentError(source, "contains NUL bytes (binary file?)")
     try:
@@ -66,6 +85,7 @@ def _jsonl(path: Path, raw: bytes, max_bytes: int, out: Sources) -> None:
             record = json.loads(line)
             if not isinstance(record, dict):
                 raise DocumentError(where, "not a JSON object")
+            _check_unicode(where, line, record)
             doc_id = record.get("_id", record.get("id"))
             if not isinstance(doc_id, str | int) or str(doc_id) == "":
                 raise DocumentError(where, "no '_id' or 'id'")
@@ -78,6 +98,8 @@ def _jsonl(path: Path, raw: bytes, max_bytes: int, out: Sources) -> None:
                 raise DocumentError(where, "'metadata' must be an object")
             if str(doc_id) in seen:
                 raise DocumentError(where, f"duplicate id '{doc_id}' in this file")
+            title = record.get("title") if isinstance(record.get("title"), str) else ""
+            check_document(Document(str(doc_id), text, str(path), title or "", metadata), where)
         except DocumentError as exc:
             out.problems.append(Problem(exc.source, exc.reason))
             continue
@@ -85,8 +107,32 @@ def _jsonl(path: Path, raw: bytes, max_bytes: int, out: Sources) -> None:
             out.problems.append(Problem(where, f"invalid JSON ({exc})"))
             continue
         seen.add(str(doc_id))
-        title = record.get("title") if isinstance(record.get("title"), str) else ""
         out.documents.append(Document(str(doc_id), text, str(path), title or "", metadata))
+
+
+def _check_unicode(where: str, line: bytes, record: dict[str, Any]) -> None:
+    """:class:`DocumentError` for a JSON line whose escapes make a lone surrogate (``"\\ud800"``) anywhere in the
+    record: not text that can be hashed or stored. Only lines with escapes are looked at twice."""
+    if b"\\u" not in line:
+        return
+    try:
+        json.dumps(record, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise DocumentError(where, "contains a lone surrogate escape (\\ud800-\\udfff): not valid Unicode "
+                                   "text") from None
+
+
+def check_document(doc: Document, where: str | None = None) -> Document:
+    """``doc`` if its id, title, text and metadata pass :mod:`m3search.validation` (no lone surrogate or NUL, bounded
+    metadata), else :class:`DocumentError` naming it: nothing that could not be hashed, stored or read back."""
+    source = where or f"document {doc.doc_id[:200]!r}"
+    try:
+        for field_name, value in (("id", doc.doc_id), ("title", doc.title), ("text", doc.text)):
+            check_string(field_name, value)
+        check_json("metadata", doc.metadata)
+    except InputError as exc:
+        raise DocumentError(source, str(exc)) from exc
+    return doc
 
 
 def _files(path: Path) -> Iterable[tuple[Path, Path]]:
@@ -102,9 +148,13 @@ def read_sources(paths: Sequence[Path], *, max_bytes: int = DEFAULT_MAX_BYTES) -
     out = Sources()
     for argument in paths:
         if not argument.exists():
-            out.problems.append(Problem(str(argument), "no such file or directory"))
+            out.problems.append(Problem(printable(str(argument)), "no such file or directory"))
             continue
         for path, root in _files(argument):
+            bad_name = undecodable_name(path)
+            if bad_name is not None:
+                out.problems.append(bad_name)
+                continue
             if path.suffix.lower() not in SUFFIXES:
                 out.problems.append(Problem(str(path), f"unsupported type (use {', '.join(SUFFIXES)})"))
                 continue
@@ -207,6 +257,8 @@ def plan_index(store: Store, encoder: Encoder, collection: str, documents: Seque
                overlap: int | None = None) -> IndexPlan:
     """Create the collection on first use (with this encoder's configuration) or check its model; keep the
     documents whose content hash changed."""
+    for doc in documents:  # before the collection is created or anything is hashed or written
+        check_document(doc)
     wanted = tuple(outputs or default_outputs(encoder))
     config = config_for(encoder, wanted)
     if collection in store.collections():

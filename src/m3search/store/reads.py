@@ -221,10 +221,11 @@ class SQLiteReads:
         if not scored:
             return []
         marks = ",".join("?" * len(scored))
-        rows = self._rows(f"SELECT k.id, d.doc_id, k.text, d.metadata FROM chunks k JOIN documents d "
-                          f"ON d.id = k.document_id WHERE k.id IN ({marks})", [c for c, _ in scored])
+        rows = self._rows(f"SELECT k.id, d.doc_id, k.text, d.metadata, k.ordinal, k.char_start, k.char_end "
+                          f"FROM chunks k JOIN documents d ON d.id = k.document_id WHERE k.id IN ({marks})",
+                          [c for c, _ in scored])
         found = {int(r[0]): r[1:] for r in rows}  # one query, not one per hit
-        return [Hit(c, found[c][0], float(score), found[c][1], json.loads(found[c][2]))
+        return [Hit(c, found[c][0], float(score), found[c][1], json.loads(found[c][2]), *found[c][3:])
                 for c, score in scored if c in found]
 
     def search_dense(self, name: str, config: EmbeddingConfig, query: FloatArray, k: int) -> list[Hit]:

@@ -189,11 +189,15 @@ class SQLiteStore(StoreBase, SQLiteReads, SQLiteCatalog):
             db.execute(_BUMP_COLLECTION, (cid,))
             for doc in docs:
                 d = doc.document
+                old = db.execute("SELECT id, created FROM documents WHERE collection_id = ? AND doc_id = ?",
+                                 (cid, d.doc_id)).fetchone()
                 db.execute("DELETE FROM documents WHERE collection_id = ? AND doc_id = ?", (cid, d.doc_id))
+                # A replaced document keeps its row id (its place in listings) and its creation time.
                 did = db.execute(
-                    "INSERT INTO documents(collection_id, doc_id, source, title, content_hash, metadata) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    (cid, d.doc_id, d.source, d.title, d.content_hash, json.dumps(d.metadata, ensure_ascii=False)),
+                    "INSERT INTO documents(id, collection_id, doc_id, source, title, content_hash, metadata, created) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, COALESCE(?, datetime('now')))",
+                    (old[0] if old else None, cid, d.doc_id, d.source, d.title, d.content_hash,
+                     json.dumps(d.metadata, ensure_ascii=False), old[1] if old else None),
                 ).lastrowid
                 for chunk, emb in zip(doc.chunks, doc.embeddings, strict=True):
                     chunk_id = db.execute(

@@ -109,3 +109,6 @@ class Hit:
     score: float
     text: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    ordinal: int | None = None  # the chunk's place in its document and its character span there
+    start: int | None = None
+    end: int | None = None

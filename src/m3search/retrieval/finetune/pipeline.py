@@ -22,7 +22,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from m3search import __version__
-from m3search.errors import InputError
+from m3search.errors import InputError, ParameterError
+from m3search.limits import MAX_K, MAX_NEGATIVES, MAX_QUERIES_PER_DOC
 from m3search.models.chat import ChatEndpoint
 from m3search.models.encoder import Encoder
 from m3search.retrieval.finetune.collection import CollectionData, load_collection
@@ -56,16 +57,16 @@ class GenerateOptions:
 
     def checked(self) -> GenerateOptions:
         """Validate; raises :class:`InputError` naming the bad value."""
-        for name, low, high in (("queries_per_doc", 1, 100), ("hard_negatives", 0, 100), ("negatives_skip", 0, 100),
-                                ("filter_k", 1, 1000)):
+        for name, low, high in (("queries_per_doc", 1, MAX_QUERIES_PER_DOC), ("hard_negatives", 0, MAX_NEGATIVES),
+                                ("negatives_skip", 0, MAX_NEGATIVES), ("filter_k", 1, MAX_K)):
             value = getattr(self, name)
-            if not isinstance(value, int) or not low <= value <= high:
-                raise InputError(f"{name} must be an integer from {low} to {high}, not {value!r}")
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+                raise ParameterError(name, f"must be an integer from {low} to {high}, not {value!r}")
         if not isinstance(self.validation_split, int | float) or not 0 <= self.validation_split < 1:
-            raise InputError(f"validation_split must be >= 0 and < 1, not {self.validation_split!r}")
+            raise ParameterError("validation_split", f"must be >= 0 and < 1, not {self.validation_split!r}")
         if self.negatives_strategy not in NEGATIVE_STRATEGIES:
-            raise InputError(f"negatives_strategy must be one of {', '.join(NEGATIVE_STRATEGIES)}, "
-                             f"not {self.negatives_strategy!r}")
+            raise ParameterError("negatives_strategy", f"must be one of {', '.join(NEGATIVE_STRATEGIES)}, not "
+                                                       f"{self.negatives_strategy!r}", flag="--negatives-from")
         if not isinstance(self.seed, int):
             raise InputError(f"seed must be an integer, not {self.seed!r}")
         if self.sentence_positive not in SENTENCE_POSITIVES:
@@ -178,25 +179,20 @@ def _deduplicated(candidates: Sequence[Candidate], report: GenerationReport) -> 
 
 def _top_documents(searcher: Searcher, collection: str, candidate: Candidate, embedding: Embedding | None,
                    strategy: str, k: int) -> list[str]:
-    """The first ``k`` distinct documents of a ``strategy`` search, with their best chunk's text."""
-    request = SearchRequest(strategy, k=3 * k, candidates=max(100, 3 * k))  # type: ignore[arg-type]
-    hits = searcher.search_embedded(collection, candidate.query, embedding, request).hits
-    return list(dict.fromkeys(h.document_id for h in hits))[:k]
+    """The first ``k`` documents of a ``strategy`` search (each ranked by its best chunk)."""
+    request = SearchRequest(strategy, k=k, group_by="document")  # type: ignore[arg-type]
+    return [h.document_id for h in searcher.search_embedded(collection, candidate.query, embedding, request).hits]
 
 
 def _negatives(searcher: Searcher, collection: str, candidate: Candidate, embedding: Embedding | None,
                options: GenerateOptions) -> tuple[str, ...]:
     if options.hard_negatives == 0:
         return ()
-    depth = 3 * (options.negatives_skip + options.hard_negatives) + 10
-    request = SearchRequest(options.negatives_strategy, k=depth,  # type: ignore[arg-type]
-                            candidates=max(100, depth))
-    best: dict[str, str] = {}  # document -> its best chunk's text, in rank order
-    for hit in searcher.search_embedded(collection, candidate.query, embedding, request).hits:
-        if hit.document_id != candidate.doc_id:
-            best.setdefault(hit.document_id, hit.text)
-    wanted = list(best.values())[options.negatives_skip:]
-    return tuple(wanted[:options.hard_negatives])
+    wanted = options.negatives_skip + options.hard_negatives + 1  # + the candidate's own document
+    request = SearchRequest(options.negatives_strategy, k=wanted, group_by="document")  # type: ignore[arg-type]
+    hits = searcher.search_embedded(collection, candidate.query, embedding, request).hits
+    best = [hit.text for hit in hits if hit.document_id != candidate.doc_id]  # each document's best chunk
+    return tuple(best[options.negatives_skip:][:options.hard_negatives])
 
 
 def _examples(searcher: Searcher, collection: str, data: CollectionData, candidates: Sequence[Candidate],

@@ -84,7 +84,9 @@ def get_config(config_id: str, request: Request) -> NamedConfigOut:
 @router.put("/embedding-configs/{config_id}", response_model=NamedConfigOut)
 def put_config(config_id: str, body: NamedConfigIn, request: Request, response: Response) -> NamedConfigOut:
     """Create or replace (sets made from the old version keep their vectors and fingerprints)."""
-    config = validate_config(body.model_copy(update={"id": config_id}))
+    if body.id != config_id:
+        raise InputError(f"id {body.id!r} differs from the id in the path ({config_id!r}); send the same one")
+    config = validate_config(body)
     if service_of(request).store.put_named_config(config_id, config.model_dump()):
         response.status_code = 201
     return config

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Query, Request, Response
 
 from m3search.errors import DocumentError, NotFoundError
+from m3search.limits import MAX_PAGE
 from m3search.server.routes.common import ERRORS, service_of
 from m3search.server.schemas import (
     AutoEmbedRules,
@@ -92,8 +93,12 @@ def add_documents(name: str, body: DocumentsIn, request: Request) -> DocumentsWr
     return write(service, name, _documents(body.documents))
 
 
-@router.put("/{name}/documents/{doc_id}", response_model=DocumentsWritten)
+@router.put("/{name}/documents/{doc_id:path}", response_model=DocumentsWritten)
 def put_document(name: str, doc_id: str, body: DocumentUpdate, request: Request) -> DocumentsWritten:
+    """Replace one document (ids may hold '/', as the CLI makes them from subfolders: ``sub%2Fdir%2Ffile.md``)."""
+    if body.id is not None and body.id != doc_id:
+        raise DocumentError(f"id {body.id!r}", f"differs from the id in the path ({doc_id!r}); a PUT replaces the "
+                            "document its path names: omit 'id' or send the same one")
     service = service_of(request)
     service.store.active_set(name)
     item = DocumentIn(id=doc_id, text=body.text, title=body.title, metadata=body.metadata)
@@ -101,7 +106,7 @@ def put_document(name: str, doc_id: str, body: DocumentUpdate, request: Request)
 
 
 @router.get("/{name}/documents", response_model=DocumentList)
-def list_documents(name: str, request: Request, limit: int = Query(100, ge=1, le=1000),
+def list_documents(name: str, request: Request, limit: int = Query(100, ge=1, le=MAX_PAGE),
                    offset: int = Query(0, ge=0)) -> DocumentList:
     store = service_of(request).store
     total, _ = store.counts(name)
@@ -110,7 +115,7 @@ def list_documents(name: str, request: Request, limit: int = Query(100, ge=1, le
                         documents=[DocumentOut(**d) for d in store.documents(name, limit, offset)])
 
 
-@router.get("/{name}/documents/{doc_id}", response_model=DocumentOut)
+@router.get("/{name}/documents/{doc_id:path}", response_model=DocumentOut)
 def get_document(name: str, doc_id: str, request: Request) -> DocumentOut:
     store = service_of(request).store
     store.collection_settings(name)
@@ -120,7 +125,7 @@ def get_document(name: str, doc_id: str, request: Request) -> DocumentOut:
     return DocumentOut(**found[0])
 
 
-@router.delete("/{name}/documents/{doc_id}", status_code=204)
+@router.delete("/{name}/documents/{doc_id:path}", status_code=204)
 def delete_document(name: str, doc_id: str, request: Request) -> Response:
     if service_of(request).store.delete_documents(name, [doc_id]) == 0:
         raise NotFoundError(f"no document '{doc_id}' in collection '{name}'")

@@ -51,7 +51,7 @@ def start_generate(body: FineTuneGenerateIn, request: Request) -> FineTuneJobOut
     service = service_of(request)
     target = service.store.active_set(body.collection)  # 404 for an unknown collection, before any work
     endpoint = (configured_endpoint(service.settings, "LLM query generation on this server", model=body.llm.model,
-                                    how=" when starting it (or generate offline: leave out 'llm')")
+                                    http_how=" when starting it (or generate offline: leave out 'llm')")
                 if body.llm is not None else None)
     options = GenerateOptions(body.queries_per_doc, body.validation_split, body.hard_negatives, body.negatives_skip,
                               body.negatives_strategy, body.filter_k, body.seed, endpoint,

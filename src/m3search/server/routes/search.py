@@ -9,6 +9,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from m3search.errors import InputError
+from m3search.limits import MAX_CANDIDATES, MAX_K, MAX_QUERY_CHARS, MAX_RERANK_K
 from m3search.retrieval.rerank import RerankerPool
 from m3search.retrieval.search import Searcher
 from m3search.retrieval.strategies import required_outputs
@@ -23,7 +24,8 @@ router = APIRouter(prefix="/api/v1", tags=["search"], responses=ERRORS)
 async def run_search(request: Request, body: SearchBody) -> Response:
     service = service_of(request)
     search = SearchRequest(body.strategy, body.k, body.filters, body.rrf_k, body.weights, body.candidates,
-                           body.coarse_dim, body.coarse_k, body.fusion, rerank=body.rerank, rerank_k=body.rerank_k)
+                           body.coarse_dim, body.coarse_k, body.fusion, rerank=body.rerank, rerank_k=body.rerank_k,
+                           group_by=body.group_by)
     search.checked()
     rerankers = RerankerPool(service.settings)  # cross-encoders are shared by the process, loaded once
     if search.rerank is not None:
@@ -53,19 +55,21 @@ async def search_post(body: SearchBody, request: Request) -> Response:
 @router.get("/search", response_model=SearchResponse)
 async def search_get(
     request: Request,
-    q: str = Query(min_length=1, max_length=10_000),
+    q: str = Query(min_length=1, max_length=MAX_QUERY_CHARS),
     collection: str = Query(),
     strategy: str = Query("hybrid", description=f"one of {', '.join(STRATEGIES)}"),
-    k: int = Query(10, ge=1, le=1000),
+    k: int = Query(10, ge=1, le=MAX_K),
     coarse_dim: int | None = None,
-    coarse_k: int = Query(100, ge=1, le=10_000),
+    coarse_k: int = Query(100, ge=1, le=MAX_CANDIDATES),
     rrf_k: int | None = Query(None, ge=0, description="hybrid's RRF constant (default: the collection's)"),
     fusion: Literal["max", "rrf", "dbsf", "minmax"] | None = Query(
         None, description="how hybrid fuses (default: the collection's saved setting, else the built-in one)"),
-    candidates: int = Query(100, ge=1, le=10_000),
+    candidates: int = Query(100, ge=1, le=MAX_CANDIDATES),
     filter: list[str] | None = Query(None, description="key=value, repeatable; values are JSON-typed"),
     rerank: str | None = Query(None, description="a cross-encoder's name, or 'llm'"),
-    rerank_k: int = Query(50, ge=1, le=1000, description="first-stage candidates the reranker reorders (>= k)"),
+    rerank_k: int = Query(50, ge=1, le=MAX_RERANK_K, description="first-stage candidates the reranker reorders (>= k)"),
+    group_by: Literal["document", "chunk"] = Query(
+        "document", description="one hit per document (its best chunk), or every matching chunk"),
 ) -> Response:
     """The same search from a URL: ``?q=...&collection=...&strategy=two_stage&coarse_dim=64&coarse_k=100``."""
     if strategy not in STRATEGIES:
@@ -75,5 +79,5 @@ async def search_get(
         filters.setdefault(key, []).append(value)
     body = SearchBody(q=q, collection=collection, strategy=strategy, k=k, filters=filters or None,  # type: ignore[arg-type]
                       rrf_k=rrf_k, fusion=fusion, candidates=candidates, coarse_dim=coarse_dim,
-                      coarse_k=coarse_k, rerank=rerank, rerank_k=rerank_k)
+                      coarse_k=coarse_k, rerank=rerank, rerank_k=rerank_k, group_by=group_by)
     return await run_search(request, body)

@@ -122,14 +122,25 @@ def numeric(value: Scalar) -> bool:
     return isinstance(value, int | float)
 
 
-def filter_payload(metadata: Mapping[str, Any]) -> dict[str, Scalar]:
-    """The payload that filters run on: the metadata's scalars, booleans as 1/0.
+def _filterable(value: Any) -> Scalar:
+    return int(value) if isinstance(value, bool) else value
 
-    This is SQLite's ``json_extract`` semantics (true = 1; lists and objects never equal a scalar), and it avoids
-    matching booleans in the engine (qdrant-edge 0.9 matches no boolean value).
+
+def filter_payload(metadata: Mapping[str, Any]) -> dict[str, Scalar | list[Scalar]]:
+    """The payload that filters run on: the metadata's scalars, booleans as 1/0, and lists of its scalars (null
+    elements left out), which Qdrant matches element by element.
+
+    This is the SQLite store's semantics (true = 1; a list matches a value it contains; objects match nothing;
+    null matches a null value only), and it avoids matching booleans in the engine (qdrant-edge 0.9 matches no
+    boolean value).
     """
-    return {k: int(v) if isinstance(v, bool) else v for k, v in metadata.items()
-            if v is None or isinstance(v, str | int | float)}
+    payload: dict[str, Scalar | list[Scalar]] = {}
+    for key, value in metadata.items():
+        if value is None or isinstance(value, str | int | float):
+            payload[key] = _filterable(value)
+        elif isinstance(value, list):
+            payload[key] = [_filterable(v) for v in value if isinstance(v, str | int | float)]
+    return payload
 
 
 def field_kind(values: Sequence[Scalar]) -> Literal["keyword", "float"] | None:

@@ -17,7 +17,7 @@ from m3search.store.reads import SparseRows, TermCounts
 from m3search.store.types import Chunk, Document, EmbeddingConfig, EmbeddingSet, Hit, PreparedDocument
 from m3search.types import Embedding, FloatArray, IntArray, SparseVector
 
-_DOC_FIELDS = ["doc_id", "title", "source", "metadata", "content_hash", "written"]
+_DOC_FIELDS = ["doc_id", "title", "source", "metadata", "content_hash", "written", "created"]
 
 
 def config_of(body: dict[str, Any]) -> EmbeddingConfig:
@@ -104,7 +104,8 @@ class QdrantReads:
             raise StoreError("a Qdrant store needs the collection to look hits up in")
         found = {p.id: p.payload for p in self.driver.retrieve(self._records(collection), [c for c, _ in scored],
                                                                 vectors=False)}
-        return [Hit(c, found[c]["doc_id"], float(s), found[c][TEXT], found[c].get("metadata") or {})
+        return [Hit(c, found[c]["doc_id"], float(s), found[c][TEXT], found[c].get("metadata") or {},
+                    found[c].get("ordinal"), found[c].get("start"), found[c].get("end"))
                 for c, s in scored if c in found]
 
     # bulk reads -------------------------------------------------------------------------------------------
@@ -176,7 +177,8 @@ class QdrantReads:
         """Documents of ``name`` in the order they were first written, with chunk counts (the SQLite listing)."""
         docs = list(self._documents(name, Where(doc_ids=[doc_id] if doc_id is not None else None)).values())
         return [{"id": d["doc_id"], "title": d["title"], "source": d["source"], "metadata": d["metadata"],
-                 "content_hash": d["content_hash"], "created": d["written"], "updated": d["written"],
+                 "content_hash": d["content_hash"], "created": d.get("created") or d["written"],
+                 "updated": d["written"],
                  "chunks": d["chunks"]} for d in docs[offset: offset + limit]]
 
     def export_documents(self, name: str) -> Iterator[PreparedDocument]:

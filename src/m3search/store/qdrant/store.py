@@ -195,14 +195,19 @@ class QdrantStore(StoreBase, QdrantReads):
             fingerprint = target.config.fingerprint
             chunk_id = self._allocate(sum(len(d.chunks) for d in docs))
             records, vectors, fresh = [], [], []
+            now = _now()
+            known = self._documents(target.collection, Where(doc_ids=[d.document.doc_id for d in docs]))
             for doc in docs:
                 d = doc.document
+                old = known.get(d.doc_id)  # a replaced document keeps its creation time
+                created = (old.get("created") or old["written"]) if old is not None else now
                 for chunk, emb in zip(doc.chunks, doc.embeddings, strict=True):
                     payload = {"doc_id": d.doc_id, "source": d.source, "title": d.title,
                                "content_hash": d.content_hash, "metadata": d.metadata,
                                "filter": filter_payload(d.metadata), TEXT: chunk.text,
                                "ordinal": chunk.ordinal, "start": chunk.start, "end": chunk.end,
-                               "tokens": chunk.tokens, "fingerprint": fingerprint, "written": _now()}
+                               "tokens": chunk.tokens, "fingerprint": fingerprint, "written": now,
+                               "created": created}
                     point = Point(chunk_id, payload, _vectors(emb, target.config.outputs))
                     fresh.append(chunk_id)
                     chunk_id += 1

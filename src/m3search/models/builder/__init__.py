@@ -1,0 +1,54 @@
+"""The torch-free model builder: ONNX graphs written straight from a checkpoint's safetensors.
+
+:func:`build` writes ``model.fp32.onnx`` and ``model.int8.onnx`` (each with its ``.data`` file) in two passes over
+the checkpoint, one tensor in memory at a time; INT8 weights are quantized as they are written. Families: BERT and
+XLM-RoBERTa encoders (``hidden``), BGE-M3 with its ColBERT and sparse heads (``m3``), SPLADE's masked-LM head
+(``splade``) and sequence-classification rerankers (``classifier``). Anything else (other architectures, pickled
+``pytorch_model.bin``-only checkpoints) goes through the torch exporter of the ``export`` extra.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from m3search.models.builder.heads import Kind, write_graph
+from m3search.models.registry import ModelSpec
+
+FAMILIES = ("bert", "xlm-roberta", "roberta")
+QUANTIZATION = {
+    "method": "build-time",
+    "weights": "int8",
+    "per_channel": True,
+    "symmetric": True,
+    "activations": "uint8",
+    "activation_scale": "per row (token), at run time: a text's vector does not depend on its batch",
+    "ops": ["MatMulIntegerToFloat"],
+}
+
+
+def graph_kind(spec: ModelSpec) -> Kind:
+    """What the graph of an embedding model outputs."""
+    if "colbert" in spec.outputs:
+        return "m3"
+    if spec.pooling == "splade":
+        return "splade"
+    return "hidden"
+
+
+def supports(src: Path) -> bool:
+    """Whether the builder can read this checkpoint (a BERT-like architecture with safetensors weights)."""
+    try:
+        config = json.loads((src / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return (isinstance(config, dict) and config.get("model_type") in FAMILIES
+            and any(p.stem not in ("colbert_linear", "sparse_linear") for p in src.glob("*.safetensors")))
+
+
+def build(kind: Kind, src: Path, work: Path, *, int8_embeddings: bool) -> dict[str, Any]:
+    """Write both graphs into ``work``; returns the facts for the manifest (inputs, outputs, sizes)."""
+    facts = write_graph(kind, src, work / "model.fp32.onnx", int8=False)
+    write_graph(kind, src, work / "model.int8.onnx", int8=True, int8_embeddings=int8_embeddings)
+    return facts

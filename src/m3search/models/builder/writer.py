@@ -1,0 +1,174 @@
+"""Writing an ONNX graph node by node, its weights streamed into one external data file as they are made.
+
+Each weight goes to the data file the moment it is added (aligned to 64 KiB, so ONNX Runtime can map it), and
+only its location stays in memory: a graph of any size is written holding one tensor at a time.
+
+:meth:`GraphWriter.linear` is where precision is decided. In fp32 it is a MatMul. In int8 the weight is quantized
+per output channel (symmetric int8) when written, and the activation per row (per token), symmetric around 128
+in uint8, at run time: the scale of a row depends on that row alone, so a text gets the same vector whatever
+else is in its batch. The integer product is exact (MatMulInteger, u8 x s8, the fast kernels); the float result
+is ``int32 * row_scale * column_scale``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ALIGN = 1 << 16
+MS = "com.microsoft"
+OPSET = 17
+_TYPES = {np.dtype(np.float32): 1, np.dtype(np.uint8): 2, np.dtype(np.int8): 3, np.dtype(np.int32): 6,
+          np.dtype(np.int64): 7}
+
+
+def quantize_columns(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 per output column of a ``[in, out]`` matrix: (int8 weights, float32 scales)."""
+    scale = np.maximum(np.abs(weight).max(axis=0), 1e-12).astype(np.float32) / 127.0
+    quantized = np.clip(np.rint(weight / scale), -127, 127).astype(np.int8)
+    return quantized, scale.astype(np.float32)
+
+
+def quantize_rows(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 per row of an embedding table: (int8 rows, float32 scales)."""
+    scale = np.maximum(np.abs(table).max(axis=1), 1e-12).astype(np.float32) / 127.0
+    quantized = np.clip(np.rint(table / scale[:, None]), -127, 127).astype(np.int8)
+    return quantized, scale
+
+
+class GraphWriter:
+    """Accumulates nodes, inputs and outputs; weights go straight to ``<graph>.data``.
+
+    Args:
+        path: the ``.onnx`` file to write (its data file is ``path`` + ``.data``).
+        int8: whether :meth:`linear` quantizes weights and activations (ONNX Runtime's INT8 graph).
+        weights_only: int8 weights dequantized in the graph, float activations (OpenVINO's INT8 graph).
+    """
+
+    def __init__(self, path: Path, *, int8: bool, weights_only: bool = False) -> None:
+        import onnx
+
+        self._onnx = onnx
+        self.path = path
+        self.int8 = int8 and not weights_only
+        self.weights_only = weights_only
+        self._data_name = path.name + ".data"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._data = (path.parent / self._data_name).open("wb")
+        self._offset = 0
+        self.nodes: list[Any] = []
+        self.initializers: list[Any] = []
+        self.inputs: list[Any] = []
+        self.outputs: list[Any] = []
+        self._count = 0
+        self._row_zero: str | None = None
+
+    # -- names, constants and weights --
+    def name(self, stem: str) -> str:
+        self._count += 1
+        return f"{stem}_{self._count}"
+
+    def weight(self, name: str, array: np.ndarray) -> str:
+        """Write ``array`` to the data file (small ones inline) and return its initializer name."""
+        from onnx import numpy_helper
+
+        array = np.asarray(array)  # (not ascontiguousarray: it turns scalars into 1-element vectors)
+        if not array.flags.c_contiguous:
+            array = array.copy()
+        if array.nbytes < 1024:
+            self.initializers.append(numpy_helper.from_array(array, name))
+            return name
+        return self.weight_blocks(name, array.shape, array.dtype, [array])
+
+    def weight_blocks(self, name: str, shape: tuple[int, ...], dtype: Any, blocks: Any) -> str:
+        """Write a tensor given as consecutive row blocks (never whole in memory)."""
+        pad = -self._offset % ALIGN
+        self._data.write(b"\0" * pad)
+        start = self._offset = self._offset + pad
+        for block in blocks:
+            data = np.ascontiguousarray(block, dtype=dtype).tobytes()
+            self._data.write(data)
+            self._offset += len(data)
+        tensor = self._onnx.TensorProto()
+        tensor.name, tensor.data_type = name, _TYPES[np.dtype(dtype)]
+        tensor.dims.extend(int(d) for d in shape)
+        location = (("location", self._data_name), ("offset", str(start)), ("length", str(self._offset - start)))
+        for key, value in location:
+            entry = tensor.external_data.add()
+            entry.key, entry.value = key, value
+        tensor.data_location = self._onnx.TensorProto.EXTERNAL
+        self.initializers.append(tensor)
+        return name
+
+    def const(self, array: Any, dtype: Any = np.int64) -> str:
+        return self.weight(self.name("const"), np.asarray(array, dtype=dtype))
+
+    # -- nodes --
+    def op(self, op_type: str, inputs: list[str], *, outputs: int = 1, domain: str = "", **attrs: Any) -> Any:
+        """Add a node; returns its output name (or a list of names when ``outputs`` > 1)."""
+        node_name = self.name(op_type)
+        names = [f"{node_name}:{i}" for i in range(outputs)]
+        node = self._onnx.helper.make_node(op_type, inputs, names, name=node_name, domain=domain, **attrs)
+        self.nodes.append(node)
+        return names[0] if outputs == 1 else names
+
+    def input(self, name: str, elem: int, shape: list[Any]) -> str:
+        self.inputs.append(self._onnx.helper.make_tensor_value_info(name, elem, shape))
+        return name
+
+    def output(self, source: str, name: str, shape: list[Any]) -> None:
+        self.nodes.append(self._onnx.helper.make_node("Identity", [source], [name], name=self.name("out")))
+        self.outputs.append(self._onnx.helper.make_tensor_value_info(name, 1, shape))
+
+    def matrix(self, name: str, matrix: np.ndarray) -> str:
+        """A float ``[in, out]`` weight: stored as is, or (``weights_only``) as int8 columns dequantized in the graph.
+
+        The weights-only form is what OpenVINO's CPU plugin runs as compressed weights (INT8 storage, its own
+        dynamic quantization of activations); ONNX Runtime would dequantize the whole matrix on every run.
+        """
+        if not self.weights_only:
+            return self.weight(name, matrix)
+        quantized, scales = quantize_columns(matrix)
+        return str(self.op("DequantizeLinear", [self.weight(name + ".int8", quantized),
+                                                self.weight(name + ".scale", scales)], axis=1))
+
+    # -- the precision-dependent linear layer --
+    def linear(self, x: str, weight: np.ndarray, name: str, rows_shape: str) -> str:
+        """``x @ weight.T`` for a torch-layout ``[out, in]`` weight, without the bias (callers fuse it).
+
+        ``x`` is ``[..., in]``; ``rows_shape`` is the shape of ``x`` without its last axis (an int64 tensor).
+        """
+        matrix = np.ascontiguousarray(weight.T)
+        if not self.int8:
+            return str(self.op("MatMul", [x, self.matrix(name, matrix)]))
+        quantized, scales = quantize_columns(matrix)
+        w = self.weight(name + ".int8", quantized)
+        w_scale = self.weight(name + ".scale", scales)
+        out = matrix.shape[1]
+        flat = self.op("Reshape", [x, self.const([-1, matrix.shape[0]])])
+        row_scale = self.op("Div", [self.op("ReduceMax", [self.op("Abs", [flat])], axes=[1], keepdims=0),
+                                    self.const(127.0, np.float32)])
+        row_scale = self.op("Max", [row_scale, self.const(1e-12, np.float32)])
+        zero = self.op("Expand", [self.const(128, np.uint8), self.op("Shape", [row_scale])])
+        q = self.op("QuantizeLinear", [flat, row_scale, zero], axis=0)
+        product = self.op("MatMulIntegerToFloat", [q, w, self.const(1.0, np.float32), w_scale,
+                                                    self.const(128, np.uint8)], domain=MS)
+        result = self.op("Mul", [product, self.op("Unsqueeze", [row_scale, self.const([1])])])
+        shape = self.op("Concat", [rows_shape, self.const([out])], axis=0)
+        return str(self.op("Reshape", [result, shape]))
+
+    def save(self, producer: str) -> None:
+        """Write the graph file; the data file is complete once this returns."""
+        self._data.close()
+        onnx = self._onnx
+        graph = onnx.helper.make_graph(self.nodes, "m3search", self.inputs, self.outputs, self.initializers)
+        model = onnx.helper.make_model(
+            graph, producer_name=producer,
+            opset_imports=[onnx.helper.make_opsetid("", OPSET), onnx.helper.make_opsetid(MS, 1)])
+        model.ir_version = 8
+        self.path.write_bytes(model.SerializeToString())
+
+    def abort(self) -> None:
+        self._data.close()
