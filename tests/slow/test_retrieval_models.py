@@ -56,9 +56,9 @@ def test_minilm_fusions_on_debian_faq(settings: Settings) -> None:
     encoder = load_encoder("all-minilm-l6-v2", settings=settings)
     report = evaluate(load_dataset(DATA / "debian-faq" / "en"), encoder, ["bm25", "dense", "hybrid", "weighted"])
     ndcg = {s.strategy: s.metrics["ndcg@10"] for s in report.scores}
-    # measured (benchmarks/results/quality.md): bm25 0.52, dense 0.71, hybrid 0.68, weighted 0.74
+    # measured (benchmarks/results/quality.md): bm25 0.52, dense 0.70, hybrid 0.735, weighted 0.735
     assert ndcg["dense"] > 0.6 and ndcg["bm25"] > 0.45, ndcg
-    assert ndcg["hybrid"] > ndcg["bm25"] + 0.05, ndcg  # RRF lifts bm25 a long way, without reaching dense here
+    assert ndcg["hybrid"] >= max(ndcg["dense"], ndcg["bm25"]) - 0.005, ndcg  # the default fusion never loses
     assert ndcg["weighted"] >= ndcg["dense"] - 0.01, ndcg
 
 
@@ -69,6 +69,7 @@ def test_splade_sparse_search_finds_faq_answers(settings: Settings, tmp_path: Pa
     scores = {s.strategy: s.metrics for s in report.scores}
     assert scores["sparse"]["ndcg@10"] > 0.3 and scores["sparse"]["recall@100"] > 0.7
     assert report.scores[1].strategy == "hybrid"  # sparse + bm25 for a sparse-only model
+    assert scores["hybrid"]["ndcg@10"] >= scores["sparse"]["ndcg@10"] - 0.005  # measured: 0.570 vs 0.569
 
 
 def test_bge_m3_all_equals_the_reference_score_combination(tiny_m3_dir: Path, settings: Settings,

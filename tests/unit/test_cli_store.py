@@ -81,7 +81,7 @@ def test_store_urls_and_migrate_store(corpus: Path, tmp_path: Path, capsys: pyte
                         "--json"], capsys)
     assert code == 0 and json.loads(out)["fusion"] == "dbsf" and json.loads(out)["hits"]
     code, _, err = run(["search", "plate", "-c", "kb", "-m", "hash", "--store", edge, "--fusion", "magic"], capsys)
-    assert code == 2 and "fusion must be rrf or dbsf" in err
+    assert code == 2 and "fusion must be one of max, rrf, dbsf, minmax" in err
     code, _, err = run(["search", "plate", "-c", "kb", "-m", "hash", "--store", edge, "-s", "two_stage"], capsys)
     assert code == 2 and "not supported by Qdrant stores" in err
     code, _, err = run(["migrate-store", "--from", sqlite, "--to", edge], capsys)

@@ -15,7 +15,7 @@ from m3search.models.hashing import HashEncoder
 from m3search.models.pooled import OnnxEncoder
 from m3search.models.registry import get_spec
 from m3search.models.scores import colbert_score, lexical_matching_score
-from m3search.retrieval.fusion import rrf
+from m3search.retrieval.fusion import dbsf, rrf, weighted
 from m3search.retrieval.memory import IndexCache
 from m3search.retrieval.search import Searcher
 from m3search.retrieval.types import SearchRequest
@@ -116,22 +116,41 @@ def test_bm25_with_filters(filled: tuple[SQLiteStore, list[PreparedDocument]]) -
     assert all(h.breakdown["bm25"].score > 0 for h in result.hits)
 
 
-def test_hybrid_is_rrf_of_dense_and_sparse_and_explains_each_hit(
-        filled: tuple[SQLiteStore, list[PreparedDocument]]) -> None:
+@pytest.mark.parametrize("weights", [{"dense": 1.0, "sparse": 1.0}, {"dense": 0.7, "sparse": 0.3}])
+def test_hybrid_is_weighted_rrf_of_dense_and_sparse_and_explains_each_hit(
+        filled: tuple[SQLiteStore, list[PreparedDocument]], weights: dict[str, float]) -> None:
     store, _ = filled
     query = _query(7)
     searcher = _searcher(store)
     dense = searcher.search_embedded("kb", "", query, SearchRequest("dense", k=100))
     sparse = searcher.search_embedded("kb", "", query, SearchRequest("sparse", k=100))
-    hybrid = searcher.search_embedded("kb", "", query, SearchRequest("hybrid", k=10, rrf_k=30))
+    hybrid = searcher.search_embedded("kb", "", query, SearchRequest("hybrid", k=10, rrf_k=30, fusion="rrf",
+                                                                     weights=weights))
     expected = rrf({"dense": [(h.chunk_id, h.score) for h in dense.hits],
-                    "sparse": [(h.chunk_id, h.score) for h in sparse.hits]}, 30)[:10]
+                    "sparse": [(h.chunk_id, h.score) for h in sparse.hits]}, 30, weights)[:10]
     assert [(h.chunk_id, h.score) for h in hybrid.hits] == [(c, pytest.approx(s)) for c, s in expected]
     assert hybrid.retrievers == ("dense", "sparse") and hybrid.details["rrf_k"] == 30
+    assert hybrid.details["fusion"] == "rrf" and hybrid.details["weights"] == weights
     for hit in hybrid.hits:
         parts = hit.breakdown
-        assert hit.score == pytest.approx(sum(1 / (30 + c.rank) for c in parts.values()))
+        assert hit.score == pytest.approx(sum(weights[n] / (30 + c.rank) for n, c in parts.items()))
         assert parts["dense"].score == pytest.approx(next(h.score for h in dense.hits if h.chunk_id == hit.chunk_id))
+
+
+def test_hybrid_score_fusions_equal_the_fusion_functions(filled: tuple[SQLiteStore, list[PreparedDocument]]) -> None:
+    store, _ = filled
+    query = _query(9)
+    searcher = _searcher(store)
+    parts = {name: [(h.chunk_id, h.score) for h in
+                    searcher.search_embedded("kb", "", query, SearchRequest(name, k=100)).hits]  # type: ignore[arg-type]
+             for name in ("dense", "sparse")}
+    weights = {"dense": 0.8, "sparse": 0.2}
+    for fusion, function in (("minmax", weighted), ("dbsf", dbsf)):
+        found = searcher.search_embedded("kb", "", query, SearchRequest("hybrid", k=10, fusion=fusion,  # type: ignore[arg-type]
+                                                                        weights=weights))
+        expected = function(parts, weights)[:10]
+        assert [(h.chunk_id, h.score) for h in found.hits] == [(c, pytest.approx(s)) for c, s in expected]
+        assert "rrf_k" not in found.details
 
 
 def test_weighted_uses_normalised_scores(filled: tuple[SQLiteStore, list[PreparedDocument]]) -> None:

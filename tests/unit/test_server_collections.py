@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from m3search.retrieval.defaults import save_fusion
+from m3search.retrieval.fusion import FusionSettings
 from tests.http import DOCS
 from tests.http import expect_error as _error
 from tests.references import import_or_skip
@@ -93,6 +95,7 @@ def test_documents_search_and_breakdowns(client: TestClient) -> None:
     dbsf = client.get("/api/v1/search", params={"q": "laminar wing flow", "collection": "kb", "strategy": "hybrid",
                                                 "fusion": "dbsf"}).json()
     assert dbsf["hits"][0]["document_id"] == "wing" and dbsf["fusion"] == "dbsf" and "rrf_k" not in dbsf
+    _check_fusion_settings(client)
     two = client.get("/api/v1/search", params={"q": "wing flow", "collection": "kb", "strategy": "two_stage",
                                                "coarse_dim": 16, "coarse_k": 3})
     if client.get("/health").status_code == 200 and two.status_code == 400:  # a Qdrant store: one dim per vector
@@ -105,6 +108,22 @@ def test_documents_search_and_breakdowns(client: TestClient) -> None:
     _error(client.get("/api/v1/search", params={"q": "wing", "collection": "kb", "strategy": "magic"}), 400)
     _error(client.get("/api/v1/search", params={"q": "wing", "collection": "nope"}), 404, "collection_not_found")
     _error(client.get("/api/v1/search", params={"q": "", "collection": "kb"}), 400)
+
+
+def _check_fusion_settings(client: TestClient) -> None:
+    """hybrid over HTTP: weights and fusion from the request, else the collection's saved settings (eval --tune)."""
+    body = {"q": "laminar wing flow", "collection": "kb", "k": 3}
+    posted = client.post("/api/v1/search", json={**body, "fusion": "minmax", "weights": {"dense": 0.9, "sparse": 0.1}})
+    assert posted.json()["fusion"] == "minmax" and posted.json()["weights"] == {"dense": 0.9, "sparse": 0.1}
+    store = client.app.state.service.store  # type: ignore[attr-defined]
+    save_fusion(store, store.active_set("kb"), FusionSettings("rrf", {"dense": 0.25, "sparse": 0.75}, 3))
+    tuned = client.post("/api/v1/search", json=body).json()
+    assert tuned["tuned"] == {"fusion": "rrf", "weights": {"dense": 0.25, "sparse": 0.75}, "rrf_k": 3}
+    assert (tuned["fusion"], tuned["rrf_k"], tuned["weights"]) == ("rrf", 3, {"dense": 0.25, "sparse": 0.75})
+    explicit = client.get("/api/v1/search", params={**body, "rrf_k": 3, "fusion": "rrf"}).json()
+    assert [h["score"] for h in explicit["hits"]] == [h["score"] for h in tuned["hits"]]
+    assert client.get("/api/v1/search", params={**body, "rrf_k": 50}).json()["rrf_k"] == 50
+    _error(client.post("/api/v1/search", json={**body, "fusion": "magic"}), 400)
 
 
 def test_search_returns_documents_unless_asked_for_chunks(client: TestClient) -> None:

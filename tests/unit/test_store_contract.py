@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 
 from m3search.errors import CollectionNotFoundError, ConfigError, ModelMismatchError, StoreError
+from m3search.retrieval.defaults import save_fusion, saved_fusion
+from m3search.retrieval.fusion import FusionSettings
 from m3search.retrieval.search import Searcher
 from m3search.retrieval.types import SearchRequest
 from m3search.store.base import Store
@@ -110,7 +112,10 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
     ("hybrid", {"rrf_k": 5}), ("weighted", {}), ("all", {}), ("dense", {"filters": {"group": "even"}}),
     ("hybrid", {"filters": {"n": [1, 2, 3, 4, 5, 6, 7, 8]}}), ("sparse", {"filters": {"score": 2.5}}),
     ("dense", {"filters": {"flag": True}}), ("dense", {"filters": {"maybe": None}}),
-    ("all", {"filters": {"group": ["odd"]}}),
+    ("all", {"filters": {"group": ["odd"]}}), ("hybrid", {"weights": {"dense": 0.8, "sparse": 0.2}}),
+    ("hybrid", {"fusion": "rrf", "rrf_k": 10, "weights": {"dense": 0.3, "sparse": 0.7}}),
+    ("hybrid", {"fusion": "minmax", "weights": {"dense": 0.6, "sparse": 0.4}}),
+    ("hybrid", {"fusion": "dbsf", "weights": {"dense": 0.5, "sparse": 1.5}, "filters": {"group": "odd"}}),
 ])
 def test_same_documents_give_the_same_exact_results(store: Store, reference: Store, strategy: str,
                                                      extra: dict[str, object]) -> None:
@@ -313,3 +318,16 @@ def test_pending_walks_forward_and_sees_chunks_added_meanwhile(store: Store) -> 
         rest += [text for _, text in batch]
     assert "late text" in rest and store.pending_count(building) == 0
     assert store.vector_count(building) == 11
+
+
+def test_saved_fusion_settings_give_the_same_results_in_every_store(store: Store, reference: Store) -> None:
+    """eval --tune's saved settings live with the collection in each store and fuse the same way everywhere."""
+    fill(store)
+    tuned = FusionSettings("rrf", {"dense": 0.2, "sparse": 0.8}, 7)
+    default = hits(store, "hybrid", 4, k=12, candidates=30)
+    save_fusion(store, store.active_set("kb"), tuned)
+    assert saved_fusion(store, store.active_set("kb")) == tuned
+    found = hits(store, "hybrid", 4, k=12, candidates=30)
+    assert found != default
+    assert_same(found, hits(reference, "hybrid", 4, k=12, candidates=30, fusion="rrf", rrf_k=7,
+                            weights={"dense": 0.2, "sparse": 0.8}))

@@ -20,10 +20,10 @@ from m3search.cli.index import (
     open_store,
 )
 from m3search.cli.options import BackendOption, PrecisionOption
+from m3search.cli.tune import run_tune
 from m3search.errors import InputError
 from m3search.retrieval.beir import load_dataset, write_run
 from m3search.retrieval.evaluation import EvalReport, evaluate, metric_names, plot
-from m3search.retrieval.fusion import DEFAULT_RRF_K
 from m3search.retrieval.rerank import RerankerPool
 from m3search.retrieval.search import Searcher
 from m3search.retrieval.types import DEFAULT_WEIGHTS, STRATEGIES, SearchRequest, SearchResult
@@ -32,8 +32,12 @@ from m3search.store.filters import parse_filter
 
 StrategyOption = Annotated[str, typer.Option("--strategy", "-s", help=f"one of {', '.join(STRATEGIES)}")]
 FilterOption = Annotated[list[str] | None, typer.Option("--filter", "-f", help="metadata key=value (repeatable)")]
-RrfOption = Annotated[int, typer.Option("--rrf-k", help="reciprocal rank fusion constant (hybrid)")]
-WeightsOption = Annotated[str | None, typer.Option("--weights", help="e.g. dense=0.4,sparse=0.2 (weighted, all)")]
+RrfOption = Annotated[int | None, typer.Option(
+    "--rrf-k", help="reciprocal rank fusion constant (hybrid; default: the collection's, else 60)")]
+WeightsOption = Annotated[str | None, typer.Option(
+    "--weights", help="e.g. dense=0.7,bm25=0.3 (hybrid, weighted, all; hybrid's default: the collection's)")]
+FusionOption = Annotated[str | None, typer.Option(
+    "--fusion", help="hybrid's fusion: max, dbsf or minmax (scores), rrf (ranks); default: the collection's")]
 CandidatesOption = Annotated[int, typer.Option("--candidates", help="depth of each retriever in fusions/reranks")]
 CoarseDimOption = Annotated[int | None, typer.Option("--coarse-dim", help="Matryoshka dimension (two_stage)")]
 CoarseKOption = Annotated[int, typer.Option("--coarse-k", help="candidates of the first stage (two_stage)")]
@@ -65,8 +69,8 @@ def parse_weights(text: str | None) -> dict[str, float] | None:
     return weights
 
 
-def make_request(strategy: str, k: int, filters: list[str] | None, rrf_k: int, weights: str | None,
-                 candidates: int, coarse_dim: int | None, coarse_k: int, fusion: str = "rrf",
+def make_request(strategy: str, k: int, filters: list[str] | None, rrf_k: int | None, weights: str | None,
+                 candidates: int, coarse_dim: int | None, coarse_k: int, fusion: str | None = None,
                  rerank: str | None = None, rerank_k: int = 50, group_by: str = "document") -> SearchRequest:
     grouped: dict[str, list[Any]] = {}
     for key, value in (parse_filter(f) for f in filters or []):
@@ -80,8 +84,13 @@ def make_request(strategy: str, k: int, filters: list[str] | None, rrf_k: int, w
 
 def _describe(result: SearchResult) -> None:
     console = Console(highlight=False)
-    console.print(f"[bold]{result.strategy}[/] over {', '.join(result.retrievers)} in {result.collection} "
-                  f"({result.took_ms:.1f} ms)")
+    fusion = result.details.get("fusion")
+    how = ""
+    if fusion is not None:  # hybrid: which fusion, and whether it is the collection's tuned one
+        weights = ", ".join(f"{n}={w:g}" for n, w in result.details.get("weights", {}).items())
+        how = f" ({fusion}: {weights}{'; tuned' if 'tuned' in result.details else ''})"
+    console.print(f"[bold]{result.strategy}[/]{how} over {', '.join(result.retrievers)} in {result.collection} "
+                  f"({result.took_ms:.1f} ms)", markup=True)
     for rank, hit in enumerate(result.hits, start=1):
         parts = "  ".join(f"{name} #{c.rank} {c.score:.4g}" for name, c in hit.breakdown.items())
         console.print(f"{rank:>2}. {hit.score:.4f} [bold]{hit.document_id}[/]  [dim]{parts}[/]", markup=True)
@@ -104,8 +113,8 @@ def search(
     strategy: StrategyOption = "hybrid",
     k: Annotated[int, typer.Option("--k", help="hits")] = 10,
     filters: FilterOption = None,
-    rrf_k: RrfOption = DEFAULT_RRF_K,
-    fusion: Annotated[str, typer.Option("--fusion", help="hybrid's fusion: rrf (ranks) or dbsf (scores)")] = "rrf",
+    rrf_k: RrfOption = None,
+    fusion: FusionOption = None,
     weights: WeightsOption = None,
     candidates: CandidatesOption = 100,
     coarse_dim: CoarseDimOption = None,
@@ -178,9 +187,16 @@ def eval_command(
     = None,
     collection: Annotated[str | None, typer.Option("--collection", "-c", help="collection (default eval-NAME)")]
     = None,
-    rrf_k: RrfOption = DEFAULT_RRF_K,
+    rrf_k: RrfOption = None,
+    fusion: FusionOption = None,
     weights: WeightsOption = None,
     coarse_dim: CoarseDimOption = None,
+    tune: Annotated[bool, typer.Option(
+        "--tune", help="choose hybrid's fusion on these queries (cross-validated) and save it with the collection")]
+    = False,
+    folds: Annotated[int, typer.Option("--folds", help="--tune: folds of the cross-validation over queries")] = 5,
+    save: Annotated[bool, typer.Option("--save/--no-save", help="--tune: save the choice as the collection's default "
+                                       "(needs --db; only if it beats the settings before)")] = True,
     backend: BackendOption = None,
     precision: PrecisionOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
@@ -189,11 +205,16 @@ def eval_command(
         "--save-run", help="write TREC run file(s): FILE (FILE.STRATEGY.trec for several), or DIR/STRATEGY.trec")]
     = None,
 ) -> None:
-    """Evaluate strategies on a BEIR dataset: nDCG@k, MRR@k, Recall@100, MAP (pytrec_eval)."""
+    """Evaluate strategies on a BEIR dataset: nDCG@k, MRR@k, Recall@100, MAP (pytrec_eval); with --tune, choose
+    hybrid's fusion on its queries (k-fold cross-validated) and save it as the collection's default."""
     strategies = [s.strip() for s in strategy.split(",") if s.strip()]
-    request = make_request(strategies[0] if strategies else "", k, None, rrf_k, weights, 100, coarse_dim, 100)
+    request = make_request(strategies[0] if strategies else "", k, None, rrf_k, weights, 100, coarse_dim, 100,
+                           fusion)
     data = load_dataset(dataset, queries=queries)
     encoder = encoder_for(model, backend, precision, False)
+    if tune:
+        run_tune(data, encoder, k=k, folds=folds, db=db, collection=collection, save=save, as_json=as_json)
+        return
     console = Console(stderr=True)
     report = evaluate(data, encoder, strategies, k=k, db=db, collection=collection, request=request,
                       progress=lambda s: console.print(f"running {s}", highlight=False))

@@ -1,8 +1,8 @@
 """The strategies run by a search engine (Qdrant) instead of m3search's in-memory indexes.
 
 What the engine does: nearest neighbours in the named vectors (``dense``, ``sparse``), BM25 on the chunk text,
-``prefetch`` + RRF/DBSF fusion (``hybrid``), prefetch + ColBERT MaxSim rescoring (``colbert``, ``all``), filters.
-``weighted`` fuses the engine's rankings here (Qdrant has no min-max weighted fusion) and ``all`` adds the
+prefetch + ColBERT MaxSim rescoring (``colbert``, ``all``), filters. ``hybrid`` and ``weighted`` fuse the engine's
+rankings here (Qdrant's RRF and DBSF take no per-retriever weights, and it has no min-max fusion) and ``all`` adds the
 engine's dense, sparse and MaxSim scores of the prefetched candidates with the BGE-M3 weights, so every strategy
 returns what the SQLite store returns for the same vectors. ``two_stage`` is not offered: Qdrant keeps one
 dimension per named vector (its quantization with rescoring is the engine's equivalent).
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from m3search.errors import ConfigError
+from m3search.retrieval.defaults import hybrid_settings
 from m3search.retrieval.fusion import Ranking, weighted
 from m3search.retrieval.strategies import Outcome, fusion_retrievers, paper_scores, request_weights, retrievers_of
 from m3search.retrieval.types import SearchRequest
@@ -51,9 +52,9 @@ class EngineContext:
         assert value is not None  # required_outputs checked the query has it
         return Probe({"dense": DENSE, "sparse": SPARSE, "colbert": COLBERT}[name], value, limit)
 
-    def query(self, final: Probe | str, limit: int, prefetch: tuple[Probe, ...] = (),
+    def query(self, final: Probe, limit: int, prefetch: tuple[Probe, ...] = (),
               ids: list[int] | None = None) -> Query:
-        return Query(final, limit, prefetch, Where(self.filters, ids=ids), rrf_k=self.request.rrf_k)  # type: ignore[arg-type]
+        return Query(final, limit, prefetch, Where(self.filters, ids=ids))
 
     def run(self, *queries: Query) -> list[Ranking]:
         """The queries in one batch call of the engine."""
@@ -78,11 +79,11 @@ def _single(name: str) -> Callable[[EngineContext], Outcome]:
 
 
 def _hybrid(ctx: EngineContext) -> Outcome:
-    """The engine fuses (prefetch + RRF/DBSF); the per-retriever rankings of the breakdown come in the same batch."""
+    """The engine runs the retrievers in one batch and m3search fuses them: Qdrant's RRF and DBSF take no
+    per-retriever weights, and one fusion implementation gives the same ranking in every store."""
     names = fusion_retrievers(ctx.target.config.outputs)
-    fused = ctx.query(ctx.request.fusion, ctx.depth, tuple(ctx.probe(n, ctx.depth) for n in names))
-    *parts, final = ctx.run(*(ctx.first_stage(n, ctx.depth) for n in names), fused)
-    return Outcome(final, dict(zip(names, parts, strict=True)))
+    parts = dict(zip(names, ctx.run(*(ctx.first_stage(n, ctx.depth) for n in names)), strict=True))
+    return Outcome(hybrid_settings(ctx.request, names).fuse(parts), parts)
 
 
 def _weighted(ctx: EngineContext) -> Outcome:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,19 @@ def document_run(searcher: Searcher, collection: str, dataset: Dataset, strategy
             for (qid, text), embedding in zip(dataset.queries.items(), embeddings, strict=True)}
 
 
+@contextmanager
+def indexed(dataset: Dataset, encoder: Encoder, db: Path | None, collection: str | None
+            ) -> Iterator[tuple[SQLiteStore, str, float]]:
+    """``dataset`` indexed into ``db`` (or a temporary store): the open store, the collection and the seconds taken
+    (unchanged documents of an earlier run are not embedded again)."""
+    with tempfile.TemporaryDirectory(prefix="m3search-eval-") as scratch:
+        name = collection or f"eval-{dataset.name}"
+        with SQLiteStore(db or Path(scratch) / "eval.sqlite3") as store:
+            start = time.perf_counter()
+            index_documents(store, encoder, name, dataset.corpus)
+            yield store, name, time.perf_counter() - start
+
+
 def evaluate(dataset: Dataset, encoder: Encoder, strategies: Sequence[str], *, k: int = 10,
              db: Path | None = None, collection: str | None = None, request: SearchRequest | None = None,
              progress: Callable[[str], None] | None = None) -> EvalReport:
@@ -102,26 +116,20 @@ def evaluate(dataset: Dataset, encoder: Encoder, strategies: Sequence[str], *, k
     request = request or SearchRequest()
     for strategy in strategies:
         SearchRequest(strategy, k=k).checked()  # type: ignore[arg-type]
-    with tempfile.TemporaryDirectory(prefix="m3search-eval-") as scratch:
-        path = db or Path(scratch) / "eval.sqlite3"
-        name = collection or f"eval-{dataset.name}"
-        with SQLiteStore(path) as store:
+    with indexed(dataset, encoder, db, collection) as (store, name, index_seconds):
+        searcher = Searcher(store, encoder)
+        start = time.perf_counter()
+        embeddings = searcher.encode_queries(name, list(dataset.queries.values()), strategies)
+        encode_seconds = time.perf_counter() - start
+        report = EvalReport(dataset.name, encoder.spec.name, len(dataset.corpus), len(dataset.queries),
+                            store.counts(name)[1], k, index_seconds, encode_seconds)
+        for strategy in strategies:
+            if progress is not None:
+                progress(strategy)
             start = time.perf_counter()
-            index_documents(store, encoder, name, dataset.corpus)
-            index_seconds = time.perf_counter() - start
-            searcher = Searcher(store, encoder)
-            start = time.perf_counter()
-            embeddings = searcher.encode_queries(name, list(dataset.queries.values()), strategies)
-            encode_seconds = time.perf_counter() - start
-            report = EvalReport(dataset.name, encoder.spec.name, len(dataset.corpus), len(dataset.queries),
-                                store.counts(name)[1], k, index_seconds, encode_seconds)
-            for strategy in strategies:
-                if progress is not None:
-                    progress(strategy)
-                start = time.perf_counter()
-                run = document_run(searcher, name, dataset, strategy, max(RECALL_DEPTH, k), embeddings, request)
-                seconds = time.perf_counter() - start
-                report.scores.append(StrategyScore(strategy, evaluate_run(run, dataset.qrels, k)[0], run, seconds))
+            run = document_run(searcher, name, dataset, strategy, max(RECALL_DEPTH, k), embeddings, request)
+            seconds = time.perf_counter() - start
+            report.scores.append(StrategyScore(strategy, evaluate_run(run, dataset.qrels, k)[0], run, seconds))
     return report
 
 

@@ -12,11 +12,19 @@ from m3search.limits import MAX_QUERY_CHARS
 from m3search.models.encoder import Encoder
 from m3search.models.images import ImageInput
 from m3search.models.registry import ModelSpec, get_spec
+from m3search.retrieval.defaults import hybrid_request, hybrid_settings, saved_fusion
 from m3search.retrieval.engine import ENGINE_STRATEGIES, EngineContext
 from m3search.retrieval.grouping import search_documents
 from m3search.retrieval.memory import IndexCache, check_query_dim
 from m3search.retrieval.rerank import RerankerPool, rerank_result
-from m3search.retrieval.strategies import STRATEGY_FUNCTIONS, Context, Outcome, required_outputs, retrievers_of
+from m3search.retrieval.strategies import (
+    STRATEGY_FUNCTIONS,
+    Context,
+    Outcome,
+    fusion_retrievers,
+    required_outputs,
+    retrievers_of,
+)
 from m3search.retrieval.types import Contribution, SearchHit, SearchRequest, SearchResult
 from m3search.settings import get_settings
 from m3search.store.base import Store
@@ -156,7 +164,11 @@ class Searcher:
             raise InputError(f"strategy '{request.strategy}' needs the query's {', '.join(needed)} output(s)")
         if embedding is not None and embedding.dense is not None and "dense" in needed:
             check_query_dim(target, embedding.dense)
-        if getattr(self.store, "searches_in_engine", False):  # Qdrant: the engine searches, filters and fuses
+        tuned = None
+        if request.strategy == "hybrid":  # left-out fusion fields: the collection's saved ones, else the defaults
+            tuned = saved_fusion(self.store, target)
+            request = hybrid_request(request, tuned, fusion_retrievers(target.config.outputs))
+        if getattr(self.store, "searches_in_engine", False):  # Qdrant: the engine searches and filters
             engine = EngineContext(self.store, target, text, embedding, request, filters)  # type: ignore[arg-type]
             outcome = ENGINE_STRATEGIES[request.strategy](engine)
         else:
@@ -165,7 +177,9 @@ class Searcher:
             ctx = Context(self.store, target, index, text, embedding, request, filters, allowed,
                           self._mrl_dims(target))
             outcome = STRATEGY_FUNCTIONS[request.strategy](ctx)
-        details = {"k": request.k, **_parameters(request), **outcome.details}
+        details = {"k": request.k, **_parameters(request, target.config.outputs), **outcome.details}
+        if tuned is not None:
+            details["tuned"] = tuned.as_dict()  # the collection's saved fusion (fields the request gave win)
         return SearchResult(target.collection, request.strategy,
                             retrievers_of(request.strategy, target.config.outputs), self._hits(outcome, request.k,
                                                                                            target.collection),
@@ -183,13 +197,14 @@ class Searcher:
         return result
 
 
-def _parameters(request: SearchRequest) -> dict[str, object]:
+def _parameters(request: SearchRequest, outputs: tuple[str, ...]) -> dict[str, object]:
     """The request's parameters that shaped this strategy's result."""
     found: dict[str, object] = {"group_by": request.group_by}
     if request.strategy == "hybrid":
-        found["fusion"] = request.fusion
-        if request.fusion == "rrf":
-            found["rrf_k"] = request.rrf_k
+        names = fusion_retrievers(outputs)
+        settings = hybrid_settings(request, names)
+        found.update(settings.as_dict())
+        found["weights"] = {n: float(settings.weights.get(n, 0.0)) for n in names}
     if request.strategy in ("hybrid", "weighted", "all", "colbert"):
         found["candidates"] = request.candidates
     return found

@@ -17,8 +17,9 @@ import numpy as np
 from m3search.errors import ConfigError, InputError, UnknownModelError
 from m3search.models.registry import get_spec
 from m3search.models.scores import colbert_score
+from m3search.retrieval.defaults import hybrid_settings
 from m3search.retrieval.filtering import BoolArray
-from m3search.retrieval.fusion import Ranking, dbsf, rrf, weighted
+from m3search.retrieval.fusion import Ranking, weighted
 from m3search.retrieval.memory import SetIndex
 from m3search.retrieval.types import DEFAULT_WEIGHTS, STRATEGIES, SearchRequest
 from m3search.store.base import Store
@@ -154,9 +155,9 @@ def _retrieve_all(ctx: Context, names: tuple[str, ...]) -> dict[str, Ranking]:
 
 
 def _hybrid(ctx: Context) -> Outcome:
-    parts = _retrieve_all(ctx, fusion_retrievers(ctx.target.config.outputs))
-    fused = rrf(parts, ctx.request.rrf_k) if ctx.request.fusion == "rrf" else dbsf(parts)
-    return Outcome(fused, parts)
+    names = fusion_retrievers(ctx.target.config.outputs)
+    parts = _retrieve_all(ctx, names)
+    return Outcome(hybrid_settings(ctx.request, names).fuse(parts), parts)
 
 
 def request_weights(request: SearchRequest, names: tuple[str, ...]) -> dict[str, float]:

@@ -9,12 +9,12 @@ from typing import Any, Literal, get_args
 from m3search.errors import InputError, ParameterError
 from m3search.limits import MAX_CANDIDATES, MAX_K, MAX_RERANK_K
 from m3search.models.rerankers import LLM, find_reranker, list_rerankers
-from m3search.retrieval.fusion import DEFAULT_RRF_K
+from m3search.retrieval.fusion import FUSION_METHODS, FusionMethod
 from m3search.store.filters import Filters, Scalar, check_filters
 
 Strategy = Literal["dense", "sparse", "bm25", "colbert", "hybrid", "weighted", "all", "two_stage"]
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
-Fusion = Literal["rrf", "dbsf"]
+Fusion = FusionMethod
 GroupBy = Literal["document", "chunk"]
 GROUP_BY: tuple[str, ...] = get_args(GroupBy)
 
@@ -31,9 +31,13 @@ class SearchRequest:
         strategy: see :data:`STRATEGIES` and the README's strategy table.
         k: hits to return.
         filters: metadata filters (``{"key": value}`` or ``{"key": [values]}``), applied by every strategy.
-        fusion: how ``hybrid`` fuses: ``rrf`` (ranks) or ``dbsf`` (distribution-based score fusion, Qdrant's).
-        rrf_k: the constant of reciprocal rank fusion (``hybrid``).
-        weights: per-retriever weights (``weighted``, ``all``); missing names weigh 0, None = the defaults.
+        fusion: how ``hybrid`` fuses: ``max`` (weighted scores, each retriever's divided by its top one), ``rrf``
+            (weighted ranks), ``dbsf`` (weighted distribution-based score fusion, Qdrant's) or ``minmax`` (weighted
+            min-max normalised scores); None = the collection's saved setting (``m3search eval --tune``), else the
+            built-in default (docs/fusion.md).
+        rrf_k: the constant of reciprocal rank fusion (``hybrid`` with ``rrf``); None = as ``fusion``.
+        weights: per-retriever weights (``hybrid``, ``weighted``, ``all``); missing names weigh 0; None = the
+            defaults (``hybrid``: as ``fusion``).
         candidates: how deep each retriever of a fusion or rerank looks.
         coarse_dim: Matryoshka dimension of the first stage (``two_stage``); must be one of the model's.
         coarse_k: candidates kept by the first stage (``two_stage``).
@@ -48,12 +52,12 @@ class SearchRequest:
     strategy: Strategy = "hybrid"
     k: int = 10
     filters: Filters | None = None
-    rrf_k: int = DEFAULT_RRF_K
+    rrf_k: int | None = None
     weights: Mapping[str, float] | None = None
     candidates: int = 100
     coarse_dim: int | None = None
     coarse_k: int = 100
-    fusion: Fusion = "rrf"
+    fusion: Fusion | None = None
     rerank: str | None = None
     rerank_k: int = 50
     group_by: GroupBy = "document"
@@ -67,10 +71,11 @@ class SearchRequest:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= most:
                 raise ParameterError(name, f"must be an integer from 1 to {most}, not {value!r}")
-        if not isinstance(self.rrf_k, int) or self.rrf_k < 0:
+        if self.rrf_k is not None and (not isinstance(self.rrf_k, int) or isinstance(self.rrf_k, bool) or
+                                       self.rrf_k < 0):
             raise ParameterError("rrf_k", f"must be an integer >= 0, not {self.rrf_k!r}")
-        if self.fusion not in ("rrf", "dbsf"):
-            raise InputError(f"fusion must be rrf or dbsf, not {self.fusion!r}")
+        if self.fusion is not None and self.fusion not in FUSION_METHODS:
+            raise InputError(f"fusion must be one of {', '.join(FUSION_METHODS)}, not {self.fusion!r}")
         if self.group_by not in GROUP_BY:
             raise InputError(f"group_by must be document or chunk, not {self.group_by!r}")
         self._check_rerank()

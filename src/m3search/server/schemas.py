@@ -289,8 +289,10 @@ class SearchBody(RequestBody):
     strategy: Strategy = "hybrid"
     k: int = Field(10, ge=1, le=MAX_K)
     filters: Filters | None = None
-    rrf_k: int = Field(60, ge=0)
-    fusion: Literal["rrf", "dbsf"] = Field("rrf", description="how hybrid fuses: rank (rrf) or score (dbsf)")
+    rrf_k: int | None = Field(None, ge=0, description="hybrid's RRF constant (default: the collection's, else 60)")
+    fusion: Literal["max", "rrf", "dbsf", "minmax"] | None = Field(
+        None, description="how hybrid fuses: weighted scores (max, dbsf, minmax) or ranks (rrf); default: the "
+                          "collection's saved setting (eval --tune), else the built-in default")
     weights: dict[str, float] | None = None
     candidates: int = Field(100, ge=1, le=MAX_CANDIDATES)
     coarse_dim: int | None = None

@@ -61,8 +61,9 @@ async def search_get(
     k: int = Query(10, ge=1, le=MAX_K),
     coarse_dim: int | None = None,
     coarse_k: int = Query(100, ge=1, le=MAX_CANDIDATES),
-    rrf_k: int = Query(60, ge=0),
-    fusion: Literal["rrf", "dbsf"] = Query("rrf", description="how hybrid fuses: rank (rrf) or score (dbsf)"),
+    rrf_k: int | None = Query(None, ge=0, description="hybrid's RRF constant (default: the collection's)"),
+    fusion: Literal["max", "rrf", "dbsf", "minmax"] | None = Query(
+        None, description="how hybrid fuses (default: the collection's saved setting, else the built-in one)"),
     candidates: int = Query(100, ge=1, le=MAX_CANDIDATES),
     filter: list[str] | None = Query(None, description="key=value, repeatable; values are JSON-typed"),
     rerank: str | None = Query(None, description="a cross-encoder's name, or 'llm'"),

@@ -170,13 +170,7 @@ class ClientDriver:
             for probe in query.prefetch:
                 vector, space = self._probe(probe)
                 prefetch.append(m.Prefetch(query=vector, using=space, limit=probe.limit, params=params))
-            using: str | None = None
-            if query.final == "rrf":
-                final: Any = m.RrfQuery(rrf=m.Rrf(k=query.rrf_k + 1))  # Qdrant ranks from 0 (see the edge driver)
-            elif query.final == "dbsf":
-                final = m.FusionQuery(fusion=m.Fusion.DBSF)
-            else:
-                final, using = self._probe(query.final)
+            final, using = self._probe(query.final)
             requests.append(m.QueryRequest(query=final, using=using, prefetch=prefetch or None, limit=query.limit,
                                            filter=self._filter(query.where), params=params, with_payload=False))
         found = self.client.query_batch_points(name, requests=requests)

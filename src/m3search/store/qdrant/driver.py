@@ -74,13 +74,13 @@ class Probe:
 
 @dataclass(frozen=True)
 class Query:
-    """Prefetch stages, then ``final``: a probe that rescores them (or searches alone), or a fusion of them."""
+    """Prefetch stages, then ``final``: a probe that rescores them (or searches alone). Fusions run in m3search
+    (:mod:`m3search.retrieval.fusion`): Qdrant's RRF and DBSF take no per-retriever weights."""
 
-    final: Probe | Literal["rrf", "dbsf"]
+    final: Probe
     limit: int
     prefetch: tuple[Probe, ...] = ()
     where: Where = field(default_factory=Where)
-    rrf_k: int = 60
     exact: bool = False
 
 

@@ -181,12 +181,7 @@ class EdgeDriver:
         for query in queries:
             params = q.SearchParams(exact=True) if query.exact else None
             prefetch = [q.Prefetch(p.limit, self._probe(p), params=params) for p in query.prefetch] or None
-            if query.final == "rrf":
-                final: Any = q.Fusion.Rrf(k=query.rrf_k + 1)  # Qdrant ranks from 0: k + 1 = 1 / (k + rank from 1)
-            elif query.final == "dbsf":
-                final = q.Fusion.Dbsf()
-            else:
-                final = self._probe(query.final)
+            final = self._probe(query.final)
             requests.append(q.QueryRequest(limit=query.limit, query=final, prefetches=prefetch, params=params,
                                            filter=self._filter(query.where), with_payload=False))
         found = self._shard(name).query_batch(q.QueryBatchRequest(requests))
