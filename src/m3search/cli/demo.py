@@ -1,5 +1,5 @@
 """``m3search demo``: index the bundled English Debian FAQ into the store and answer three example queries with a
-hybrid search (dense + bm25 fused by RRF), one hit per document (its best chunk), showing why each hit ranked."""
+hybrid search (dense + bm25, weighted fusion), one hit per document (its best chunk), showing why each hit ranked."""
 
 from __future__ import annotations
 
@@ -67,8 +67,10 @@ def demo(
         searcher = Searcher(store, encoder)
         for query in QUERIES:
             result = searcher.search(collection, query, SearchRequest("hybrid", k=k, group_by="document"))
-            table = Table(title=f"[bold]{query}[/]  [dim]hybrid (RRF of {' + '.join(result.retrievers)}), "
-                                f"{result.took_ms:.0f} ms[/]", title_justify="left")
+            weights = ", ".join(f"{n} {w:g}" for n, w in result.details.get("weights", {}).items())
+            fused = f"{result.details.get('fusion', 'fused')} fusion of {weights or ' + '.join(result.retrievers)}"
+            table = Table(title=f"[bold]{query}[/]  [dim]hybrid ({fused}), {result.took_ms:.0f} ms[/]",
+                          title_justify="left")
             for column, justify in (("rank", "right"), ("score", "right"), ("document", "left"),
                                     ("why", "left"), ("text", "left")):
                 table.add_column(column, justify=justify)  # type: ignore[arg-type]

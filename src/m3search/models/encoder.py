@@ -180,9 +180,14 @@ class Encoder(ABC):
             )
         return max_length
 
+    @property
+    def pad_id(self) -> int:
+        """The token id that pads batches."""
+        return self.tokenizer.pad_id
+
     def _pad(self, tokens: list[Tokens]) -> Batch:
         width = max(len(t.ids) for t in tokens)
-        ids = np.full((len(tokens), width), self.tokenizer.pad_id, dtype=np.int64)
+        ids = np.full((len(tokens), width), self.pad_id, dtype=np.int64)
         mask = np.zeros((len(tokens), width), dtype=np.int64)
         for row, tok in enumerate(tokens):
             ids[row, : len(tok.ids)] = tok.ids

@@ -70,6 +70,11 @@ class OnnxEncoder(Encoder):
         return HFTokenizer(prepared.tokenizer_path, prepared.pad_id)
 
     @property
+    def pad_id(self) -> int:
+        """The padding id from the manifest: padding token ids needs no tokenizer (the fidelity child has none)."""
+        return self.prepared.pad_id
+
+    @property
     def hf_tokenizer(self) -> HFTokenizer:
         """The tokenizer with its ``tokenizers``-specific methods (token ids, decoding)."""
         return cast(HFTokenizer, self.tokenizer)  # always built by _load_tokenizer

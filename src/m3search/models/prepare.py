@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from m3search.errors import ConfigError, ModelFormatError
+from m3search.memory import release_large_allocations, trim_heap
 from m3search.models import builder
 from m3search.models import onnx as onnx_tools
 from m3search.models.builder.heads import Kind
@@ -150,12 +151,14 @@ def prepare_model(resolved: ResolvedModel, home: Path, *, force: bool = False,
             return existing
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
+            release_large_allocations()  # weight matrices come and go: their memory must go back to the system
             with tempfile.TemporaryDirectory(dir=target.parent, prefix=".tmp-") as tmp:
                 manifest = _build(resolved, Path(tmp), exporter, kind, torch=builder_name == "torch")
                 target.mkdir(exist_ok=True)
                 for path in Path(tmp).iterdir():
                     os.replace(path, target / path.name)
                 write_json(target / MANIFEST, manifest)
+            trim_heap()
         except OSError as exc:
             raise ConfigError(
                 f"cannot write the prepared model under {target.parent} ({exc}); free disk space or set "

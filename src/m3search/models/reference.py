@@ -2,9 +2,9 @@
 
 Every precision mode is checked against fp32 on the bundled held-out sample. Holding the fp32 model beside the
 candidate would add the whole fp32 model to the memory of a first use (BGE-M3: 1.3 GB more), so the fp32 vectors
-are computed once by a child process (``python -m m3search.models.reference JOB OUT``) that exits before the
-candidate runs, written to ``fidelity-reference.npz`` in the prepared model's folder (keyed by the sample, the
-outputs and the max length), and read back by every later check (other backends and precisions).
+are computed once by a child process (``python -m m3search.models.reference JOB OUT``; it gets token ids and
+loads no tokenizer) that exits before the candidate runs, written to ``fidelity-reference.npz`` in the prepared
+model's folder (keyed by the sample, the outputs and the max length), and read back by every later check.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from m3search.models.pooled import OnnxEncoder
 
 FILE = "fidelity-reference.npz"
-REFERENCE_BATCH_TOKENS = 2048  # smaller batches: the fp32 child's activations stay small (BGE-M3: 2.7 -> 2.3 GB)
+REFERENCE_BATCH_TOKENS = 512  # small batches keep the fp32 child's activations small (BGE-M3: 2.7 -> 1.9 GB)
 
 
 def _key(texts: Sequence[str], outputs: Sequence[str], max_length: int) -> str:
@@ -89,8 +89,10 @@ def fp32_reference(encoder: OnnxEncoder, texts: list[str], outputs: list[Output]
         return found
     cls = type(encoder)
     kwargs = {**encoder.sibling_kwargs(), "batch_tokens": min(encoder.batch_tokens, REFERENCE_BATCH_TOKENS)}
+    unused = getattr(encoder, "unused_token_ids", None)  # BGE-M3's special tokens: the child loads no tokenizer
     job = {"module": cls.__module__, "class": cls.__qualname__, "spec": encoder.spec, "prepared": encoder.prepared,
-           "threads": encoder.threads, "kwargs": kwargs, "texts": texts, "outputs": outputs}
+           "threads": encoder.threads, "kwargs": kwargs, "tokens": encoder.tokenize(texts), "outputs": outputs,
+           "unused": unused() if unused is not None else None}
     with tempfile.TemporaryDirectory(prefix="m3search-reference-") as tmp:
         job_file, out = Path(tmp) / "job.pickle", Path(tmp) / "out.npz"
         job_file.write_bytes(pickle.dumps(job))
@@ -113,7 +115,9 @@ def _child(job_file: Path, out: Path) -> None:
     prepared = job["prepared"]
     encoder = cls(job["spec"], lambda: prepared, backend="onnxruntime", precision="fp32", threads=job["threads"],
                   **job["kwargs"])
-    save(out, "", encoder.encode(job["texts"], outputs=job["outputs"]))
+    if job["unused"] is not None:
+        encoder._unused = job["unused"]
+    save(out, "", encoder.encode_tokens(job["tokens"], job["outputs"]))
 
 
 if __name__ == "__main__":

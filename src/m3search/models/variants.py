@@ -108,17 +108,17 @@ def ensure_variant(
 
 def _build_openvino(prepared: PreparedModel, precision: str, target: Path, feeds: Feeds) -> dict[str, Any]:
     ov = require("openvino", OPENVINO_EXTRA, "the OpenVINO backend")
+    built = _built_here(prepared)
+    if precision == "int8-dynamic" and built:  # from the checkpoint: no fp32 model in memory, no fp32 IR on disk
+        _save_ir(ov, _weights_only_model(ov, prepared), target)
+        return {"method": "m3search builder", "weights": "int8 symmetric per-channel, dequantized in the graph",
+                "activations": "quantized at run time by the CPU plugin where it can",
+                "openvino_version": package_version("openvino")}
     ir = prepared.directory / FILES["openvino/fp32"]
     if not ir.is_file():
         _save_ir(ov, _fused_model(ov, prepared), ir)
     if precision in ("fp32", "bf16"):
         return {"method": None, "execution": precision, "openvino_version": package_version("openvino")}
-    built = _built_here(prepared)
-    if precision == "int8-dynamic" and built:
-        _save_ir(ov, _weights_only_model(ov, prepared), target)
-        return {"method": "m3search builder", "weights": "int8 symmetric per-channel, dequantized in the graph",
-                "activations": "quantized at run time by the CPU plugin where it can",
-                "openvino_version": package_version("openvino")}
     nncf = require("nncf", OPENVINO_EXTRA, "OpenVINO INT8 quantization")
     if precision == "int8-dynamic":
         model = nncf.compress_weights(ov.Core().read_model(str(ir)), mode=nncf.CompressWeightsMode.INT8_ASYM)

@@ -3,7 +3,6 @@ batcher, optionally preloads the model, resumes interrupted background jobs, and
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import threading
 from collections.abc import AsyncIterator
@@ -15,6 +14,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from m3search import __version__
 from m3search.errors import M3SearchError
+from m3search.memory import release_large_allocations
 from m3search.server import errors
 from m3search.server.engines import EncoderPool, Loader, settings_loader
 from m3search.server.metrics import Metrics
@@ -76,20 +76,6 @@ def create_app(settings: Settings | None = None, *, model: str | None = None, pr
     return app
 
 
-M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
-MMAP_FROM_BYTES = 1 << 20
-
-
-def release_large_allocations() -> None:
-    """Have glibc serve every allocation of 1 MiB or more (a request body, its parsed text) by its own mapping, given
-    back to the system when freed. By default glibc raises that threshold to the largest block freed so far (up to
-    32 MiB), so after one 15 MB request later ones come from the heap, which fragments and keeps the RSS of a burst
-    (measured: 98 -> 194 MB after a burst of 15 MB embeddings). No-op on other C libraries."""
-    try:
-        libc = ctypes.CDLL(None)
-        libc.mallopt(M_MMAP_THRESHOLD, MMAP_FROM_BYTES)
-    except (OSError, AttributeError):
-        LOGGER.debug("mallopt is not available: large allocations use the C library's defaults")
 
 
 def _preload(pool: EncoderPool) -> None:
