@@ -8,8 +8,8 @@ import asyncio
 import importlib
 import socket
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -42,17 +42,6 @@ def _dense(embeddings: list[Any]) -> np.ndarray:
     return np.stack([e.dense for e in embeddings])
 
 
-@pytest.fixture
-def serve(fake_loader: Callable[..., Encoder], tmp_path: Path) -> Callable[..., AbstractContextManager[str]]:
-    """A real m3search app (fake encoders) on 127.0.0.1, as a context manager yielding its URL."""
-
-    @contextmanager
-    def start(**overrides: Any) -> Iterator[str]:
-        app = create_app(get_settings(**overrides), model="hash", loader=fake_loader, db=tmp_path / "db.sqlite3")
-        with live_server(app) as url:
-            yield url
-
-    return start
 
 
 # local backend ---------------------------------------------------------------------------------------

@@ -6,8 +6,8 @@ store them and search in hybrid mode. The real models (tiny BGE-M3, SPLADE-tiny)
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -19,13 +19,10 @@ from m3search.integrations.langchain import M3SearchEmbeddings, M3SearchSparseEm
 from m3search.integrations.llamaindex import M3SearchEmbedding, M3SearchSparseEmbedding
 from m3search.models.encoder import Encoder
 from m3search.models.registry import get_spec
-from m3search.server.app import create_app
-from m3search.settings import get_settings
 from m3search.store.sqlite import SQLiteStore
 from m3search.store.types import Document
 from m3search.types import SparseVector
 from tests.conftest import FAKE_M3_SPEC, FakeM3Encoder
-from tests.live import live_server
 
 TEXTS = ["the wing flow stays laminar", "heat transfer at high speed", "shock waves in supersonic flow",
          "a dog runs fast", "the cat sat on the mat", "boundary layer flow over a flat plate", "x"]
@@ -49,17 +46,6 @@ def _m3_query(text: str, encoder: Encoder | None = None) -> dict[int, float]:
     return _pairs([e.sparse for e in (encoder or _fake()).encode_queries([text], outputs=["sparse"])])[0]
 
 
-@pytest.fixture
-def serve(fake_loader: Callable[..., Encoder], tmp_path: Path) -> Callable[..., AbstractContextManager[str]]:
-    """A real m3search app (fake encoders: "hash" has dense, sparse and ColBERT outputs) on 127.0.0.1."""
-
-    @contextmanager
-    def start(**overrides: Any) -> Iterator[str]:
-        app = create_app(get_settings(**overrides), model="hash", loader=fake_loader, db=tmp_path / "db.sqlite3")
-        with live_server(app) as url:
-            yield url
-
-    return start
 
 
 def _chain_pairs(vectors: list[Any]) -> list[dict[int, float]]:
