@@ -83,7 +83,7 @@ def test_the_server_merging_requests_changes_no_vector(settings: Settings) -> No
         results = [f.result(120)[0] for f in futures]
     finally:
         batcher.stop()
-    assert max(sizes[1:]) > 1  # requests that waited were merged into one inference call
+    assert len(sizes) < 1 + len(futures)  # requests that waited were merged into fewer inference calls
     for text in TARGETS:
         merged = results[len(OTHERS) + TARGETS.index(text)]
         _assert_same(alone[text], merged)
