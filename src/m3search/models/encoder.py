@@ -136,7 +136,7 @@ class Encoder(ABC):
         """The second half of :meth:`encode`: token-budget batches, inference, results in input order."""
         wanted = self.check_outputs(outputs)
         results: list[Embedding | None] = [None] * len(tokens)
-        for indices in plan_batches([len(t.ids) for t in tokens], self.batch_tokens, self.max_batch_size):
+        for indices in plan_batches([len(t.ids) for t in tokens], self.batch_budget(), self.max_batch_size):
             out = self.encode_batch(self._pad([tokens[i] for i in indices]), wanted)
             for row, index in enumerate(indices):
                 results[index] = self._result(out, row, index, tokens[index])
@@ -179,6 +179,10 @@ class Encoder(ABC):
                 f"not {max_length}"
             )
         return max_length
+
+    def batch_budget(self) -> int:
+        """Padded tokens in one batch (``batch_tokens``; a model with large per-token outputs may ask for fewer)."""
+        return self.batch_tokens
 
     @property
     def pad_id(self) -> int:

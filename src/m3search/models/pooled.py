@@ -18,6 +18,8 @@ from m3search.models.tokenize import HFTokenizer
 from m3search.settings import BACKENDS, PRECISIONS, canonical_precision
 from m3search.types import FloatArray, Output, SparseVector
 
+SPLADE_BATCH_TOKENS = 1024
+
 
 class OnnxEncoder(Encoder):
     """Runs a prepared graph on ONNX Runtime or OpenVINO; the session is created on first use (once, under a lock).
@@ -68,6 +70,10 @@ class OnnxEncoder(Encoder):
     def _load_tokenizer(self) -> HFTokenizer:
         prepared = self.prepared
         return HFTokenizer(prepared.tokenizer_path, prepared.pad_id)
+
+    def batch_budget(self) -> int:
+        """SPLADE's batches stay at most 1024 tokens: its logits are tokens x vocabulary floats (30522: 125 MB)."""
+        return min(self.batch_tokens, SPLADE_BATCH_TOKENS) if self.spec.pooling == "splade" else self.batch_tokens
 
     @property
     def pad_id(self) -> int:

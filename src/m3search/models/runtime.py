@@ -54,7 +54,9 @@ def load_session(encoder: OnnxEncoder) -> Session:
     """
     prepared = encoder.prepared
     if encoder.backend == "auto":
-        encoder.backend, encoder.batch_tokens = choose_backend(encoder)
+        encoder.backend, encoder.batch_tokens, measured = choose_backend(encoder)
+        if measured is not None:  # the winner's session, opened and checked while it was measured
+            return measured
     options = encoder.options
     path = ensure_variant(prepared, encoder.backend, encoder.precision,
                           lambda: calibration_texts(options.calibration_file, options.calibration_size), encoder.feeds)
@@ -91,16 +93,17 @@ def machine_key(threads: int) -> str:
     return f"{cpu}|cores={os.cpu_count()}|threads={threads}|{engines}"
 
 
-def choose_backend(encoder: OnnxEncoder) -> tuple[str, int]:
-    """The fastest installed backend that passes the fidelity check, and its token budget (cached)."""
+def choose_backend(encoder: OnnxEncoder) -> tuple[str, int, Session | None]:
+    """The fastest installed backend that passes the fidelity check, its token budget (cached), and its session
+    when it was measured now (None when the choice came from the cache)."""
     backends = available_backends()
     if len(backends) == 1:
-        return backends[0], encoder.batch_tokens
+        return backends[0], encoder.batch_tokens, None
     key = f"{encoder.spec.name}/{encoder.prepared.directory.name}/{encoder.precision}/{machine_key(encoder.threads)}"
     cache_file = encoder.options.home / "autotune.json" if encoder.options.home is not None else None
     cached = _read_cache(cache_file).get(key)
     if cached:
-        return str(cached["backend"]), int(cached["batch_tokens"])
+        return str(cached["backend"]), int(cached["batch_tokens"]), None
     texts = bundled("fidelity")
     measured: dict[str, float] = {}
     seconds: dict[str, float] = {}
@@ -114,12 +117,12 @@ def choose_backend(encoder: OnnxEncoder) -> tuple[str, int]:
     if not measured:
         raise refused[backends[0]]
     best = max(measured, key=lambda b: measured[b])
+    leader = encoder.sibling(best, encoder.precision).session  # opened once more: the budgets and the encoder share it
     rates: dict[str, Any] = {**measured, **{b: str(e) for b, e in refused.items()}}
     budgets: dict[int, float] = {}
     if seconds[best] <= BUDGET_TUNING_SECONDS:  # a large model keeps the default budget: first use stays short
-        budgets = {b: _tokens_per_s(encoder.sibling(best, encoder.precision, batch_tokens=b), texts)[0]
-                   for b in BUDGETS}
-        gc.collect()
+        budgets = {b: _tokens_per_s(encoder.sibling(best, encoder.precision, batch_tokens=b, session=leader),
+                                    texts)[0] for b in BUDGETS}
     budget = max(budgets, key=lambda b: budgets[b]) if budgets else encoder.batch_tokens
     choice: dict[str, Any] = {"backend": best, "batch_tokens": budget, "tokens_per_s": rates,
                               "budgets_tokens_per_s": budgets, "measured": time.strftime("%Y-%m-%dT%H:%M:%S")}
@@ -130,7 +133,7 @@ def choose_backend(encoder: OnnxEncoder) -> tuple[str, int]:
             data[key] = choice
             cache_file.parent.mkdir(parents=True, exist_ok=True)
             write_json(cache_file, data)
-    return best, budget
+    return best, budget, leader
 
 
 def _tokens_per_s(encoder: OnnxEncoder, texts: list[str]) -> tuple[float, float]:

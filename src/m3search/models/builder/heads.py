@@ -68,10 +68,14 @@ def _splade(w: GraphWriter, ckpt: Checkpoint, cfg: EncoderConfig, enc: Encoded) 
                else ckpt.get("embeddings.word_embeddings.weight"))  # tied to the word embeddings
     bias_name = head + "decoder.bias" if ckpt.has(head + "decoder.bias", prefixed=False) else head + "bias"
     logits = w.linear(t, decoder, "mlm.decoder", enc.rows)
-    logits = w.op("Add", [logits, w.weight("mlm.decoder.bias", ckpt.get(bias_name, prefixed=False))])
-    weights = w.op("Log", [w.op("Add", [w.op("Relu", [logits]), w.const(1.0, np.float32)])])
-    mask = w.op("Unsqueeze", [w.op("Cast", [enc.mask], to=FLOAT), w.const([-1])])
-    pooled = w.op("ReduceMax", [w.op("Mul", [weights, mask])], axes=[1], keepdims=0)
+    # log(1 + relu(x)) never decreases, so its max over tokens is taken of the logits' max: one [B, S, V] pass
+    # instead of four. Padding gets -1e4 first, which relu turns into the reference's masked 0.
+    padding = w.op("Mul", [w.op("Sub", [w.op("Cast", [enc.mask], to=FLOAT), w.const(1.0, np.float32)]),
+                           w.const(1e4, np.float32)])
+    masked = w.op("Add", [logits, w.op("Unsqueeze", [padding, w.const([-1])])])
+    top = w.op("ReduceMax", [masked], axes=[1], keepdims=0)
+    top = w.op("Add", [top, w.weight("mlm.decoder.bias", ckpt.get(bias_name, prefixed=False))])
+    pooled = w.op("Log", [w.op("Add", [w.op("Relu", [top]), w.const(1.0, np.float32)])])
     w.output(pooled, "sparse", ["batch", "vocabulary"])
 
 
