@@ -148,6 +148,7 @@ def main() -> None:
     parser.add_argument("--builders", default=",".join(BUILDERS))
     parser.add_argument("--limit-gb", type=float, default=20.0, help="stop a case whose process tree passes this")
     parser.add_argument("--venv", action="store_true", help="also measure a fresh m3search[openvino] venv")
+    parser.add_argument("--keep", type=Path, help="a previous prepare.json whose cases are kept (not run again)")
     parser.add_argument("--out", type=Path, default=ROOT / "results")
     args = parser.parse_args()
     if not (CACHE / "model" / "model.safetensors").is_file():
@@ -157,8 +158,12 @@ def main() -> None:
     result: dict[str, Any] = {"machine": machine(), "cpu_flags": cpu_flags(),
                               "versions": versions("m3search", "onnxruntime", "openvino", "onnx", "torch"),
                               "cases": {}}
+    if args.keep is not None:
+        result["cases"] = json.loads(args.keep.read_text())["cases"]
     for case in args.cases.split(","):
         for builder in args.builders.split(","):
+            if builder in result["cases"].get(case, {}):
+                continue
             print(f"{case} [{builder}] ...", file=sys.stderr, flush=True)
             result["cases"].setdefault(case, {})[builder] = run_case(CASES[case], builder, args.limit_gb * 1024)
             print(json.dumps(result["cases"][case][builder]), file=sys.stderr, flush=True)
