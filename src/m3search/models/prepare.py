@@ -176,7 +176,11 @@ def _build(resolved: ResolvedModel, work: Path, exporter: Exporter | None = None
         return build_clip(resolved, work)
     if not torch and builder.supports(src):
         kind = kind or builder.graph_kind(spec)
-        facts = builder.build(kind, src, work, int8_embeddings=spec.int8_embeddings)
+        try:
+            facts = builder.build(kind, src, work, int8_embeddings=spec.int8_embeddings)
+        except ModelFormatError as exc:
+            raise ModelFormatError(f"the files in {src} are incomplete or corrupt ({exc}): copy them again or run "
+                                   f"'m3search models pull {spec.name}'") from exc
         quantization: dict[str, Any] = dict(builder.QUANTIZATION)
         facts.update(fused=True, builder="m3search", kind=kind)
     else:
