@@ -45,23 +45,19 @@ def _assert_same(alone: Embedding, other: Embedding) -> None:
         assert min(_cos(a, b) for a, b in zip(alone.colbert, other.colbert, strict=True)) >= 0.99999
 
 
-def _mixed_batches(encoder: Encoder, outputs: list[str]) -> int:
-    """Each target alone, then in batches with different neighbours; returns how many were bitwise equal."""
-    bitwise = 0
+def _mixed_batches(encoder: Encoder, outputs: list[str]) -> None:
+    """Each target alone, then in batches with different neighbours."""
     for target in TARGETS:
         (alone,) = encoder.encode([target], outputs=outputs)  # type: ignore[arg-type]
         for k in range(1, len(OTHERS) + 1):
             batch = [*OTHERS[:k], target, *OTHERS[k:]]
             mixed = encoder.encode(batch, outputs=outputs)[k]  # type: ignore[arg-type]
             _assert_same(alone, mixed)
-            bitwise += bool(alone.dense is None or np.array_equal(alone.dense, mixed.dense))
-    return bitwise
 
 
 def test_minilm_int8_vectors_do_not_depend_on_the_batch(settings: Settings) -> None:
     encoder = load_encoder("all-minilm-l6-v2", precision="int8", settings=settings)
-    bitwise = _mixed_batches(encoder, ["dense"])
-    assert bitwise == len(TARGETS) * len(OTHERS)  # measured: every one bitwise equal
+    _mixed_batches(encoder, ["dense"])  # measured on AVX-512 VNNI: all bitwise equal (other CPUs: last bits may move)
 
 
 def test_bge_m3_int8_outputs_do_not_depend_on_the_batch(tiny_m3_dir: Path, settings: Settings) -> None:
@@ -87,4 +83,3 @@ def test_the_server_merging_requests_changes_no_vector(settings: Settings) -> No
     for text in TARGETS:
         merged = results[len(OTHERS) + TARGETS.index(text)]
         _assert_same(alone[text], merged)
-        assert merged.dense is not None and np.array_equal(alone[text].dense, merged.dense)
