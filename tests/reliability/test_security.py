@@ -18,6 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from m3search.errors import ModelFormatError, StoreError
+from m3search.models.builder.checkpoint import read_head
 from m3search.settings import get_settings
 from m3search.store.urls import open_store
 from tests.live import free_port
@@ -71,7 +72,10 @@ def test_model_files_are_never_unpickled(tmp_path: Path, record: Callable[..., N
     (tmp_path / "colbert_linear.pt").write_bytes(pickle.dumps({"weight": _Exploit()}))
     with pytest.raises(ModelFormatError):
         load_head(tmp_path, "colbert_linear")
-    record("security", "pickled head file", "refused (torch.load weights_only=True), payload not run")
+    with pytest.raises(ModelFormatError):  # the torch-free builder's restricted reader
+        read_head(tmp_path, "colbert_linear")
+    record("security", "pickled head file", "refused (torch.load weights_only=True; the builder's restricted "
+                                            "unpickler), payload not run")
     assert not Path("/tmp/m3search-pwned").exists()
     sources = "".join(p.read_text() for p in Path(__file__).parents[2].joinpath("src").rglob("*.py"))
     assert "allow_pickle=True" not in sources and "weights_only=False" not in sources
