@@ -19,7 +19,8 @@ from typing import Any
 from m3search._optional import require
 from m3search.errors import M3SearchError, ModelFormatError
 from m3search.models import onnx as onnx_tools
-from m3search.models.export import OPSET, read_config
+from m3search.models.export import OPSET
+from m3search.models.files import read_config
 from m3search.models.resolve import ResolvedModel
 
 TEXT_INPUTS = ("input_ids", "attention_mask")

@@ -20,7 +20,8 @@ from m3search._optional import require
 from m3search.errors import ConfigError, InputError, M3SearchError, ModelFormatError
 from m3search.models import rerank_fidelity
 from m3search.models.batching import plan_batches
-from m3search.models.export import OPSET, ExportInfo, read_config
+from m3search.models.export import OPSET, ExportInfo
+from m3search.models.files import read_config
 from m3search.models.onnx import build_session
 from m3search.models.prepare import PreparedModel, prepare_model
 from m3search.models.registry import ModelSpec

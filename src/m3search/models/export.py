@@ -5,7 +5,6 @@ This is the only module that imports torch, and only inside functions: serving n
 
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 
 from m3search._optional import require
 from m3search.errors import M3SearchError, ModelFormatError
+from m3search.models.files import read_config
 from m3search.models.registry import ModelSpec
 
 OPSET = 17
@@ -29,16 +29,6 @@ class ExportInfo:
     outputs: tuple[str, ...]
 
 
-def read_config(src: Path) -> dict[str, Any]:
-    """The checkpoint's ``config.json``, or a clear error if it is missing or not JSON."""
-    path = src / "config.json"
-    try:
-        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ModelFormatError(f"{src} has no config.json: it is not a Hugging Face model directory") from exc
-    except (OSError, ValueError) as exc:
-        raise ModelFormatError(f"{path} cannot be read as JSON: {exc}") from exc
-    return data
 
 
 M3_OUTPUTS = ("dense", "token_weights", "colbert")

@@ -49,3 +49,16 @@ def write_json_atomic(target: Path, data: Any) -> None:
         os.replace(tmp, target)
     except OSError as exc:
         raise ConfigError(f"cannot write {target} ({exc}); set M3SEARCH_HOME to a writable directory") from exc
+
+def read_config(src: Path) -> dict[str, Any]:
+    """The checkpoint's ``config.json``, or a clear error if it is missing or not JSON."""
+    path = src / "config.json"
+    try:
+        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ModelFormatError(f"{src} has no config.json: it is not a Hugging Face model directory") from exc
+    except (OSError, ValueError) as exc:
+        raise ModelFormatError(f"{path} cannot be read as JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ModelFormatError(f"{path} is not a JSON object: it is not a Hugging Face model config")
+    return data

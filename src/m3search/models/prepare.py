@@ -213,7 +213,8 @@ def _build(resolved: ResolvedModel, work: Path, exporter: Exporter | None = None
 def _export_with_torch(resolved: ResolvedModel, work: Path,
                        exporter: Exporter | None) -> tuple[dict[str, Any], dict[str, Any]]:
     """The fallback for architectures the builder does not know: torch export, offline fusion, dynamic INT8."""
-    from m3search.models.export import export_onnx, read_config
+    from m3search.models.export import export_onnx
+    from m3search.models.files import read_config
 
     spec, src = resolved.spec, resolved.path
     raw = work / "raw" / "model.onnx"  # a folder: graphs over 2 GB are exported as many external files

@@ -9,11 +9,12 @@ XLM-RoBERTa encoders (``hidden``), BGE-M3 with its ColBERT and sparse heads (``m
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+from m3search.errors import ModelFormatError
 from m3search.models.builder.heads import Kind, write_graph
+from m3search.models.files import read_config
 from m3search.models.registry import ModelSpec
 
 FAMILIES = ("bert", "xlm-roberta", "roberta")
@@ -40,10 +41,10 @@ def graph_kind(spec: ModelSpec) -> Kind:
 def supports(src: Path) -> bool:
     """Whether the builder can read this checkpoint (a BERT-like architecture with safetensors weights)."""
     try:
-        config = json.loads((src / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        config = read_config(src)
+    except ModelFormatError:
         return False
-    return (isinstance(config, dict) and config.get("model_type") in FAMILIES
+    return (config.get("model_type") in FAMILIES
             and any(p.stem not in ("colbert_linear", "sparse_linear") for p in src.glob("*.safetensors")))
 
 

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,6 +27,7 @@ from m3search.models.builder.encoder import (
     layer_norm,
 )
 from m3search.models.builder.writer import OPSET, GraphWriter
+from m3search.models.files import read_config
 
 Kind = Literal["hidden", "m3", "splade", "classifier"]
 OUTPUTS: dict[str, tuple[str, ...]] = {
@@ -104,7 +104,7 @@ def _classifier(w: GraphWriter, ckpt: Checkpoint, cfg: EncoderConfig, enc: Encod
 def write_graph(kind: Kind, src: Path, out: Path, *, int8: bool, int8_embeddings: bool = False,
                 weights_only: bool = False) -> dict[str, Any]:
     """Write one graph (fp32, int8, or int8 weights only) of the checkpoint in ``src`` to ``out`` (+ ``.data``)."""
-    config = read_json(src / "config.json")
+    config = read_config(src)
     cfg = EncoderConfig.from_config(config)
     ckpt = Checkpoint(src)
     writer = GraphWriter(out, int8=int8, weights_only=weights_only)
@@ -130,14 +130,3 @@ def write_graph(kind: Kind, src: Path, out: Path, *, int8: bool, int8_embeddings
     return {"opset": OPSET, "num_heads": cfg.heads, "hidden_size": cfg.hidden, "inputs": inputs,
             "outputs": list(OUTPUTS[kind]), "pad_token_id": cfg.pad_id}
 
-
-def read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ModelFormatError(f"{path.parent} has no config.json: it is not a Hugging Face model directory") from exc
-    except (OSError, ValueError) as exc:
-        raise ModelFormatError(f"{path} cannot be read as JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ModelFormatError(f"{path} is not a JSON object")
-    return data
