@@ -151,6 +151,7 @@ def prepare(
         encoder = load_encoder(spec.name, path=prepared.manifest["source"], **options)
         if isinstance(encoder, OnnxEncoder):
             _ = encoder.session  # builds the variant, checks its fidelity (and measures, for auto)
+            prepared = encoder.prepared  # its manifest now lists the variant just built
             typer.echo(f"ready: {encoder.backend}/{encoder.precision}")
     for key, variant in prepared.manifest["variants"].items():
         size = variant["bytes"] / 1e6

@@ -16,6 +16,7 @@ import numpy as np
 
 from m3search._optional import require
 from m3search.errors import ConfigError, ModelFormatError
+from m3search.memory import drop_file_pages, shedding_file_pages
 from m3search.models.onnx import build_session
 
 OPENVINO_EXTRA = "openvino"
@@ -42,7 +43,12 @@ class OrtSession:
 
 
 class OpenVinoSession:
-    """An OpenVINO CPU compiled model; each calling thread gets its own infer request."""
+    """An OpenVINO CPU compiled model; each calling thread gets its own infer request.
+
+    OpenVINO maps the weights file (or the compiled-model cache) and copies what it runs into its own buffers, while
+    compiling and on the first inference; the mapped pages are then dropped from memory (see
+    :func:`m3search.memory.drop_file_pages`): BGE-M3 fp32 held 3.5 GB after its first inference, 1.4 GB now.
+    """
 
     def __init__(self, path: Path, threads: int, precision: str, cache_dir: Path | None) -> None:
         ov = require("openvino", OPENVINO_EXTRA, "the OpenVINO backend")
@@ -55,8 +61,11 @@ class OpenVinoSession:
             "PERFORMANCE_HINT": "LATENCY",
             "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
         }
+        weights = [path.with_name(path.name + ".data"), path.with_suffix(".bin"), *([cache_dir] if cache_dir else [])]
+        self._mapped: list[Path] | None = weights  # dropped again after the first inference
         try:
-            self._compiled = core.compile_model(str(path), "CPU", config)
+            with shedding_file_pages(weights):
+                self._compiled = core.compile_model(str(path), "CPU", config)
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses for unreadable files
             raise ModelFormatError(
                 f"OpenVINO cannot load {path}: {exc}; delete it and run 'm3search models prepare --force'"
@@ -70,6 +79,9 @@ class OpenVinoSession:
         if request is None:
             request = self._local.request = self._compiled.create_infer_request()
         request.infer(feed)
+        mapped, self._mapped = self._mapped, None
+        if mapped:
+            drop_file_pages(mapped)
         if output_names is None:
             indices = list(range(len(self._compiled.outputs)))
         else:

@@ -3,11 +3,13 @@
 | backend | fp32 | bf16 | int8-dynamic | int8-static |
 | --- | --- | --- | --- | --- |
 | onnxruntime | plain export, fused at load | refused | fused + per-channel dynamic INT8 | QDQ, MinMax-calibrated |
-| openvino | IR of the fused graph | same IR, bf16 execution | NNCF INT8 weights | NNCF static INT8 (SmoothQuant) |
+| openvino | the fused graph | same graph, bf16 execution | builder INT8 weights | NNCF static INT8 (SmoothQuant) |
 
 OpenVINO runs onnxruntime's fused graph (its contrib Attention and SkipLayerNormalization ops) about 1.3x faster
-than the plain export, so the fp32 IR is converted from it; NNCF cannot read the fused graph, so int8-static
-quantizes the plain export.
+than the plain export. The builder's graph is written fused, and OpenVINO compiles that ONNX file directly (no IR
+copy, no conversion: its reader maps the external weights, so one copy is in memory). A torch-exported graph is
+fused by onnxruntime's optimizer and converted to an IR once; NNCF cannot read that graph, so its int8-static
+quantizes the plain export, and its int8-dynamic is NNCF's weight compression.
 
 int8-static is calibrated on the texts of :mod:`.calibration`; the manifest records which texts (a digest),
 and a different calibration set rebuilds the variant.
@@ -91,14 +93,15 @@ def ensure_variant(
         feeds = to_feeds(texts) if texts else []
         if key not in FILES:
             raise ConfigError(f"no recipe builds {key}")
-        target = prepared.directory / FILES[key]
+        target = prepared.directory / variant_file(prepared, key)
         target.parent.mkdir(parents=True, exist_ok=True)
         with quiet_stdout():
             if backend == "openvino":
                 quantization = _build_openvino(prepared, precision, target, feeds)
             else:
                 quantization = _build_ort_static(prepared.onnx_path("fp32"), target, feeds)
-        record: dict[str, Any] = {"file": FILES[key], "bytes": graph_bytes(target), "quantization": quantization}
+        record: dict[str, Any] = {"file": str(target.relative_to(prepared.directory)), "bytes": graph_bytes(target),
+                                  "quantization": quantization}
         if digest is not None:
             record["calibration"] = digest
         record["fidelity"] = None  # a rebuilt variant is checked again
@@ -114,7 +117,7 @@ def _build_openvino(prepared: PreparedModel, precision: str, target: Path, feeds
         return {"method": "m3search builder", "weights": "int8 symmetric per-channel, dequantized in the graph",
                 "activations": "quantized at run time by the CPU plugin where it can",
                 "openvino_version": package_version("openvino")}
-    ir = prepared.directory / FILES["openvino/fp32"]
+    ir = prepared.directory / variant_file(prepared, "openvino/fp32")  # the builder's fused ONNX graph, or an IR
     if not ir.is_file():
         _save_ir(ov, _fused_model(ov, prepared), ir)
     if precision in ("fp32", "bf16"):
@@ -135,6 +138,14 @@ def _build_openvino(prepared: PreparedModel, precision: str, target: Path, feeds
                   "calibration_batches": len(feeds)}
     _save_ir(ov, model, target)
     return {**method, "nncf_version": package_version("nncf"), "openvino_version": package_version("openvino")}
+
+
+def variant_file(prepared: PreparedModel, key: str) -> str:
+    """Where a variant's graph goes. OpenVINO compiles the builder's fused fp32 ONNX graph directly (its ONNX reader
+    maps the external weights): no IR copy, no conversion holding a second copy of the weights in memory."""
+    if key in ("openvino/fp32", "openvino/bf16") and prepared.manifest.get("builder") == "m3search":
+        return str(prepared.manifest["variants"]["onnxruntime/fp32"]["file"])
+    return FILES[key]
 
 
 def _built_here(prepared: PreparedModel) -> bool:
