@@ -134,3 +134,67 @@ def test_only_bert_like_safetensors_checkpoints_are_built_without_torch(tmp_path
     assert builder.supports(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "mistral"}))
     assert not builder.supports(tmp_path)
+
+
+def _clip_checkpoint(directory: Path, act: str = "quick_gelu") -> Path:
+    """A CLIPModel checkpoint's names and shapes (hidden 8, one layer per tower, 8 px images in 4 px patches)."""
+    rng = np.random.default_rng(0)
+    tensors: dict[str, tuple[str, np.ndarray]] = {}
+
+    def add(name: str, *shape: int) -> None:
+        tensors[name] = ("F32", rng.normal(size=shape).astype(np.float32))
+
+    for tower in ("text_model", "vision_model"):
+        p = f"{tower}.encoder.layers.0."
+        for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
+            add(f"{p}self_attn.{proj}.weight", 8, 8)
+            add(f"{p}self_attn.{proj}.bias", 8)
+        add(p + "mlp.fc1.weight", 16, 8), add(p + "mlp.fc1.bias", 16), add(p + "mlp.fc2.weight", 8, 16)
+        add(p + "mlp.fc2.bias", 8)
+        for norm in (p + "layer_norm1", p + "layer_norm2", f"{tower}.final_layer_norm", f"{tower}.pre_layrnorm",
+                     f"{tower}.post_layernorm"):
+            add(norm + ".weight", 8), add(norm + ".bias", 8)
+    add("text_model.embeddings.token_embedding.weight", 20, 8)
+    add("text_model.embeddings.position_embedding.weight", 10, 8)
+    add("vision_model.embeddings.patch_embedding.weight", 8, 3, 4, 4)
+    add("vision_model.embeddings.class_embedding", 8)
+    add("vision_model.embeddings.position_embedding.weight", 5, 8)
+    add("text_projection.weight", 4, 8), add("visual_projection.weight", 4, 8)
+    directory.mkdir(parents=True, exist_ok=True)
+    _save_safetensors(directory / "model.safetensors", tensors)
+    sizes = {"hidden_size": 8, "intermediate_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+             "hidden_act": act}
+    config = {"model_type": "clip", "projection_dim": 4,
+              "text_config": {**sizes, "vocab_size": 20, "max_position_embeddings": 10, "eos_token_id": 2},
+              "vision_config": {**sizes, "image_size": 8, "patch_size": 4}}
+    (directory / "config.json").write_text(json.dumps(config))
+    (directory / "tokenizer.json").write_text("{}")
+    return directory
+
+
+def test_clip_with_an_activation_the_builder_lacks_goes_to_the_torch_exporter(tmp_path: Path) -> None:
+    from m3search.models.builder import clip
+
+    directory = _clip_checkpoint(tmp_path / "clip")
+    assert builder.supports(directory, family="clip")
+    assert not builder.supports(directory)  # a text-model spec never builds a CLIP checkpoint as BERT
+    config = json.loads((directory / "config.json").read_text())
+    config["vision_config"]["hidden_act"] = "relu"
+    with pytest.raises(ModelFormatError, match="vision hidden_act 'relu' is not supported"):
+        clip.towers(config)
+    (directory / "config.json").write_text(json.dumps(config))
+    assert not builder.supports(directory, family="clip")
+
+
+def test_a_truncated_clip_checkpoint_is_reported_with_the_fix(tmp_path: Path) -> None:
+    from m3search.models.prepare import prepare_model
+    from m3search.models.registry import get_spec
+    from m3search.models.resolve import ResolvedModel
+
+    directory = _clip_checkpoint(tmp_path / "clip")
+    weights = directory / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-64])
+    resolved = ResolvedModel(get_spec("clip-vit-b-32"), directory, "path")
+    with pytest.raises(ModelFormatError, match=r"incomplete or corrupt .*truncated.*models pull clip-vit-b-32"):
+        prepare_model(resolved, tmp_path / "home")
+    assert not list((tmp_path / "home").rglob("manifest.json"))  # nothing half-written is left to be used

@@ -44,9 +44,11 @@ def graph_kind(spec: ModelSpec) -> Kind:
 
 def supports(src: Path, *, family: str = "") -> bool:
     """Whether the builder can read this checkpoint: safetensors weights of a BERT-like architecture, or of a
-    ``CLIPModel`` for the ``clip`` family."""
+    ``CLIPModel`` for the ``clip`` family (whose activations it knows: others go to the torch exporter)."""
     try:
         config = read_config(src)
+        if family == "clip":
+            clip.towers(config)
     except ModelFormatError:
         return False
     return (config.get("model_type") in (("clip",) if family == "clip" else FAMILIES)
