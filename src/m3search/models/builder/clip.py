@@ -237,6 +237,11 @@ def write_text(src: Path, out: Path, *, int8: bool, weights_only: bool = False) 
     _write(src, out, _text_graph, 0, int8=int8, weights_only=weights_only)
 
 
+def write_vision(src: Path, out: Path) -> None:
+    """The vision tower (fp32) to ``out`` (+ ``.data``)."""
+    _write(src, out, _vision_graph, 1)
+
+
 def pad_token_id(src: Path, config: dict[str, Any]) -> int:
     """The end-of-text token pads (as the reference tokenizer does); the text config's pad id otherwise."""
     from tokenizers import Tokenizer
@@ -257,7 +262,7 @@ def build(src: Path, work: Path) -> dict[str, Any]:
     text, vision = towers(config)
     write_text(src, work / "model.fp32.onnx", int8=False)
     write_text(src, work / "model.int8.onnx", int8=True)
-    _write(src, work / VISION_FILE, _vision_graph, 1)
+    write_vision(src, work / VISION_FILE)
     ckpt = Checkpoint(src, prefix="")
     try:
         projection = ckpt.shape("text_projection.weight")[0]
