@@ -91,6 +91,7 @@ def test_towers_equal_transformers_clip(clip: ClipEncoder, tiny_clip_dir: Path) 
     import torch
     import transformers
 
+    assert clip.prepared.manifest["builder"] == "m3search"  # the torch-free graphs (the exporter is the fallback)
     model = transformers.CLIPModel.from_pretrained(str(tiny_clip_dir)).eval()
     texts = ["a photo of a cat", "An astronaut, in SPACE!", "coffee " * 120, "x"]  # one cut at 77 tokens
     ours = np.stack([e.dense for e in clip.encode_queries(texts)])

@@ -11,7 +11,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+import m3search
 
 pytestmark = pytest.mark.slow
 
@@ -27,8 +30,9 @@ sys.meta_path.insert(0, Block())
 
 
 def run_without_torch(code: str, home: Path) -> dict[str, object]:
+    source = str(Path(m3search.__file__).parents[1])  # the m3search under test, not whichever one is installed
     env = {"M3SEARCH_HOME": str(home), "M3SEARCH_BACKEND": "onnxruntime", "HF_HUB_OFFLINE": "1",
-           "PATH": "/usr/bin:/bin"}
+           "PATH": "/usr/bin:/bin", "PYTHONPATH": source}
     out = subprocess.run([sys.executable, "-c", _BLOCK + code], capture_output=True, text=True, timeout=600,
                          env=env, check=False)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -51,3 +55,25 @@ print(json.dumps({{'dim': int(dense.shape[0]), 'sparse': int(sparse.indices.size
     assert result == {"dim": 384, "sparse": result["sparse"], "colbert": result["colbert"], "torch": False,
                       "transformers": False}
     assert int(result["sparse"]) > 0 and int(result["colbert"]) > 0  # type: ignore[call-overload]
+
+
+def test_clip_prepares_and_embeds_texts_and_images_without_torch(tmp_path: Path, tiny_clip_dir: Path) -> None:
+    code = f"""
+import json, sys, numpy as np, m3search
+from pathlib import Path
+clip = m3search.load_encoder('clip-vit-b-32', path=Path({str(tiny_clip_dir)!r}), precision='int8')
+texts = clip.encode(['a photo of a cat', 'an astronaut'])
+pixels = np.random.default_rng(0).integers(0, 255, size=(2, 40, 60, 3), dtype=np.uint8)
+images = clip.encode_images(list(pixels))
+manifest = clip.prepared.manifest
+print(json.dumps({{'texts': [float(np.linalg.norm(e.dense)) for e in texts],
+                  'images': [float(np.linalg.norm(e.dense)) for e in images],
+                  'builder': manifest['builder'],
+                  'vision': (clip.prepared.directory / manifest['vision']['file']).is_file(),
+                  'torch': 'torch' in sys.modules, 'transformers': 'transformers' in sys.modules}}))
+"""
+    result = run_without_torch(code, tmp_path / "home")
+    assert result["builder"] == "m3search" and result["vision"] is True
+    assert (result["torch"], result["transformers"]) == (False, False)
+    norms = [*result["texts"], *result["images"]]  # type: ignore[misc]
+    assert len(norms) == 4 and np.allclose(norms, 1.0, atol=1e-5)

@@ -134,3 +134,4 @@ def test_only_bert_like_safetensors_checkpoints_are_built_without_torch(tmp_path
     assert builder.supports(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "mistral"}))
     assert not builder.supports(tmp_path)
+

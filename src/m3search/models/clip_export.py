@@ -1,4 +1,7 @@
-"""CLIP checkpoints to two ONNX graphs (needs the ``export`` extra): the text tower and the vision tower.
+"""CLIP checkpoints to two ONNX graphs with torch (the ``export`` extra): the text tower and the vision tower.
+
+The fallback for checkpoints m3search's torch-free builder (:mod:`.builder.clip`) cannot read (pickled
+``pytorch_model.bin`` only), and the path ``M3SEARCH_BUILDER=torch`` forces.
 
 Both come from one ``transformers.CLIPModel``: ``input_ids``, ``attention_mask`` -> ``text_embeds`` (the projected
 end-of-text state, ``get_text_features``) and ``pixel_values`` -> ``image_embeds`` (the projected class token,
@@ -10,8 +13,6 @@ checked the same way.
 
 from __future__ import annotations
 
-import datetime as dt
-import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -19,16 +20,16 @@ from typing import Any
 from m3search._optional import require
 from m3search.errors import M3SearchError, ModelFormatError
 from m3search.models import onnx as onnx_tools
+from m3search.models.builder.clip import (
+    TEXT_INPUTS,
+    TEXT_OUTPUTS,
+    VISION_FILE,
+    VISION_INPUTS,
+    VISION_OUTPUTS,
+    pad_token_id,
+)
 from m3search.models.export import OPSET
 from m3search.models.files import read_config
-from m3search.models.resolve import ResolvedModel
-
-TEXT_INPUTS = ("input_ids", "attention_mask")
-TEXT_OUTPUTS = ("text_embeds",)
-VISION_INPUTS = ("pixel_values",)
-VISION_OUTPUTS = ("image_embeds",)
-VISION_FILE = "vision.fp32.onnx"
-END_OF_TEXT = "<|endoftext|>"
 
 
 def projected(features: Any) -> Any:
@@ -92,25 +93,8 @@ def export_clip(src: Path, text_out: Path, vision_out: Path) -> dict[str, Any]:
             "max_position_embeddings": int(text_config.max_position_embeddings)}
 
 
-def _pad_id(src: Path, config: dict[str, Any]) -> int:
-    """The end-of-text token pads (as the reference tokenizer does); the text config's pad id otherwise."""
-    from tokenizers import Tokenizer
-
-    try:
-        found = Tokenizer.from_file(str(src / "tokenizer.json")).token_to_id(END_OF_TEXT)
-    except Exception as exc:  # tokenizers raises a bare Exception for unreadable files
-        raise ModelFormatError(f"cannot load tokenizer {src / 'tokenizer.json'}: {exc}") from exc
-    if found is not None:
-        return int(found)
-    return int((config.get("text_config") or {}).get("pad_token_id") or 0)
-
-
-def build_clip(resolved: ResolvedModel, work: Path) -> dict[str, Any]:
-    """Export, quantize the text tower, copy the tokenizer; returns the manifest (see :mod:`.prepare`)."""
-    from m3search.models import prepare
-
-    spec, src = resolved.spec, resolved.path
-    config = read_config(src)
+def export_towers(src: Path, work: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Export both towers, quantize the text tower dynamically; returns (manifest facts, INT8 quantization)."""
     fp32, vision, int8 = work / "model.fp32.onnx", work / VISION_FILE, work / "model.int8.onnx"
     try:
         facts = export_clip(src, fp32, vision)
@@ -119,22 +103,12 @@ def build_clip(resolved: ResolvedModel, work: Path) -> dict[str, Any]:
     except Exception as exc:  # the exporter raises assorted errors for graphs it cannot trace
         raise ModelFormatError(f"cannot export the CLIP model in {src} to ONNX ({type(exc).__name__}: {exc})") from exc
     onnx_tools.quantize_int8(fp32, int8, embeddings=False)
-    shutil.copyfile(src / "tokenizer.json", work / "tokenizer.json")
     return {
-        "format": prepare.FORMAT, "model": spec.name, "hf_repo": spec.hf_repo, "revision": spec.revision,
-        "source": str(src), "source_kind": resolved.source, "source_sha256": prepare._weights_sha256(src),
-        "m3search_version": prepare.package_version("m3search"),
-        "onnxruntime_version": prepare.package_version("onnxruntime"),
-        "torch_version": prepare.package_version("torch"), "opset": OPSET,
-        "inputs": list(TEXT_INPUTS), "outputs": list(TEXT_OUTPUTS), "fused": False,
-        "num_heads": facts["num_heads"], "hidden_size": facts["hidden_size"], "pad_token_id": _pad_id(src, config),
-        "vision": {"file": vision.name, "bytes": vision.stat().st_size, "inputs": list(VISION_INPUTS),
-                   "outputs": list(VISION_OUTPUTS), "image_size": facts["image_size"], "precision": "fp32"},
+        "opset": OPSET, "inputs": list(TEXT_INPUTS), "outputs": list(TEXT_OUTPUTS), "fused": False,
+        "builder": "torch", "torch_version": require("torch", "export", "Converting a model to ONNX").__version__,
+        "num_heads": facts["num_heads"], "hidden_size": facts["hidden_size"],
+        "pad_token_id": pad_token_id(src, read_config(src)),
+        "vision": {"file": vision.name, "inputs": list(VISION_INPUTS), "outputs": list(VISION_OUTPUTS),
+                   "image_size": facts["image_size"], "precision": "fp32"},
         "projection_dim": facts["projection_dim"],
-        "variants": {
-            "onnxruntime/fp32": {"file": fp32.name, "bytes": fp32.stat().st_size, "quantization": None},
-            "onnxruntime/int8-dynamic": {"file": int8.name, "bytes": int8.stat().st_size,
-                                         "quantization": {**onnx_tools.QUANTIZATION, "embeddings": False}},
-        },
-        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-    }
+    }, dict(onnx_tools.QUANTIZATION)

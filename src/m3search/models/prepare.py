@@ -137,8 +137,8 @@ def prepare_model(resolved: ResolvedModel, home: Path, *, force: bool = False,
                   builder_name: str = "auto") -> PreparedModel:
     """Build the fp32 and INT8 graphs of ``resolved`` once; later calls return the cached result.
 
-    BERT-like checkpoints with safetensors weights are written by the torch-free :mod:`.builder` (``kind`` says
-    which outputs; by default the embedding model's). Anything else goes through the torch exporter of the
+    BERT-like and CLIP checkpoints with safetensors weights are written by the torch-free :mod:`.builder` (``kind``
+    says which outputs; by default the embedding model's). Anything else goes through the torch exporter of the
     ``export`` extra (``exporter`` replaces the embedding-model export: cross-encoders export their logits);
     ``builder_name="torch"`` forces that path (kept apart in the cache).
 
@@ -170,11 +170,8 @@ def prepare_model(resolved: ResolvedModel, home: Path, *, force: bool = False,
 def _build(resolved: ResolvedModel, work: Path, exporter: Exporter | None = None,
            kind: Kind | None = None, *, torch: bool = False) -> dict[str, Any]:
     spec, src = resolved.spec, resolved.path
-    if spec.family == "clip":  # two towers: the text graph takes the usual place, the vision graph sits beside it
-        from m3search.models.clip_export import build_clip
-
-        return build_clip(resolved, work)
-    if not torch and builder.supports(src):
+    clip = spec.family == "clip"  # two towers: the text graph takes the usual place, the vision graph sits beside it
+    if not torch and builder.supports(src, family=spec.family):
         kind = kind or builder.graph_kind(spec)
         try:
             facts = builder.build(kind, src, work, int8_embeddings=spec.int8_embeddings)
@@ -183,8 +180,14 @@ def _build(resolved: ResolvedModel, work: Path, exporter: Exporter | None = None
                                    f"'m3search models pull {spec.name}'") from exc
         quantization: dict[str, Any] = dict(builder.QUANTIZATION)
         facts.update(fused=True, builder="m3search", kind=kind)
+    elif clip:
+        from m3search.models.clip_export import export_towers
+
+        facts, quantization = export_towers(src, work)
     else:
         facts, quantization = _export_with_torch(resolved, work, exporter)
+    if clip:
+        facts["vision"]["bytes"] = graph_bytes(work / facts["vision"]["file"])
     fp32, int8 = work / "model.fp32.onnx", work / "model.int8.onnx"
     shutil.copyfile(src / "tokenizer.json", work / "tokenizer.json")
     return {
@@ -203,7 +206,7 @@ def _build(resolved: ResolvedModel, work: Path, exporter: Exporter | None = None
             "onnxruntime/int8-dynamic": {
                 "file": int8.name,
                 "bytes": graph_bytes(int8),
-                "quantization": {**quantization, "embeddings": spec.int8_embeddings},
+                "quantization": {**quantization, "embeddings": spec.int8_embeddings and not clip},
             },
         },
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

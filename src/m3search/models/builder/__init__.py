@@ -3,7 +3,8 @@
 :func:`build` writes ``model.fp32.onnx`` and ``model.int8.onnx`` (each with its ``.data`` file) in two passes over
 the checkpoint, one tensor in memory at a time; INT8 weights are quantized as they are written. Families: BERT and
 XLM-RoBERTa encoders (``hidden``), BGE-M3 with its ColBERT and sparse heads (``m3``), SPLADE's masked-LM head
-(``splade``) and sequence-classification rerankers (``classifier``). Anything else (other architectures, pickled
+(``splade``), sequence-classification rerankers (``classifier``) and CLIP (``clip``: the text tower as the two graphs
+above, and ``vision.fp32.onnx`` beside them). Anything else (other architectures, pickled
 ``pytorch_model.bin``-only checkpoints) goes through the torch exporter of the ``export`` extra.
 """
 
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from m3search.errors import ModelFormatError
+from m3search.models.builder import clip
 from m3search.models.builder.heads import Kind, write_graph
 from m3search.models.files import read_config
 from m3search.models.registry import ModelSpec
@@ -31,6 +33,8 @@ QUANTIZATION = {
 
 def graph_kind(spec: ModelSpec) -> Kind:
     """What the graph of an embedding model outputs."""
+    if spec.family == "clip":
+        return "clip"
     if "colbert" in spec.outputs:
         return "m3"
     if spec.pooling == "splade":
@@ -38,18 +42,24 @@ def graph_kind(spec: ModelSpec) -> Kind:
     return "hidden"
 
 
-def supports(src: Path) -> bool:
-    """Whether the builder can read this checkpoint (a BERT-like architecture with safetensors weights)."""
+def supports(src: Path, *, family: str = "") -> bool:
+    """Whether the builder can read this checkpoint: safetensors weights of a BERT-like architecture, or of a
+    ``CLIPModel`` for the ``clip`` family (whose activations it knows: others go to the torch exporter)."""
     try:
         config = read_config(src)
+        if family == "clip":
+            clip.towers(config)
     except ModelFormatError:
         return False
-    return (config.get("model_type") in FAMILIES
+    return (config.get("model_type") in (("clip",) if family == "clip" else FAMILIES)
             and any(p.stem not in ("colbert_linear", "sparse_linear") for p in src.glob("*.safetensors")))
 
 
 def build(kind: Kind, src: Path, work: Path, *, int8_embeddings: bool) -> dict[str, Any]:
-    """Write both graphs into ``work``; returns the facts for the manifest (inputs, outputs, sizes)."""
+    """Write both graphs (CLIP: and its vision tower) into ``work``; returns the facts for the manifest (inputs,
+    outputs, sizes)."""
+    if kind == "clip":
+        return clip.build(src, work)
     facts = write_graph(kind, src, work / "model.fp32.onnx", int8=False)
     write_graph(kind, src, work / "model.int8.onnx", int8=True, int8_embeddings=int8_embeddings)
     return facts

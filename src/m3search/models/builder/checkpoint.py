@@ -154,10 +154,11 @@ class Checkpoint:
     """The weights of a Hugging Face model directory, by their names without the architecture prefix.
 
     ``bert.encoder.layer.0...`` and ``encoder.layer.0...`` are both found as ``encoder.layer.0...``; old
-    ``LayerNorm.gamma``/``beta`` names are found as ``weight``/``bias``.
+    ``LayerNorm.gamma``/``beta`` names are found as ``weight``/``bias``. A given ``prefix`` (CLIP: ``""``, its
+    names say which tower) replaces the search for the BERT-like one.
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, prefix: str | None = None) -> None:
         files = sorted(directory.glob("*.safetensors"))
         files = [f for f in files if f.stem not in ("colbert_linear", "sparse_linear")]
         if not files:
@@ -168,7 +169,7 @@ class Checkpoint:
         for file in self._files:
             for key in file.names():
                 self._names[key] = (file, key)
-        self.prefix = self._find_prefix()
+        self.prefix = self._find_prefix() if prefix is None else prefix
 
     def close(self) -> None:
         for file in self._files:

@@ -6,6 +6,7 @@
 | m3 | ``dense`` (CLS state), ``token_weights`` (relu(sparse head) per token), ``colbert`` (head on tokens after CLS) |
 | splade | ``sparse``: max over tokens of log(1 + relu(MLM logits)), padding masked |
 | classifier | ``logits`` (batch,): BERT pooler + classifier, or XLM-R's classification head, on the first token |
+| clip | ``text_embeds``: CLIP's projected text tower (:mod:`.clip`, which also writes the vision tower) |
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, Literal
 import numpy as np
 
 from m3search.errors import ModelFormatError
+from m3search.models.builder import clip
 from m3search.models.builder.checkpoint import Checkpoint, read_head
 from m3search.models.builder.encoder import (
     FLOAT,
@@ -29,10 +31,10 @@ from m3search.models.builder.encoder import (
 from m3search.models.builder.writer import OPSET, GraphWriter
 from m3search.models.files import read_config
 
-Kind = Literal["hidden", "m3", "splade", "classifier"]
+Kind = Literal["hidden", "m3", "splade", "classifier", "clip"]
 OUTPUTS: dict[str, tuple[str, ...]] = {
     "hidden": ("last_hidden_state",), "m3": ("dense", "token_weights", "colbert"), "splade": ("sparse",),
-    "classifier": ("logits",),
+    "classifier": ("logits",), "clip": ("text_embeds",),
 }
 
 
@@ -104,6 +106,9 @@ def _classifier(w: GraphWriter, ckpt: Checkpoint, cfg: EncoderConfig, enc: Encod
 def write_graph(kind: Kind, src: Path, out: Path, *, int8: bool, int8_embeddings: bool = False,
                 weights_only: bool = False) -> dict[str, Any]:
     """Write one graph (fp32, int8, or int8 weights only) of the checkpoint in ``src`` to ``out`` (+ ``.data``)."""
+    if kind == "clip":  # the text tower; clip.build writes the vision tower beside it
+        clip.write_text(src, out, int8=int8, weights_only=weights_only)
+        return {"outputs": list(OUTPUTS[kind])}
     config = read_config(src)
     cfg = EncoderConfig.from_config(config)
     ckpt = Checkpoint(src)
