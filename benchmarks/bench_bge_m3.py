@@ -33,6 +33,7 @@ import numpy as np
 from common import (  # the script's folder is on sys.path
     ROOT,
     base_parser,
+    engine_mode,
     machine,
     matmul_peak,
     peak_rss_mb,
@@ -47,7 +48,6 @@ CACHE = ROOT / ".cache" / ("bge-m3-smoke" if SMOKE else "bge-m3")
 NON_EMBEDDING_PARAMS = 303e6  # 24 layers x (4 x 1024^2 + 2 x 1024 x 4096) ~ 302M, plus heads
 ENGINES = ("m3search-ov-int8-static", "m3search-ort-int8-dynamic", "m3search-ov-int8-dynamic", "flagembedding-fp32",
            "torch-bf16")
-BACKENDS = {"ort": "onnxruntime", "ov": "openvino"}
 PEER = "flagembedding-fp32"
 CALIBRATION_SIZE = 48
 
@@ -82,9 +82,9 @@ def encoder_for(engine: str, threads: int) -> Any:
     from m3search import load_encoder
     from m3search.settings import Settings
 
-    _, backend, precision = engine.split("-", 2)
-    settings = Settings(home=CACHE / "home", calibration_size=CALIBRATION_SIZE)
-    return load_encoder("bge-m3", path=model_dir(), precision=precision, backend=BACKENDS[backend],  # type: ignore[arg-type]
+    backend, precision, builder = engine_mode(engine)
+    settings = Settings(home=CACHE / "home", calibration_size=CALIBRATION_SIZE, builder=builder)
+    return load_encoder("bge-m3", path=model_dir(), precision=precision, backend=backend,  # type: ignore[arg-type]
                         threads=threads, settings=settings)
 
 
@@ -171,10 +171,10 @@ def child(engine: str, case: str, count: int, threads: int) -> None:
 def prepare(engines: list[str], threads: int) -> None:
     """Build the random full-size model, its ONNX files and every mode once; record fidelity (manifest)."""
     seconds = prepare_modes(engines, lambda engine: encoder_for(engine, threads))
-    manifest = encoder_for(engines[0], threads).prepared.manifest
+    variants = {e: encoder_for(e, threads).prepared.variant(*engine_mode(e)[:2]) for e in seconds}
     print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_rss_mb(),
-                      "bytes": {k: v["bytes"] for k, v in manifest["variants"].items()},
-                      "fidelity": {k: v.get("fidelity") for k, v in manifest["variants"].items()}}))
+                      "bytes": {e: v["bytes"] for e, v in variants.items()},
+                      "fidelity": {e: v.get("fidelity") for e, v in variants.items()}}))
 
 
 def summarise(runs: dict[str, dict[str, Any]], peaks: dict[str, float]) -> dict[str, Any]:
@@ -234,6 +234,8 @@ def markdown(result: dict[str, Any]) -> str:
     lines += ["", f"Best mode: **{result['best']}**. One-time preparation per mode (s): "
               + ", ".join(f"{e} {t:.0f}" for e, t in prep["seconds"].items())
               + f"; peak RSS {prep['peak_rss_mb']:.0f} MB.", "",
+              "Engines ending in `@torch` are the same mode prepared by the torch exporter "
+              "(`M3SEARCH_BUILDER=torch`, the path before the torch-free builder), measured in the same run.", "",
               "Fidelity to m3search fp32 on the bundled held-out sample (manifest):", ""]
     for key, figures in prep["fidelity"].items():
         if figures:
@@ -276,7 +278,7 @@ def main() -> None:
     prep: dict[str, Any] = {"seconds": {}, "peak_rss_mb": 0.0}
     for engine in (e for e in engines if e.startswith("m3search")):  # one process each: memory is returned
         step = spawn(__file__, ["--prepare", "--engines", engine, *common])
-        prep = {**step, "seconds": {**prep["seconds"], **step["seconds"]},
+        prep = {**{k: {**prep.get(k, {}), **step[k]} for k in ("seconds", "bytes", "fidelity")},
                 "peak_rss_mb": max(prep["peak_rss_mb"], step["peak_rss_mb"])}
     runs = {}
     for case in ("passages", "long") if args.long else ("passages",):

@@ -27,6 +27,7 @@ from common import (  # the script's folder is on sys.path
     ROOT,
     base_parser,
     cranfield_texts,
+    engine_mode,
     machine,
     peak_rss_mb,
     prepare_modes,
@@ -38,7 +39,6 @@ from common import (  # the script's folder is on sys.path
 CACHE = ROOT / ".cache" / "minilm"
 ENGINES = ("m3search-ov-int8-static", "m3search-ort-int8-dynamic", "m3search-ov-int8-dynamic", "m3search-ov-fp32",
            "m3search-ort-fp32", "st-fp32", "st-bf16")
-BACKENDS = {"ort": "onnxruntime", "ov": "openvino"}
 PEER = "st-fp32"
 BATCH, MAX_LENGTH = 32, 256
 # FLOPs per token of MiniLM-L6 (hidden 384, FFN 1536, 6 layers): the linear layers, plus attention's two
@@ -68,9 +68,9 @@ def encoder_for(engine: str, threads: int) -> Any:
     from m3search import load_encoder
     from m3search.settings import Settings
 
-    _, backend, precision = engine.split("-", 2)
-    return load_encoder("all-minilm-l6-v2", precision=precision, backend=BACKENDS[backend],  # type: ignore[arg-type]
-                        threads=threads, settings=Settings(home=CACHE / "home"))
+    backend, precision, builder = engine_mode(engine)
+    return load_encoder("all-minilm-l6-v2", precision=precision, backend=backend,  # type: ignore[arg-type]
+                        threads=threads, settings=Settings(home=CACHE / "home", builder=builder))
 
 
 def run_m3search(engine: str, texts: list[str], threads: int) -> tuple[np.ndarray, float, int]:
@@ -118,8 +118,8 @@ def prepare(engines: list[str], threads: int) -> None:
 
 
 def encoder_mode(engine: str) -> tuple[str, str]:
-    _, backend, precision = engine.split("-", 2)
-    return BACKENDS[backend], precision
+    backend, precision, _ = engine_mode(engine)
+    return backend, precision
 
 
 def profile(engine: str, count: int, threads: int) -> None:
@@ -224,6 +224,9 @@ def markdown(result: dict[str, Any]) -> str:
         "Where the best mode's time goes (OpenVINO operator types):",
         "",
         *[f"- {row['op']}: {100 * row['share']:.0f}%" for row in result.get("profile", [])],
+        "",
+        "Engines ending in `@torch` are the same mode prepared by the torch exporter (`M3SEARCH_BUILDER=torch`, "
+        "the path before the torch-free builder), measured in the same run.",
         "",
         "Fidelity to m3search fp32 on the bundled held-out sample, as recorded in the manifest: "
         + "; ".join(f"{e} {f['dense_cos_mean']:.4f}" for e, f in result["prepare"]["fidelity"].items() if f) + ".",

@@ -154,3 +154,14 @@ def prepare_modes(engines: list[str], make: Any) -> dict[str, float]:
             make(engine).encode(["x"])
             seconds[engine] = time.perf_counter() - start
     return seconds
+
+
+BACKENDS = {"ort": "onnxruntime", "ov": "openvino"}
+TORCH_SUFFIX = "@torch"  # the same mode prepared by the torch exporter (M3SEARCH_BUILDER=torch), the path before
+
+
+def engine_mode(engine: str) -> tuple[str, str, str]:
+    """(backend, precision, builder) of an m3search engine name such as ``m3search-ov-int8-static@torch``."""
+    name, _, builder = engine.partition("@")
+    _, backend, precision = name.split("-", 2)
+    return BACKENDS[backend], precision, builder or "auto"
