@@ -1,5 +1,7 @@
-"""The CLI reference page, generated from every command's own ``--help``: ``python -m m3search.cli.docs >
-docs/cli-reference.md``. A unit test regenerates it and compares it with the committed page, so it cannot drift.
+"""Reference pages generated from the code: the CLI reference from every command's own ``--help``
+(``python -m m3search.cli.docs > docs/cli-reference.md``) and the settings table from the fields of
+:class:`~m3search.settings.Settings` (``python -m m3search.cli.docs settings > docs/settings.md``). A unit test
+regenerates both and compares them with the committed pages, so they cannot drift.
 
 Help is rendered with click's plain formatter at a fixed width (typer's rich renderer, which depends on the terminal,
 colours and installed fonts, is bypassed), so the page is the same on every machine.
@@ -8,7 +10,9 @@ colours and installed fonts, is bypassed), so the page is the same on every mach
 from __future__ import annotations
 
 import sys
+import typing
 from collections.abc import Iterator
+from typing import Any
 
 import typer
 import typer.core
@@ -16,6 +20,7 @@ import typer.main
 
 WIDTH = 100
 COMMAND = "python -m m3search.cli.docs > docs/cli-reference.md"
+SETTINGS_COMMAND = "python -m m3search.cli.docs settings > docs/settings.md"
 Context = typer.Context
 
 
@@ -66,8 +71,56 @@ def render(app: typer.Typer | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
-    sys.stdout.write(render())
+def _default(name: str, field: Any) -> str:
+    if name == "home":  # platform-dependent: say where, not this machine's path
+        return "platformdirs' user data dir (`~/.local/share/m3search` on Linux)"
+    value = field.default_factory() if field.default_factory is not None else field.default
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    return f"`{value}`" if value != [] else "`[]`"
+
+
+def _values(annotation: Any) -> str:
+    """What a variable accepts: the choices of a ``Literal``, else the type's name."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) is typing.Literal:
+        return ", ".join(f"`{a}`" for a in args)
+    if args and all(typing.get_origin(a) is typing.Literal for a in args):
+        return ", ".join(f"`{v}`" for a in args for v in typing.get_args(a))
+    if len(args) == 1 and typing.get_origin(annotation) is not list:
+        annotation = args[0]
+    if typing.get_origin(annotation) is list:
+        return "JSON list"
+    return {"Path": "path", "SecretStr": "secret", "str": "text", "int": "integer", "float": "number",
+            "bool": "true/false"}.get(getattr(annotation, "__name__", ""), str(annotation))
+
+
+def render_settings() -> str:
+    """The settings page (Markdown): every field of :class:`~m3search.settings.Settings` as its variable."""
+    from m3search.settings import Settings
+
+    lines = ["# Settings", "",
+             "<!-- Generated from the fields of m3search.settings.Settings: do not edit. Regenerate with",
+             f"     {SETTINGS_COMMAND} -->", "",
+             "Every tunable is an environment variable: prefix `M3SEARCH_`, nested keys with `__`. Settings are read "
+             "when used, never at import; in Python, `m3search.get_settings(**overrides)` reads them now, with "
+             "explicit values on top, and most functions take a `settings=` argument.", "",
+             "| variable | default | values | meaning |", "| --- | --- | --- | --- |"]
+    for name, field in Settings.model_fields.items():
+        meaning = (field.description or "").replace("|", "\\|")
+        lines.append(f"| `M3SEARCH_{name.upper()}` | {_default(name, field)} | {_values(field.annotation)} | "
+                     f"{meaning} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m m3search.cli.docs [settings]``: print the CLI reference, or the settings page."""
+    args = sys.argv[1:] if argv is None else argv
+    if args not in ([], ["settings"]):
+        sys.exit(f"usage: {COMMAND}\n       {SETTINGS_COMMAND}")
+    sys.stdout.write(render_settings() if args else render())
 
 
 if __name__ == "__main__":

@@ -1,0 +1,100 @@
+"""The documentation cannot drift: generated pages equal what the code renders now, links resolve, the README stays
+short and names the commands CI runs."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from m3search.cli import docs
+from m3search.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+PAGES = sorted((ROOT / "docs").glob("*.md"))
+LINK = re.compile(r"\]\(([^)#\s]+)(#[^)\s]*)?\)")
+
+
+def _committed(name: str) -> str:
+    page = ROOT / "docs" / name
+    return page.read_text(encoding="utf-8") if page.exists() else ""
+
+
+@pytest.mark.parametrize(("name", "render", "command"), [
+    ("cli-reference.md", docs.render, docs.COMMAND),
+    ("settings.md", docs.render_settings, docs.SETTINGS_COMMAND),
+])
+def test_generated_page_is_up_to_date(name: str, render: object, command: str) -> None:
+    assert callable(render)
+    if render() != _committed(name):
+        pytest.fail(f"docs/{name} is out of date with the code: run `{command}`")
+
+
+def test_cli_reference_lists_every_command_with_its_options() -> None:
+    page = docs.render()
+    for command in ("m3search index", "m3search search", "m3search models prepare", "m3search finetune train",
+                    "m3search migrate-store", "m3search serve"):
+        assert f"\n## {command}\n" in page
+    assert "--collection" in page and "--rerank-k" in page and "\x1b[" not in page  # no colour codes
+    blocks = [part.split("```", 1)[0] for part in page.split("```text")[1:]]
+    assert len(blocks) == page.count("\n## ")
+    assert all(len(line) <= docs.WIDTH for block in blocks for line in block.splitlines())
+
+
+def test_settings_page_names_every_setting_with_its_default() -> None:
+    page = docs.render_settings()
+    for name, field in Settings.model_fields.items():
+        row = next(line for line in page.splitlines() if line.startswith(f"| `M3SEARCH_{name.upper()}` |"))
+        if isinstance(field.default, int | float | str) and not isinstance(field.default, bool):
+            assert f"`{field.default}`" in row
+
+
+def test_generator_refuses_unknown_arguments() -> None:
+    with pytest.raises(SystemExit, match="usage"):
+        docs.main(["nope"])
+
+
+@pytest.mark.parametrize("page", [ROOT / "README.md", *PAGES], ids=lambda p: p.name)
+def test_relative_links_resolve(page: Path) -> None:
+    broken = [target for target, _ in LINK.findall(page.read_text(encoding="utf-8"))
+              if "://" not in target and not target.startswith("mailto:")
+              and not (page.parent / target).exists()]
+    assert broken == [], f"{page.name} links to missing files: {broken}"
+
+
+def test_readme_is_short_and_runs_what_ci_runs() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(readme.encode("utf-8")) <= 12 * 1024
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert "\nmake test\n" in ci and "make test" in readme and "make demo" in readme
+
+
+def test_docs_index_lists_every_page() -> None:
+    index = (ROOT / "docs" / "index.md").read_text(encoding="utf-8")
+    missing = [p.name for p in PAGES if p.name != "index.md" and f"({p.name})" not in index]
+    assert missing == []
+
+
+def test_benchmarks_page_links_every_results_page() -> None:
+    page = (ROOT / "docs" / "benchmarks.md").read_text(encoding="utf-8")
+    results = sorted((ROOT / "benchmarks" / "results").glob("*.md"))
+    assert results
+    assert [r.name for r in results if f"(../benchmarks/results/{r.name})" not in page] == []
+
+
+def test_anchors_of_links_between_pages_exist() -> None:
+    def anchors(page: Path) -> set[str]:
+        heads = re.findall(r"^#+ (.+)$", page.read_text(encoding="utf-8"), re.M)
+        return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in heads}
+
+    missing = []
+    for page in [ROOT / "README.md", *PAGES]:
+        for target, anchor in LINK.findall(page.read_text(encoding="utf-8")):
+            path = page.parent / target
+            if anchor and path.suffix == ".md" and path.exists() and anchor[1:] not in anchors(path):
+                missing.append(f"{page.name} -> {target}{anchor}")
+        own = anchors(page)
+        missing += [f"{page.name} -> {a}" for a in re.findall(r"\]\(#([^)\s]+)\)", page.read_text(encoding="utf-8"))
+                    if a not in own]
+    assert missing == []
