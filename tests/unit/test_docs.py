@@ -3,6 +3,7 @@ short and names the commands CI runs."""
 
 from __future__ import annotations
 
+import importlib
 import re
 from pathlib import Path
 
@@ -98,3 +99,36 @@ def test_anchors_of_links_between_pages_exist() -> None:
         missing += [f"{page.name} -> {a}" for a in re.findall(r"\]\(#([^)\s]+)\)", page.read_text(encoding="utf-8"))
                     if a not in own]
     assert missing == []
+
+
+def _resolves(dotted: str) -> bool:
+    """Whether ``m3search.a.b.C`` names a module, or an attribute of the longest importable module prefix."""
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            obj: object = importlib.import_module(".".join(parts[:cut]))
+        except ModuleNotFoundError:
+            continue
+        for name in parts[cut:]:
+            if not hasattr(obj, name):
+                return False
+            obj = getattr(obj, name)
+        return True
+    return False
+
+
+def test_python_names_and_source_paths_in_the_docs_exist() -> None:
+    """Every ``m3search.x.y`` the pages name, every ``from m3search... import`` line and every ``src/m3search/...``
+    path exists: a module moved without its documentation fails here, naming the page."""
+    stale = []
+    for page in [ROOT / "README.md", *PAGES]:
+        text = page.read_text(encoding="utf-8")
+        stale += [f"{page.name}: {name}" for name in sorted(set(re.findall(r"\bm3search(?:\.\w+)+", text)))
+                  if not _resolves(name)]
+        for module, names in re.findall(r"^\s*from (m3search[\w.]*) import ([^\n#]+)", text, re.M):
+            for name in (n.strip().split(" as ")[0] for n in names.strip("() ").split(",")):
+                if name and not _resolves(f"{module}.{name}"):
+                    stale.append(f"{page.name}: from {module} import {name}")
+        stale += [f"{page.name}: {path}" for path in re.findall(r"`(src/m3search/[\w/.]+)`", text)
+                  if not (ROOT / path).exists()]
+    assert stale == [], f"the docs name Python modules, names or files that do not exist: {stale}"
