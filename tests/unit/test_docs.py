@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -132,3 +133,35 @@ def test_python_names_and_source_paths_in_the_docs_exist() -> None:
         stale += [f"{page.name}: {path}" for path in re.findall(r"`(src/m3search/[\w/.]+)`", text)
                   if not (ROOT / path).exists()]
     assert stale == [], f"the docs name Python modules, names or files that do not exist: {stale}"
+
+
+def _documented_commands() -> list[tuple[str, str]]:
+    """(page, command line) for every ``m3search ...`` line of the pages' bash blocks; optional ``[--flag]`` parts
+    are kept as flags, and of alternatives (``a|b``, ``--x/--no-x``) the first is taken."""
+    found = []
+    for page in [ROOT / "README.md", *PAGES]:
+        for block in re.findall(r"```bash\n(.*?)```", page.read_text(encoding="utf-8"), re.S):
+            for line in block.replace("\\\n", " ").splitlines():
+                line = re.sub(r"\s+#.*$", "", line).strip()
+                if "m3search " not in line or not line[line.index("m3search "):].startswith("m3search "):
+                    continue
+                command = re.sub(r"\[(-[^\]]*)\]", r"\1", line[line.index("m3search "):])
+                command = re.sub(r"(--[\w-]+)/--[\w-]+", r"\1", command)
+                command = re.sub(r"(?<=\s)([\w.-]+)(\|[\w.-]+)+", r"\1", command)
+                found.append((page.name, command))
+    return found
+
+
+def test_documented_command_lines_name_existing_commands_and_flags() -> None:
+    """Each documented ``m3search`` line parses (commands, flags, their arity) up to ``--help``: a renamed flag fails
+    here, naming the page."""
+    from typer.testing import CliRunner
+
+    from m3search.cli.app import app
+
+    commands = _documented_commands()
+    assert len(commands) > 30
+    runner = CliRunner()
+    wrong = [f"{page}: {command}" for page, command in commands
+             if "..." not in command and runner.invoke(app, [*shlex.split(command)[1:], "--help"]).exit_code != 0]
+    assert wrong == []
