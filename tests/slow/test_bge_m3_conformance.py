@@ -30,7 +30,7 @@ TEXTS = [
 MAX_LENGTH = 1024
 # Two texts at BGE-M3's full context: one just under 8192 tokens, one over it (cut to 8192 by both sides). No
 # trailing space: FlagEmbedding's fast tokenizer turns one into an extra "▁" token, m3search does not, as SentencePiece
-# and transformers' XLMRobertaTokenizer (README, "Tokenization note").
+# and transformers' XLMRobertaTokenizer (docs/bge-m3.md, "Tokenization note").
 LONG_MAX_LENGTH = 8192
 _PARAGRAPH = " ".join(TEXTS[2:7])
 LONG_TEXTS = [" ".join([_PARAGRAPH] * 85), " ".join([_PARAGRAPH] * 95)]  # 8162 and 9122 tokens

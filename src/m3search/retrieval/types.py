@@ -28,7 +28,7 @@ class SearchRequest:
     """One search.
 
     Attributes:
-        strategy: see :data:`STRATEGIES` and the README's strategy table.
+        strategy: see :data:`STRATEGIES` and the strategy table of docs/retrieval.md.
         k: hits to return.
         filters: metadata filters (``{"key": value}`` or ``{"key": [values]}``), applied by every strategy.
         fusion: how ``hybrid`` fuses: ``max`` (weighted scores, each retriever's divided by its top one), ``rrf``
