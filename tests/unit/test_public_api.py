@@ -52,3 +52,11 @@ def test_unknown_attribute_is_an_attribute_error() -> None:
     with pytest.raises(AttributeError, match="no attribute 'Searchr'"):
         _ = m3search.Searchr  # type: ignore[attr-defined]
     assert not hasattr(m3search, "retrieval_search")
+
+
+def test_python_dash_m_runs_the_command_line() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "m3search", "--help"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0 and "Usage: m3search" in done.stdout and "search" in done.stdout
