@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from m3search.finetune import GenerateOptions, generate, parse_queries, split_documents
+from m3search.finetune.queries import Candidate, offline_candidates
 from m3search.models.loader import load_encoder
 from m3search.retrieval.beir import load_dataset
-from m3search.retrieval.finetune import GenerateOptions, generate, parse_queries, split_documents
-from m3search.retrieval.finetune.queries import Candidate, offline_candidates
 from m3search.retrieval.search import Searcher
 from m3search.retrieval.types import SearchRequest
 from m3search.store.ingest import index_documents
@@ -158,7 +158,7 @@ def test_filter_drops_a_query_whose_positive_is_not_retrievable(db: Path, monkey
     options = GenerateOptions(filter_k=1, hard_negatives=0)
     with SQLiteStore(db) as store:
         before = generate(store, load_encoder("hash"), "aero", options)
-        monkeypatch.setattr("m3search.retrieval.finetune.pipeline.offline_candidates", with_a_wrong_one)
+        monkeypatch.setattr("m3search.finetune.pipeline.offline_candidates", with_a_wrong_one)
         data = generate(store, load_encoder("hash"), "aero", options)
     report = data.report.as_dict()
     assert report["generated"]["total"] == before.report.as_dict()["generated"]["total"] + 1

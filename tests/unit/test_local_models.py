@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from m3search.errors import ConfigError, InputError, ModelFormatError, UnknownModelError
-from m3search.models.finetune import Example, TrainParams, read_examples, training_columns
+from m3search.finetune.training import Example, TrainParams, read_examples, training_columns
 from m3search.models.local import all_specs, local_models, lookup_spec, register_local, remove_local
 from m3search.models.registry import get_spec, list_specs
 from m3search.models.resolve import pull, resolve_model

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from m3search.errors import InputError
-from m3search.retrieval.finetune.pipeline import Example, GeneratedData
+from m3search.finetune.pipeline import Example, GeneratedData
 from m3search.store.types import Document
 
 TRAIN, VALIDATION, REPORT, BEIR_DIR = "train.jsonl", "validation.jsonl", "report.json", "validation"

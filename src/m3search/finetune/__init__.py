@@ -1,7 +1,7 @@
 """Fine-tuning data generated from an indexed collection (``m3search finetune generate``)."""
 
-from m3search.retrieval.finetune.output import write_output
-from m3search.retrieval.finetune.pipeline import (
+from m3search.finetune.output import write_output
+from m3search.finetune.pipeline import (
     Example,
     GeneratedData,
     GenerateOptions,
@@ -9,7 +9,7 @@ from m3search.retrieval.finetune.pipeline import (
     generate,
     split_documents,
 )
-from m3search.retrieval.finetune.queries import ORIGINS, Candidate, Origin, parse_queries
+from m3search.finetune.queries import ORIGINS, Candidate, Origin, parse_queries
 
 __all__ = ["ORIGINS", "Candidate", "Example", "GenerateOptions", "GeneratedData", "GenerationReport", "Origin",
            "generate", "parse_queries", "split_documents", "write_output"]
