@@ -14,11 +14,11 @@ from fastapi.testclient import TestClient
 
 from m3search.finetune import GenerateOptions, generate, parse_queries, split_documents
 from m3search.finetune.queries import Candidate, offline_candidates
+from m3search.ingest.pipeline import index_documents
 from m3search.models.loader import load_encoder
 from m3search.retrieval.beir import load_dataset
 from m3search.retrieval.search import Searcher
 from m3search.retrieval.types import SearchRequest
-from m3search.store.ingest import index_documents
 from m3search.store.sqlite import SQLiteStore
 from m3search.store.types import Document
 from tests.cli import run_cli as _run

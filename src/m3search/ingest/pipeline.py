@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from m3search.errors import ConfigError, DocumentError, InputError
+from m3search.ingest.chunking import chunk_text, chunk_texts
 from m3search.models.encoder import Encoder
 from m3search.store.base import Store
-from m3search.store.chunking import chunk_text, chunk_texts
 from m3search.store.types import Document, EmbeddingConfig, EmbeddingSet, PreparedDocument
 from m3search.types import Embedding, Output
 from m3search.validation import check_json, check_string
@@ -333,7 +333,7 @@ def index_documents(
     Unchanged documents (same content hash) are skipped; changed ones are re-chunked and re-embedded. Each
     batch of ``batch_docs`` documents is written in one transaction. ``progress(documents, chunks)`` is called
     after each batch (and once for the unchanged documents). With ``vectors=False`` documents and chunks are
-    stored without vectors: they are pending in the active set until :func:`~m3search.store.reembed.embed_pending`.
+    stored without vectors: they are pending in the active set until :func:`~m3search.ingest.reembed.embed_pending`.
     ``embed`` replaces the direct call of the encoder (a server passes one that goes through its batcher).
     """
     start = time.perf_counter()

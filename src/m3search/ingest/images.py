@@ -14,10 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from m3search.errors import ConfigError, DocumentError, ImageError
-from m3search.models import images
-from m3search.models.encoder import Encoder
-from m3search.store.base import Store
-from m3search.store.ingest import (
+from m3search.ingest.pipeline import (
     DEFAULT_MAX_BYTES,
     IndexReport,
     Problem,
@@ -27,6 +24,9 @@ from m3search.store.ingest import (
     undecodable_name,
     write_prepared,
 )
+from m3search.models import images
+from m3search.models.encoder import Encoder
+from m3search.store.base import Store
 from m3search.store.types import Chunk, Document, PreparedDocument
 from m3search.types import Output
 

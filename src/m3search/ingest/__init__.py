@@ -1,0 +1,1 @@
+"""Ingestion: documents read from files, chunked, embedded and written to a store."""
