@@ -12,7 +12,15 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from m3search.finetune import GenerateOptions, generate, parse_queries, split_documents
+from m3search.finetune import (
+    Example,
+    GenerateOptions,
+    generate,
+    parse_queries,
+    read_examples,
+    split_documents,
+    write_output,
+)
 from m3search.finetune.queries import Candidate, offline_candidates
 from m3search.ingest.pipeline import index_documents
 from m3search.models.loader import load_encoder
@@ -189,6 +197,17 @@ def test_hard_negatives_come_from_other_documents(db: Path) -> None:
         skipped = generate(store, encoder, "aero", GenerateOptions(hard_negatives=1, negatives_skip=2,
                                                                    validation_split=0.0))
     assert [by_text[n] for n in skipped.train[0].negatives] == others[2:3]
+
+
+def test_generated_files_read_back_as_the_same_examples_training_reads(db: Path, tmp_path: Path) -> None:
+    """Generation and training share one Example and one JSONL row: what generate writes, read_examples (the
+    training side's reader) gives back field for field, provenance (chunk, origin) included."""
+    with SQLiteStore(db) as store:
+        data = generate(store, load_encoder("hash"), "aero", GenerateOptions(hard_negatives=2, validation_split=0.3))
+    write_output(data, tmp_path / "data")
+    assert len(data.train) >= 2 and all(isinstance(e, Example) and e.chunk_id is not None for e in data.train)
+    assert read_examples(tmp_path / "data" / "train.jsonl") == data.train
+    assert read_examples(tmp_path / "data" / "validation.jsonl") == data.validation
 
 
 def _llm_reply(messages: list[dict[str, str]]) -> str:
