@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from m3search.ingest.images import index_images, read_images
+from m3search.ingest.images import index_images
+from m3search.ingest.sources import read_images
 from m3search.models.clip import ClipEncoder
 from m3search.models.loader import load_encoder
 from m3search.models.registry import get_spec

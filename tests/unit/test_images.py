@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from m3search.errors import ConfigError, ImageError, InputError
-from m3search.ingest.images import index_images, read_images
+from m3search.ingest.images import index_images
 from m3search.ingest.pipeline import index_documents
+from m3search.ingest.sources import read_images
 from m3search.models import images
 from m3search.models.hashing import HashEncoder
 from m3search.models.registry import ImageFacts, ModelSpec, get_spec

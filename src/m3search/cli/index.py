@@ -15,8 +15,9 @@ from m3search.cli.images import explain_images, index_image_files, print_report,
 from m3search.cli.options import BackendOption, ForceOption, PrecisionOption, encoder_settings
 from m3search.errors import InputError
 from m3search.ingest.distributed import RayOptions, index_documents_ray
-from m3search.ingest.pipeline import DEFAULT_MAX_BYTES, default_outputs, index_documents, read_sources
+from m3search.ingest.pipeline import default_outputs, index_documents
 from m3search.ingest.reembed import reembed as run_reembed
+from m3search.ingest.sources import DEFAULT_MAX_BYTES, read_sources
 from m3search.models.encoder import Encoder
 from m3search.models.loader import load_encoder
 from m3search.models.local import lookup_spec
