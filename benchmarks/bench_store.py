@@ -73,8 +73,8 @@ class TimedStore:
 
 def run_case(name: str, docs: list[Any], chunk_tokens: int, threads: int) -> dict[str, Any]:
     from m3search import load_encoder
+    from m3search.ingest.pipeline import index_documents
     from m3search.settings import Settings
-    from m3search.store.ingest import index_documents
     from m3search.store.sqlite import SQLiteStore
 
     encoder = load_encoder("all-minilm-l6-v2", backend="onnxruntime", precision="int8-dynamic", threads=threads,

@@ -17,11 +17,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from m3search.errors import DimensionError, DocumentError, InputError, M3SearchError, UnknownModelError
+from m3search.ingest.pipeline import index_documents
+from m3search.ingest.sources import check_text
 from m3search.models.loader import load_encoder
 from m3search.retrieval.search import Searcher
 from m3search.server.app import create_app
 from m3search.settings import get_settings
-from m3search.store.ingest import check_text, index_documents
 from m3search.store.sqlite import SQLiteStore
 from m3search.store.types import Chunk, Document, EmbeddingConfig, PreparedDocument
 from m3search.types import Embedding

@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from m3search.ingest.images import index_images
+from m3search.ingest.sources import read_images
 from m3search.models.clip import ClipEncoder
 from m3search.models.loader import load_encoder
 from m3search.models.registry import get_spec
@@ -21,7 +23,6 @@ from m3search.retrieval.search import Searcher
 from m3search.retrieval.types import SearchRequest
 from m3search.server.app import create_app
 from m3search.settings import Settings, get_settings
-from m3search.store.images import index_images, read_images
 from m3search.store.sqlite import SQLiteStore
 from tests.references import import_or_skip
 from tests.tiny_clip import BOS, EOS

@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from m3search.ingest.distributed import LOOPBACK_ENV, RayOptions, index_documents_ray
+from m3search.ingest.pipeline import index_documents
 from m3search.models.loader import load_encoder
 from m3search.settings import Settings
-from m3search.store.distributed import LOOPBACK_ENV, RayOptions, index_documents_ray
-from m3search.store.ingest import index_documents
 from m3search.store.sqlite import SQLiteStore
 from m3search.store.types import Document
 from m3search.store.urls import open_store

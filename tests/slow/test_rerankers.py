@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from m3search.errors import FidelityError
+from m3search.ingest.pipeline import index_documents
 from m3search.models.cross_encoder import CrossEncoderReranker, load_reranker
 from m3search.models.loader import load_encoder
 from m3search.models.rerank_fidelity import METRIC
@@ -21,7 +22,6 @@ from m3search.models.resolve import find_local
 from m3search.retrieval import rerank as rerank_module
 from m3search.server.app import create_app
 from m3search.settings import Settings, get_settings
-from m3search.store.ingest import index_documents
 from m3search.store.sqlite import SQLiteStore
 from m3search.store.types import Document
 from m3search.testing import SPECIAL_TOKENS, xlmr_tokenizer_json

@@ -13,13 +13,13 @@ import pytest
 
 from m3search import load_encoder
 from m3search.cli.app import main
+from m3search.ingest.pipeline import index_documents
 from m3search.models.scores import compute_score
 from m3search.retrieval.beir import load_dataset
 from m3search.retrieval.evaluation import evaluate
 from m3search.retrieval.search import Searcher
 from m3search.retrieval.types import SearchRequest
 from m3search.settings import Settings
-from m3search.store.ingest import index_documents
 from m3search.store.sqlite import SQLiteStore
 from m3search.store.types import Document
 from tests.references import import_or_skip

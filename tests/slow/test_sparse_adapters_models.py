@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from m3search.ingest.pipeline import index_documents
 from m3search.integrations.langchain import M3SearchEmbeddings, M3SearchSparseEmbeddings
 from m3search.integrations.llamaindex import M3SearchEmbedding, M3SearchSparseEmbedding
 from m3search.models.encoder import Encoder
@@ -18,7 +19,6 @@ from m3search.retrieval.search import Searcher
 from m3search.retrieval.types import SearchRequest
 from m3search.server.app import create_app
 from m3search.settings import Settings, get_settings
-from m3search.store.ingest import index_documents
 from m3search.store.sqlite import SQLiteStore
 from m3search.store.types import Document
 from m3search.types import SparseVector

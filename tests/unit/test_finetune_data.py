@@ -12,13 +12,21 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from m3search.finetune import (
+    Example,
+    GenerateOptions,
+    generate,
+    parse_queries,
+    read_examples,
+    split_documents,
+    write_output,
+)
+from m3search.finetune.queries import Candidate, offline_candidates
+from m3search.ingest.pipeline import index_documents
 from m3search.models.loader import load_encoder
 from m3search.retrieval.beir import load_dataset
-from m3search.retrieval.finetune import GenerateOptions, generate, parse_queries, split_documents
-from m3search.retrieval.finetune.queries import Candidate, offline_candidates
 from m3search.retrieval.search import Searcher
 from m3search.retrieval.types import SearchRequest
-from m3search.store.ingest import index_documents
 from m3search.store.sqlite import SQLiteStore
 from m3search.store.types import Document
 from tests.cli import run_cli as _run
@@ -158,7 +166,7 @@ def test_filter_drops_a_query_whose_positive_is_not_retrievable(db: Path, monkey
     options = GenerateOptions(filter_k=1, hard_negatives=0)
     with SQLiteStore(db) as store:
         before = generate(store, load_encoder("hash"), "aero", options)
-        monkeypatch.setattr("m3search.retrieval.finetune.pipeline.offline_candidates", with_a_wrong_one)
+        monkeypatch.setattr("m3search.finetune.pipeline.offline_candidates", with_a_wrong_one)
         data = generate(store, load_encoder("hash"), "aero", options)
     report = data.report.as_dict()
     assert report["generated"]["total"] == before.report.as_dict()["generated"]["total"] + 1
@@ -189,6 +197,17 @@ def test_hard_negatives_come_from_other_documents(db: Path) -> None:
         skipped = generate(store, encoder, "aero", GenerateOptions(hard_negatives=1, negatives_skip=2,
                                                                    validation_split=0.0))
     assert [by_text[n] for n in skipped.train[0].negatives] == others[2:3]
+
+
+def test_generated_files_read_back_as_the_same_examples_training_reads(db: Path, tmp_path: Path) -> None:
+    """Generation and training share one Example and one JSONL row: what generate writes, read_examples (the
+    training side's reader) gives back field for field, provenance (chunk, origin) included."""
+    with SQLiteStore(db) as store:
+        data = generate(store, load_encoder("hash"), "aero", GenerateOptions(hard_negatives=2, validation_split=0.3))
+    write_output(data, tmp_path / "data")
+    assert len(data.train) >= 2 and all(isinstance(e, Example) and e.chunk_id is not None for e in data.train)
+    assert read_examples(tmp_path / "data" / "train.jsonl") == data.train
+    assert read_examples(tmp_path / "data" / "validation.jsonl") == data.validation
 
 
 def _llm_reply(messages: list[dict[str, str]]) -> str:

@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 
 from m3search.errors import ConfigError, ImageError, InputError
+from m3search.ingest.images import index_images
+from m3search.ingest.pipeline import index_documents
+from m3search.ingest.sources import read_images
 from m3search.models import images
 from m3search.models.hashing import HashEncoder
 from m3search.models.registry import ImageFacts, ModelSpec, get_spec
 from m3search.retrieval.search import Searcher
 from m3search.retrieval.types import SearchRequest
-from m3search.store.images import index_images, read_images
-from m3search.store.ingest import index_documents
 from m3search.store.sqlite import SQLiteStore
 from m3search.store.types import Document
 from tests.references import import_or_skip

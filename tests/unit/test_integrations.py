@@ -248,7 +248,7 @@ WORDS_OF = {"wing": "boundary layer flow over a wing", "stall": "the wing stalls
 @pytest.fixture
 def indexed(tmp_path: Path) -> Path:
     """An index file with collection "kb" of the hash model (documents with metadata)."""
-    from m3search.store.ingest import index_documents
+    from m3search.ingest.pipeline import index_documents
     from m3search.store.sqlite import SQLiteStore
     from m3search.store.types import Document
 

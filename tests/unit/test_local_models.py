@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from m3search.errors import ConfigError, InputError, ModelFormatError, UnknownModelError
-from m3search.models.finetune import Example, TrainParams, read_examples, training_columns
+from m3search.finetune import Example, TrainParams, read_examples, training_columns
 from m3search.models.local import all_specs, local_models, lookup_spec, register_local, remove_local
 from m3search.models.registry import get_spec, list_specs
 from m3search.models.resolve import pull, resolve_model
@@ -148,7 +148,9 @@ def write_jsonl(path: Path, rows: list[object]) -> Path:
 def test_read_examples_names_the_bad_line(tmp_path: Path) -> None:
     good = {"query": "q", "positive": "p", "negatives": ["n"], "doc_id": "1", "chunk_id": 1, "origin": "title"}
     path = write_jsonl(tmp_path / "train.jsonl", [good, "", good])
-    assert read_examples(path) == [Example("q", "p", ("n",), "1")] * 2
+    assert read_examples(path) == [Example("q", "p", ("n",), "1", 1, "title")] * 2
+    minimal = write_jsonl(tmp_path / "minimal.jsonl", [{"query": "q", "positive": "p", "chunk_id": "x"}] * 2)
+    assert read_examples(minimal) == [Example("q", "p")] * 2  # only query and positive are required
     cases = ["{broken", json.dumps([1]), json.dumps({"query": "q"}), json.dumps({**good, "positive": " "}),
              json.dumps({**good, "negatives": "n"})]
     for bad in cases:

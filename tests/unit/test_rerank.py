@@ -12,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from m3search.errors import ConfigError, FidelityError, InputError, LLMError
+from m3search.ingest.pipeline import index_documents
 from m3search.models import rerank_fidelity
 from m3search.models.chat import ChatEndpoint
 from m3search.models.loader import load_encoder
@@ -21,7 +22,6 @@ from m3search.retrieval.search import Searcher
 from m3search.retrieval.types import SearchRequest, SearchResult
 from m3search.settings import Settings, get_settings
 from m3search.store.base import Store
-from m3search.store.ingest import index_documents
 from m3search.store.sqlite import SQLiteStore
 from m3search.store.types import Chunk, Document, EmbeddingConfig, PreparedDocument
 from m3search.store.urls import open_store

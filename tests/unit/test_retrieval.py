@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from m3search.errors import ConfigError, InputError
+from m3search.ingest.pipeline import index_documents
 from m3search.models.hashing import HashEncoder
 from m3search.models.pooled import OnnxEncoder
 from m3search.models.registry import get_spec
@@ -19,7 +20,6 @@ from m3search.retrieval.fusion import dbsf, rrf, weighted
 from m3search.retrieval.memory import IndexCache
 from m3search.retrieval.search import Searcher
 from m3search.retrieval.types import SearchRequest
-from m3search.store.ingest import index_documents
 from m3search.store.sqlite import SQLiteStore
 from m3search.store.types import Chunk, Document, EmbeddingConfig, PreparedDocument
 from m3search.types import Embedding, SparseVector

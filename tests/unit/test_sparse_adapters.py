@@ -116,7 +116,7 @@ def test_remote_sparse_vectors_equal_local_ones(serve: Callable[..., AbstractCon
 
 def _indexed_sparse(tmp_path: Path) -> dict[str, dict[int, float]]:
     """The sparse vectors m3search itself stores for TEXTS (documents t0..t6), by text."""
-    from m3search.store.ingest import index_documents
+    from m3search.ingest.pipeline import index_documents
 
     with SQLiteStore(tmp_path / "m3.sqlite3") as store:
         index_documents(store, _fake(), "kb", [Document(f"t{i}", t, "test") for i, t in enumerate(TEXTS)])

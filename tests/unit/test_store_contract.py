@@ -15,16 +15,16 @@ import numpy as np
 import pytest
 
 from m3search.errors import CollectionNotFoundError, ConfigError, ModelMismatchError, StoreError
+from m3search.ingest.pipeline import index_documents
+from m3search.ingest.reembed import reembed
 from m3search.retrieval.defaults import save_fusion, saved_fusion
 from m3search.retrieval.fusion import FusionSettings
 from m3search.retrieval.search import Searcher
 from m3search.retrieval.types import SearchRequest
 from m3search.store.base import Store
 from m3search.store.filters import check_filters
-from m3search.store.ingest import index_documents
 from m3search.store.migrate import migrate_collection
 from m3search.store.qdrant.driver import Deployment
-from m3search.store.reembed import reembed
 from m3search.store.status import collection_status
 from m3search.store.types import Chunk, Document, EmbeddingConfig, PreparedDocument
 from m3search.store.urls import open_store

@@ -11,7 +11,7 @@ from rich.console import Console
 
 from m3search.cli import demo, embed, exits, finetune, index, migrate, models, search, serve
 from m3search.errors import InputError, M3SearchError
-from m3search.store.ingest import printable
+from m3search.ingest.sources import printable
 
 app = typer.Typer(
     name="m3search",

@@ -12,12 +12,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressC
 from m3search.cli import exits
 from m3search.cli.options import encoder_settings
 from m3search.errors import InputError
+from m3search.ingest.images import IMAGE_COLLECTION_HINT, index_images
+from m3search.ingest.pipeline import IndexReport
+from m3search.ingest.sources import Sources, read_images
 from m3search.models.images import is_image_path
 from m3search.models.loader import load_encoder
 from m3search.models.local import lookup_spec
 from m3search.settings import get_settings
-from m3search.store.images import IMAGE_COLLECTION_HINT, index_images, read_images
-from m3search.store.ingest import IndexReport, Sources
 from m3search.store.urls import configured_store
 
 

@@ -14,14 +14,15 @@ from m3search.cli import exits
 from m3search.cli.images import explain_images, index_image_files, print_report, wants_images
 from m3search.cli.options import BackendOption, ForceOption, PrecisionOption, encoder_settings
 from m3search.errors import InputError
+from m3search.ingest.distributed import RayOptions, index_documents_ray
+from m3search.ingest.pipeline import default_outputs, index_documents
+from m3search.ingest.reembed import reembed as run_reembed
+from m3search.ingest.sources import DEFAULT_MAX_BYTES, read_sources
 from m3search.models.encoder import Encoder
 from m3search.models.loader import load_encoder
 from m3search.models.local import lookup_spec
 from m3search.settings import PRECISIONS, get_settings
 from m3search.store.base import CatalogStore, Store
-from m3search.store.distributed import RayOptions, index_documents_ray
-from m3search.store.ingest import DEFAULT_MAX_BYTES, default_outputs, index_documents, read_sources
-from m3search.store.reembed import reembed as run_reembed
 from m3search.store.status import collection_status
 from m3search.store.types import EmbeddingSet
 from m3search.store.urls import configured_store

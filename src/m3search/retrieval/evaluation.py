@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from m3search._optional import require
+from m3search.ingest.pipeline import index_documents
 from m3search.models.encoder import Encoder
 from m3search.retrieval.beir import Dataset, Qrels, Run
 from m3search.retrieval.search import Searcher
 from m3search.retrieval.types import SearchRequest
-from m3search.store.ingest import index_documents
 from m3search.store.sqlite import SQLiteStore
 
 RECALL_DEPTH = 100

@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from m3search.errors import ConfigError, InputError, UnknownModelError
+from m3search.ingest.pipeline import config_for
 from m3search.limits import MAX_QUERY_CHARS
 from m3search.models.encoder import Encoder
 from m3search.models.images import ImageInput
@@ -29,7 +30,6 @@ from m3search.retrieval.types import Contribution, SearchHit, SearchRequest, Sea
 from m3search.settings import get_settings
 from m3search.store.base import Store
 from m3search.store.filters import Scalar
-from m3search.store.ingest import config_for
 from m3search.store.types import EmbeddingSet
 from m3search.types import Embedding
 

@@ -12,6 +12,7 @@ import numpy as np
 from starlette.concurrency import run_in_threadpool
 
 from m3search.errors import InputError, OverloadedError, PayloadTooLargeError
+from m3search.ingest.pipeline import EmbedFn
 from m3search.models.encoder import Encoder, Kind, l2_normalize, stack_dense
 from m3search.models.tokenize import Tokens
 from m3search.retrieval.memory import IndexCache
@@ -21,7 +22,6 @@ from m3search.server.jobs import Jobs
 from m3search.server.metrics import Metrics
 from m3search.settings import Settings
 from m3search.store.base import CatalogStore
-from m3search.store.ingest import EmbedFn
 from m3search.store.types import EmbeddingSet
 from m3search.types import Embedding, FloatArray, OnOverflow, Output
 

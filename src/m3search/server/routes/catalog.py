@@ -9,6 +9,8 @@ from typing import Any
 from fastapi import APIRouter, Path, Request, Response
 
 from m3search.errors import DimensionError, InputError, NotFoundError, StoreError
+from m3search.ingest.pipeline import chunk_sizes, config_for, default_outputs
+from m3search.ingest.reembed import embed_pending, reembed
 from m3search.models.local import lookup_spec
 from m3search.server.jobs import Progress
 from m3search.server.routes.common import ERRORS, service_of
@@ -21,8 +23,6 @@ from m3search.server.schemas import (
     NamedConfigOut,
 )
 from m3search.server.service import Service
-from m3search.store.ingest import chunk_sizes, config_for, default_outputs
-from m3search.store.reembed import embed_pending, reembed
 from m3search.store.status import set_status
 from m3search.store.types import EmbeddingSet
 from m3search.types import Output

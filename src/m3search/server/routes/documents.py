@@ -5,6 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Query, Request, Response
 
 from m3search.errors import DocumentError, NotFoundError
+from m3search.ingest.pipeline import IndexReport, plan_index, prepare_documents, write_prepared
+from m3search.ingest.sources import DEFAULT_MAX_BYTES, check_text
 from m3search.limits import MAX_PAGE
 from m3search.server.routes.common import ERRORS, service_of
 from m3search.server.schemas import (
@@ -18,14 +20,6 @@ from m3search.server.schemas import (
     DocumentUpdate,
 )
 from m3search.server.service import Service
-from m3search.store.ingest import (
-    DEFAULT_MAX_BYTES,
-    IndexReport,
-    check_text,
-    plan_index,
-    prepare_documents,
-    write_prepared,
-)
 from m3search.store.status import collection_status
 from m3search.store.types import Document
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from m3search.retrieval.finetune.queries import SourceChunk
+from m3search.finetune.queries import SourceChunk
 from m3search.retrieval.lexical import Bm25Index
 from m3search.store.base import Store
 from m3search.store.types import Chunk, Document

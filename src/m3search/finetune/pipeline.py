@@ -2,7 +2,7 @@
 collection's own index, and a split by document.
 
 Steps: (1) query candidates per document (offline generators or an LLM, see
-:mod:`~m3search.retrieval.finetune.queries`); (2) drop duplicates (the same words as an earlier query of any
+:mod:`~m3search.finetune.queries`); (2) drop duplicates (the same words as an earlier query of any
 document) and queries of fewer than 2 words; (3) drop queries whose positive's document is in neither the BM25
 nor the dense top ``filter_k`` documents; (4) hard negatives: the ``negatives_strategy`` search for the query,
 hits of the positive's document left out, one chunk (the best) per document, the first ``negatives_skip``
@@ -23,11 +23,12 @@ from typing import Any
 
 from m3search import __version__
 from m3search.errors import InputError, ParameterError
+from m3search.finetune.collection import CollectionData, load_collection
+from m3search.finetune.examples import Example
+from m3search.finetune.queries import ORIGINS, Candidate, llm_candidates, offline_candidates
 from m3search.limits import MAX_K, MAX_NEGATIVES, MAX_QUERIES_PER_DOC
 from m3search.models.chat import ChatEndpoint
 from m3search.models.encoder import Encoder
-from m3search.retrieval.finetune.collection import CollectionData, load_collection
-from m3search.retrieval.finetune.queries import ORIGINS, Candidate, llm_candidates, offline_candidates
 from m3search.retrieval.lexical import fts_tokens
 from m3search.retrieval.search import Searcher
 from m3search.retrieval.types import SearchRequest
@@ -78,22 +79,6 @@ class GenerateOptions:
         found = {k: v for k, v in asdict(self).items() if k != "llm"}
         found["llm"] = {"url": self.llm.url, "model": self.llm.model} if self.llm else None  # never the key
         return found
-
-
-@dataclass(frozen=True)
-class Example:
-    """One training or validation record: a query, its positive chunk's text and hard negatives' texts."""
-
-    query: str
-    positive: str
-    negatives: tuple[str, ...]
-    doc_id: str
-    chunk_id: int
-    origin: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"query": self.query, "positive": self.positive, "negatives": list(self.negatives),
-                "doc_id": self.doc_id, "chunk_id": self.chunk_id, "origin": self.origin}
 
 
 @dataclass

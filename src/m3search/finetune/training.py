@@ -25,6 +25,7 @@ from typing import Any
 
 from m3search._optional import require
 from m3search.errors import ConfigError, InputError
+from m3search.finetune.examples import Example, read_examples
 from m3search.models.prepare import package_version
 from m3search.models.registry import ModelSpec
 
@@ -70,16 +71,6 @@ class TrainParams:
 
 
 @dataclass(frozen=True)
-class Example:
-    """One training example: a query, its relevant text and hard negative texts."""
-
-    query: str
-    positive: str
-    negatives: tuple[str, ...] = ()
-    doc_id: str = ""
-
-
-@dataclass(frozen=True)
 class TrainResult:
     """What training produced: the directory, its metadata and the loss."""
 
@@ -89,35 +80,6 @@ class TrainResult:
     seconds: float
     loss: float | None
     meta: dict[str, Any]
-
-
-def _example(line: str, where: str) -> Example:
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{where}: not a JSON object ({exc.msg})") from exc
-    if not isinstance(row, dict):
-        raise InputError(f"{where}: not a JSON object")
-    query, positive, negatives = row.get("query"), row.get("positive"), row.get("negatives", [])
-    if not isinstance(query, str) or not query.strip() or not isinstance(positive, str) or not positive.strip():
-        raise InputError(f"{where}: needs non-empty string fields 'query' and 'positive'")
-    if not isinstance(negatives, list) or not all(isinstance(n, str) for n in negatives):
-        raise InputError(f"{where}: 'negatives' must be a list of strings")
-    return Example(query, positive, tuple(n for n in negatives if n.strip()), str(row.get("doc_id", "")))
-
-
-def read_examples(path: Path) -> list[Example]:
-    """The examples of a JSONL file; :class:`InputError` naming the file and line of the first bad one."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError as exc:
-        raise InputError(f"{path} does not exist; create it with 'm3search finetune generate'") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path} is not a readable UTF-8 file ({exc})") from exc
-    examples = [_example(line, f"{path}:{n}") for n, line in enumerate(lines, start=1) if line.strip()]
-    if len(examples) < 2:
-        raise InputError(f"{path} holds {len(examples)} example(s); training needs at least 2")
-    return examples
 
 
 def training_columns(examples: list[Example], spec: ModelSpec, negatives: int, seed: int) -> dict[str, list[str]]:
@@ -210,11 +172,3 @@ def _meta(spec: ModelSpec, base_dir: Path, data: Path, params: TrainParams, exam
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
 
-
-def read_meta(directory: Path) -> dict[str, Any] | None:
-    """The ``m3search_finetune.json`` of a fine-tuned directory, if any."""
-    try:
-        meta: dict[str, Any] = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return meta

@@ -8,25 +8,15 @@ fingerprint, so its vectors are never searched together with a text model's; tex
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from m3search.errors import ConfigError, DocumentError, ImageError
+from m3search.errors import ConfigError
+from m3search.ingest.pipeline import IndexReport, start_index, write_prepared
 from m3search.models import images
 from m3search.models.encoder import Encoder
 from m3search.store.base import Store
-from m3search.store.ingest import (
-    DEFAULT_MAX_BYTES,
-    IndexReport,
-    Problem,
-    Sources,
-    printable,
-    start_index,
-    undecodable_name,
-    write_prepared,
-)
 from m3search.store.types import Chunk, Document, PreparedDocument
 from m3search.types import Output
 
@@ -46,56 +36,6 @@ def refuse_text_into_images(encoder: Encoder) -> None:
         raise ConfigError(f"model '{encoder.spec.name}' builds image collections: index image files "
                           f"({', '.join(images.IMAGE_SUFFIXES)}) with it, and text into another collection with a "
                           f"text model (e.g. --model bge-m3)")
-
-
-def _walk(path: Path) -> list[tuple[Path, Path]]:
-    if path.is_dir():
-        return [(p, path) for p in sorted(path.rglob("*")) if p.is_file()]
-    return [(path, path.parent)]
-
-
-def image_document(path: Path, root: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> Document:
-    """One image file as a document (decoded once to check it), or :class:`ImageError` naming the file."""
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ImageError(str(path), f"unreadable ({exc.strerror or exc})") from exc
-    if len(raw) > max_bytes:
-        raise ImageError(str(path), f"larger than {max_bytes} bytes (--max-bytes)")
-    width, height, kind = images.probe(raw, str(path))
-    metadata = {"width": width, "height": height, "format": kind}
-    return Document(path.relative_to(root).as_posix(), path.name, str(path), "", metadata,
-                    stored_hash=hashlib.sha256(raw).hexdigest())
-
-
-def read_images(paths: Sequence[Path], *, max_bytes: int = DEFAULT_MAX_BYTES) -> Sources:
-    """Image documents from files and directories (recursively); problems for everything skipped."""
-    out = Sources()
-    seen: dict[str, str] = {}
-    for argument in paths:
-        if not argument.exists():
-            out.problems.append(Problem(printable(str(argument)), "no such file or directory"))
-            continue
-        for path, root in _walk(argument):
-            bad_name = undecodable_name(path)
-            if bad_name is not None:
-                out.problems.append(bad_name)
-                continue
-            if not images.is_image_path(path):
-                out.problems.append(Problem(str(path), f"not an image ({', '.join(images.IMAGE_SUFFIXES)}); "
-                                                       f"text goes into a collection of a text model"))
-                continue
-            try:
-                doc = image_document(path, root, max_bytes)
-            except DocumentError as exc:
-                out.problems.append(Problem(exc.source, exc.reason))
-                continue
-            if doc.doc_id in seen:
-                out.problems.append(Problem(str(path), f"duplicate id '{doc.doc_id}' (also in {seen[doc.doc_id]})"))
-                continue
-            seen[doc.doc_id] = str(path)
-            out.documents.append(doc)
-    return out
 
 
 def index_images(

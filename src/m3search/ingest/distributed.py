@@ -24,11 +24,11 @@ import numpy as np
 
 from m3search._optional import require
 from m3search.errors import ConfigError
+from m3search.ingest.pipeline import IndexReport, prepare_documents, start_index, write_prepared
 from m3search.models.encoder import Encoder
 from m3search.models.loader import load_encoder
 from m3search.settings import get_settings
 from m3search.store.base import Store
-from m3search.store.ingest import IndexReport, prepare_documents, start_index, write_prepared
 from m3search.store.types import Document
 from m3search.types import Output
 
@@ -129,7 +129,7 @@ def index_documents_ray(
     overlap: int | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> IndexReport:
-    """:func:`~m3search.store.ingest.index_documents` with chunking and embedding on a Ray actor pool.
+    """:func:`~m3search.ingest.pipeline.index_documents` with chunking and embedding on a Ray actor pool.
 
     The driver plans (creates the collection, skips unchanged documents) and writes each batch in one transaction,
     as the single-process path does, so the store ends up the same.

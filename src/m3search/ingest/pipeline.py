@@ -1,191 +1,22 @@
-"""Reading documents from files, and indexing them: chunk, embed, write one transaction per batch.
-
-Supported files: ``.txt`` and ``.md`` (one document each, id = path relative to the argument), and ``.jsonl`` in
-the BEIR corpus format (``_id`` or ``id``, ``text``, optional ``title`` and ``metadata``). Bad input never stops
-the run and never writes anything partial: each problem is reported with its source and reason.
+"""Indexing documents: plan (create the collection or check its model, skip unchanged documents), chunk, embed,
+write one transaction per batch. Documents come from :mod:`m3search.ingest.sources` (files), the server or the
+caller; bad input never writes anything partial.
 """
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from m3search.errors import ConfigError, DocumentError, InputError
+from m3search.errors import ConfigError
+from m3search.ingest.chunking import chunk_text, chunk_texts
+from m3search.ingest.sources import Problem, check_document
 from m3search.models.encoder import Encoder
 from m3search.store.base import Store
-from m3search.store.chunking import chunk_text, chunk_texts
 from m3search.store.types import Document, EmbeddingConfig, EmbeddingSet, PreparedDocument
 from m3search.types import Embedding, Output
-from m3search.validation import check_json, check_string
-
-SUFFIXES = (".txt", ".md", ".jsonl")
-DEFAULT_MAX_BYTES = 10_000_000
-
-
-@dataclass(frozen=True)
-class Problem:
-    """Why one file, line or document was skipped."""
-
-    source: str
-    reason: str
-
-
-@dataclass
-class Sources:
-    """Documents read from paths, and what was skipped."""
-
-    documents: list[Document] = field(default_factory=list)
-    problems: list[Problem] = field(default_factory=list)
-
-
-def printable(text: str) -> str:
-    """``text`` as it can be printed and stored: bytes that were not UTF-8 (a file name's surrogate escapes) shown
-    as ``\\xe9``."""
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
-def undecodable_name(path: Path) -> Problem | None:
-    """A problem for a file whose name is not UTF-8 (a Latin-1 ``caf\\xe9.txt``): ids and sources are text."""
-    try:
-        str(path).encode("utf-8")
-    except UnicodeEncodeError:
-        return Problem(printable(str(path)), "file name is not valid UTF-8 (rename it: ids and sources are text)")
-    return None
-
-
-def check_text(source: str, raw: bytes, max_bytes: int) -> str:
-    """The text of ``raw`` if it is a usable document, else :class:`DocumentError` saying why."""
-    if len(raw) > max_bytes:
-        error = DocumentError(source, f"larger than {max_bytes} bytes (--max-bytes)")
-        error.set_message(f"{source}: larger than {max_bytes} bytes", " (max_bytes)", cli=" (--max-bytes)",
-                          http=" (the server's limit)")
-        raise error
-    if b"\x00" in raw:
-        raise DocumentError(source, "contains NUL bytes (binary file?)")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise DocumentError(source, f"not valid UTF-8 (byte {exc.start})") from exc
-    if not text.strip():
-        raise DocumentError(source, "empty or whitespace only")
-    return text
-
-
-def _jsonl(path: Path, raw: bytes, max_bytes: int, out: Sources) -> None:
-    seen: set[str] = set()
-    for number, line in enumerate(raw.split(b"\n"), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            record = json.loads(line)
-            if not isinstance(record, dict):
-                raise DocumentError(where, "not a JSON object")
-            _check_unicode(where, line, record)
-            doc_id = record.get("_id", record.get("id"))
-            if not isinstance(doc_id, str | int) or str(doc_id) == "":
-                raise DocumentError(where, "no '_id' or 'id'")
-            text = record.get("text")
-            if not isinstance(text, str):
-                raise DocumentError(where, "no 'text' string")
-            text = check_text(where, text.encode("utf-8"), max_bytes)
-            metadata = record.get("metadata") or {}
-            if not isinstance(metadata, dict):
-                raise DocumentError(where, "'metadata' must be an object")
-            if str(doc_id) in seen:
-                raise DocumentError(where, f"duplicate id '{doc_id}' in this file")
-            title = record.get("title") if isinstance(record.get("title"), str) else ""
-            check_document(Document(str(doc_id), text, str(path), title or "", metadata), where)
-        except DocumentError as exc:
-            out.problems.append(Problem(exc.source, exc.reason))
-            continue
-        except (ValueError, UnicodeDecodeError) as exc:
-            out.problems.append(Problem(where, f"invalid JSON ({exc})"))
-            continue
-        seen.add(str(doc_id))
-        out.documents.append(Document(str(doc_id), text, str(path), title or "", metadata))
-
-
-def _check_unicode(where: str, line: bytes, record: dict[str, Any]) -> None:
-    """:class:`DocumentError` for a JSON line whose escapes make a lone surrogate (``"\\ud800"``) anywhere in the
-    record: not text that can be hashed or stored. Only lines with escapes are looked at twice."""
-    if b"\\u" not in line:
-        return
-    try:
-        json.dumps(record, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        raise DocumentError(where, "contains a lone surrogate escape (\\ud800-\\udfff): not valid Unicode "
-                                   "text") from None
-
-
-def check_document(doc: Document, where: str | None = None) -> Document:
-    """``doc`` if its id, title, text and metadata pass :mod:`m3search.validation` (no lone surrogate or NUL, bounded
-    metadata), else :class:`DocumentError` naming it: nothing that could not be hashed, stored or read back."""
-    source = where or f"document {doc.doc_id[:200]!r}"
-    try:
-        for field_name, value in (("id", doc.doc_id), ("title", doc.title), ("text", doc.text)):
-            check_string(field_name, value)
-        check_json("metadata", doc.metadata)
-    except InputError as exc:
-        raise DocumentError(source, str(exc)) from exc
-    return doc
-
-
-def _files(path: Path) -> Iterable[tuple[Path, Path]]:
-    if path.is_dir():
-        for child in sorted(p for p in path.rglob("*") if p.is_file() or p.is_symlink()):
-            yield child, path
-    else:
-        yield path, path.parent
-
-
-def read_sources(paths: Sequence[Path], *, max_bytes: int = DEFAULT_MAX_BYTES) -> Sources:
-    """Documents from files and directories (recursively); problems for everything skipped."""
-    out = Sources()
-    for argument in paths:
-        if not argument.exists():
-            out.problems.append(Problem(printable(str(argument)), "no such file or directory"))
-            continue
-        for path, root in _files(argument):
-            bad_name = undecodable_name(path)
-            if bad_name is not None:
-                out.problems.append(bad_name)
-                continue
-            if path.suffix.lower() not in SUFFIXES:
-                out.problems.append(Problem(str(path), f"unsupported type (use {', '.join(SUFFIXES)})"))
-                continue
-            try:
-                raw = path.read_bytes()
-            except OSError as exc:
-                out.problems.append(Problem(str(path), f"unreadable ({exc.strerror or exc})"))
-                continue
-            if path.suffix.lower() == ".jsonl":
-                _jsonl(path, raw, max_bytes, out)
-                continue
-            try:
-                text = check_text(str(path), raw, max_bytes)
-            except DocumentError as exc:
-                out.problems.append(Problem(exc.source, exc.reason))
-                continue
-            out.documents.append(Document(path.relative_to(root).as_posix(), text, str(path)))
-    return _dedupe(out)
-
-
-def _dedupe(sources: Sources) -> Sources:
-    first: dict[str, Document] = {}
-    for doc in sources.documents:
-        if doc.doc_id in first:
-            other = first[doc.doc_id].source
-            sources.problems.append(Problem(doc.source, f"duplicate id '{doc.doc_id}' (also in {other})"))
-        else:
-            first[doc.doc_id] = doc
-    sources.documents = list(first.values())
-    return sources
-
 
 # (document texts, outputs, max tokens) -> one embedding per text, in order.
 EmbedFn = Callable[[Sequence[str], Sequence[Output], int], list[Embedding]]
@@ -333,7 +164,7 @@ def index_documents(
     Unchanged documents (same content hash) are skipped; changed ones are re-chunked and re-embedded. Each
     batch of ``batch_docs`` documents is written in one transaction. ``progress(documents, chunks)`` is called
     after each batch (and once for the unchanged documents). With ``vectors=False`` documents and chunks are
-    stored without vectors: they are pending in the active set until :func:`~m3search.store.reembed.embed_pending`.
+    stored without vectors: they are pending in the active set until :func:`~m3search.ingest.reembed.embed_pending`.
     ``embed`` replaces the direct call of the encoder (a server passes one that goes through its batcher).
     """
     start = time.perf_counter()
