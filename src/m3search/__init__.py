@@ -20,10 +20,10 @@ from m3search.settings import Settings, get_settings
 from m3search.types import Embedding, SparseVector
 
 if TYPE_CHECKING:
+    from m3search.ingest.pipeline import index_documents
     from m3search.models.cross_encoder import load_reranker
     from m3search.retrieval.search import Searcher
     from m3search.retrieval.types import SearchRequest
-    from m3search.store.ingest import index_documents
     from m3search.store.types import Document
     from m3search.store.urls import open_store
 
@@ -32,7 +32,7 @@ _LAZY: dict[str, str] = {
     "Document": "m3search.store.types",
     "Searcher": "m3search.retrieval.search",
     "SearchRequest": "m3search.retrieval.types",
-    "index_documents": "m3search.store.ingest",
+    "index_documents": "m3search.ingest.pipeline",
     "load_reranker": "m3search.models.cross_encoder",
     "open_store": "m3search.store.urls",
 }
