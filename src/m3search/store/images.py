@@ -40,14 +40,6 @@ def is_image_model(encoder: Encoder) -> bool:
     return encoder.spec.family == "clip"
 
 
-def refuse_text_into_images(encoder: Encoder) -> None:
-    """:class:`ConfigError` when text documents are about to be embedded by an image model."""
-    if is_image_model(encoder):
-        raise ConfigError(f"model '{encoder.spec.name}' builds image collections: index image files "
-                          f"({', '.join(images.IMAGE_SUFFIXES)}) with it, and text into another collection with a "
-                          f"text model (e.g. --model bge-m3)")
-
-
 def _walk(path: Path) -> list[tuple[Path, Path]]:
     if path.is_dir():
         return [(p, path) for p in sorted(path.rglob("*")) if p.is_file()]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -257,11 +257,6 @@ class SQLiteStore(StoreBase, SQLiteReads, SQLiteCatalog):
             for chunk_id, emb in rows:
                 if db.execute("SELECT 1 FROM chunks WHERE id = ?", (chunk_id,)).fetchone():
                     self._insert_vectors(db, target, chunk_id, emb)
-
-    def iter_documents(self, name: str) -> Iterator[tuple[str, str]]:
-        for row in self._rows("SELECT d.doc_id, d.source FROM documents d JOIN collections c "
-                              "ON c.id = d.collection_id WHERE c.name = ? ORDER BY d.id", (name,)):
-            yield row[0], row[1]
 
     def counts(self, name: str) -> tuple[int, int]:
         """(documents, chunks) of a collection."""
