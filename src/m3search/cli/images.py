@@ -15,6 +15,7 @@ from m3search.errors import InputError
 from m3search.models.images import is_image_path
 from m3search.models.loader import load_encoder
 from m3search.models.local import lookup_spec
+from m3search.models.registry import is_image_model
 from m3search.settings import get_settings
 from m3search.store.images import IMAGE_COLLECTION_HINT, index_images, read_images
 from m3search.store.ingest import IndexReport, Sources
@@ -23,7 +24,7 @@ from m3search.store.urls import configured_store
 
 def wants_images(model: str | None) -> bool:
     """Whether ``index`` with ``model`` (default: M3SEARCH_DEFAULT_MODEL) builds an image collection."""
-    return lookup_spec(model or get_settings().default_model).family == "clip"
+    return is_image_model(lookup_spec(model or get_settings().default_model))
 
 
 def explain_images(sources: Sources) -> Sources:

@@ -11,7 +11,7 @@ from m3search.errors import ConfigError, InputError, UnknownModelError
 from m3search.limits import MAX_QUERY_CHARS
 from m3search.models.encoder import Encoder
 from m3search.models.images import ImageInput
-from m3search.models.registry import ModelSpec, get_spec
+from m3search.models.registry import ModelSpec, get_spec, is_image_model
 from m3search.retrieval.defaults import hybrid_request, hybrid_settings, saved_fusion
 from m3search.retrieval.engine import ENGINE_STRATEGIES, EngineContext
 from m3search.retrieval.grouping import search_documents
@@ -123,7 +123,7 @@ class Searcher:
             raise InputError("image queries cannot be reranked (rerankers score a text query against text): "
                              "leave out rerank")
         encode = getattr(self.encoder, "encode_images", None)
-        if encode is None:
+        if self.encoder is None or not is_image_model(self.encoder.spec) or encode is None:
             raise ConfigError("image queries need an image model (CLIP) as the Searcher's encoder: the model of an "
                               "image collection, e.g. clip-vit-b-32")
         target = self._target(collection)

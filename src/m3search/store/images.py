@@ -16,6 +16,7 @@ from pathlib import Path
 from m3search.errors import ConfigError, DocumentError, ImageError
 from m3search.models import images
 from m3search.models.encoder import Encoder
+from m3search.models.registry import is_image_model
 from m3search.store.base import Store
 from m3search.store.ingest import (
     DEFAULT_MAX_BYTES,
@@ -33,11 +34,6 @@ from m3search.types import Output
 IMAGE_OUTPUTS: tuple[Output, ...] = ("dense",)
 IMAGE_COLLECTION_HINT = ("images are indexed with an image model into their own collection: "
                          "m3search index DIR -c photos --model clip-vit-b-32")
-
-
-def is_image_model(encoder: Encoder) -> bool:
-    """Whether ``encoder`` is an image model (CLIP): its collections hold images, not text."""
-    return encoder.spec.family == "clip"
 
 
 def _walk(path: Path) -> list[tuple[Path, Path]]:
@@ -105,7 +101,7 @@ def index_images(
     skipped; each batch is embedded by the vision tower and written in one transaction.
     """
     encode = getattr(encoder, "encode_images", None)
-    if not is_image_model(encoder) or encode is None:
+    if not is_image_model(encoder.spec) or encode is None:
         raise ConfigError(f"model '{encoder.spec.name}' embeds text only; {IMAGE_COLLECTION_HINT}")
     start = time.perf_counter()
     plan, report = start_index(store, encoder, collection, documents, outputs=IMAGE_OUTPUTS, chunk_tokens=None,
