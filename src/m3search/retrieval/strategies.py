@@ -19,7 +19,7 @@ from m3search.models.registry import get_spec
 from m3search.models.scores import colbert_score
 from m3search.retrieval.defaults import hybrid_settings
 from m3search.retrieval.filtering import BoolArray
-from m3search.retrieval.fusion import Ranking, weighted
+from m3search.retrieval.fusion import Ranking, ranked, weighted
 from m3search.retrieval.memory import SetIndex
 from m3search.retrieval.types import DEFAULT_WEIGHTS, STRATEGIES, SearchRequest
 from m3search.store.base import Store
@@ -175,10 +175,6 @@ def _weighted(ctx: Context) -> Outcome:
     parts = _retrieve_all(ctx, names)
     return Outcome(weighted(parts, _weights(ctx, names)), parts)
 
-
-def ranked(scores: dict[int, float]) -> Ranking:
-    """Best first, ties by id."""
-    return sorted(scores.items(), key=lambda item: (-item[1], item[0]))
 
 
 
