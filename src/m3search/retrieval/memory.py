@@ -222,7 +222,7 @@ class IndexCache:
 
     def get(self, store: Store, target: EmbeddingSet, ann_dir: Path | None, ann_threshold: int) -> SetIndex:
         generation = store.generation(target)
-        key = (str(getattr(store, "path", id(store))), target.id)
+        key = (str(store.path if store.path is not None else id(store)), target.id)
         with self._lock:
             found = self._items.get(key)
             if found is not None and found.generation == generation and found.target == target:

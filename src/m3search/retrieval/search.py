@@ -27,19 +27,13 @@ from m3search.retrieval.strategies import (
 )
 from m3search.retrieval.types import Contribution, SearchHit, SearchRequest, SearchResult
 from m3search.settings import get_settings
-from m3search.store.base import Store
+from m3search.store.base import Store, in_engine
 from m3search.store.filters import Scalar
 from m3search.store.ingest import config_for
 from m3search.store.types import EmbeddingSet
 from m3search.types import Embedding
 
 _CACHE = IndexCache()
-
-
-def ann_dir_for(store: Store) -> Path | None:
-    """Where HNSW graphs of a store's sets are kept: beside its database file (``index.sqlite3.ann/``)."""
-    path = getattr(store, "path", None)
-    return Path(f"{path}.ann") if isinstance(path, Path) else None
 
 
 class Searcher:
@@ -59,7 +53,7 @@ class Searcher:
         self.spec = spec or (encoder.spec if encoder is not None else None)
         # Reading the environment costs ~2 ms: only when the caller (a server, per request) did not say.
         self.ann_threshold = get_settings().ann_threshold if ann_threshold is None else ann_threshold
-        self.ann_dir = ann_dir if ann_dir is not None else ann_dir_for(store)
+        self.ann_dir = ann_dir if ann_dir is not None else store.ann_dir
         self._cache = cache or _CACHE
         self._rerankers = rerankers
 
@@ -168,8 +162,8 @@ class Searcher:
         if request.strategy == "hybrid":  # left-out fusion fields: the collection's saved ones, else the defaults
             tuned = saved_fusion(self.store, target)
             request = hybrid_request(request, tuned, fusion_retrievers(target.config.outputs))
-        if getattr(self.store, "searches_in_engine", False):  # Qdrant: the engine searches and filters
-            engine = EngineContext(self.store, target, text, embedding, request, filters)  # type: ignore[arg-type]
+        if in_engine(self.store):  # Qdrant: the engine searches and filters
+            engine = EngineContext(self.store, target, text, embedding, request, filters)
             outcome = ENGINE_STRATEGIES[request.strategy](engine)
         else:
             index = self._cache.get(self.store, target, self.ann_dir, self.ann_threshold)

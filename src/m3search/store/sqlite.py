@@ -46,6 +46,8 @@ _BUMP_COLLECTION = "UPDATE embedding_sets SET generation = generation + 1 WHERE 
 class SQLiteStore(StoreBase, SQLiteReads, SQLiteCatalog):
     """The default :class:`~m3search.store.base.Store` (searches and bulk reads: :class:`SQLiteReads`)."""
 
+    path: Path
+
     def __init__(self, path: Path, *, dense_dtype: str = "float32") -> None:
         if dense_dtype not in codec.DTYPES:
             raise StoreError(f"dense_dtype must be float32 or float16, not {dense_dtype!r}")

@@ -12,7 +12,8 @@ import numpy as np
 
 from m3search.errors import StoreError
 from m3search.store.filters import Scalar
-from m3search.store.qdrant.driver import COLBERT, DENSE, SPARSE, TEXT, Driver, Probe, Query, Where, field_kind
+from m3search.store.qdrant.driver import Driver, field_kind
+from m3search.store.queries import COLBERT, DENSE, SPARSE, TEXT, Probe, Query, Where
 from m3search.store.reads import SparseRows, TermCounts
 from m3search.store.types import Chunk, Document, EmbeddingConfig, EmbeddingSet, Hit, PreparedDocument
 from m3search.types import Embedding, FloatArray, IntArray, SparseVector
