@@ -23,6 +23,7 @@ from m3search.store.ingest import index_documents
 from m3search.store.sqlite import SQLiteStore
 from m3search.store.types import Chunk, Document, EmbeddingConfig, PreparedDocument
 from m3search.types import Embedding, SparseVector
+from tests.store_search import search_sparse, search_text
 
 CONFIG = EmbeddingConfig("synthetic", "0" * 40, 16, None, ("dense", "sparse", "colbert"), "fp32")
 WORDS = ["wing", "flow", "heat", "plate", "shock", "wave", "boundary", "layer", "jet", "nozzle"]
@@ -92,7 +93,7 @@ def test_dense_is_exact_top_k_with_filters(filled: tuple[SQLiteStore, list[Prepa
     assert all(h.metadata["group"] == "odd" for h in filtered.hits)
 
 
-def test_sparse_matches_lexical_score_and_the_postings_search(
+def test_sparse_matches_lexical_score_and_the_reference_search(
         filled: tuple[SQLiteStore, list[PreparedDocument]]) -> None:
     store, docs = filled
     query = _query(5)
@@ -102,8 +103,8 @@ def test_sparse_matches_lexical_score_and_the_postings_search(
     expected = sorted((d for d in truth if truth[d] > 0), key=lambda d: (-truth[d], int(d[1:])))[:8]
     assert [h.document_id for h in result.hits] == expected
     assert [h.score for h in result.hits] == pytest.approx([truth[d] for d in expected], rel=1e-5)
-    postings = store.search_sparse("kb", CONFIG, query.sparse, 8)
-    assert [h.doc_id for h in postings] == expected
+    reference = search_sparse(store, "kb", CONFIG, query.sparse, 8)
+    assert [h.doc_id for h in reference] == expected
 
 
 def test_bm25_with_filters(filled: tuple[SQLiteStore, list[PreparedDocument]]) -> None:
@@ -310,7 +311,7 @@ def test_memory_bm25_equals_fts5_bm25(store: SQLiteStore, lang: str) -> None:
     searcher = _searcher(store)
     for query in list(dataset.queries.values())[:40]:
         ours = searcher.search_embedded("faq", query, None, SearchRequest("bm25", k=10)).hits
-        fts5 = store.search_text("faq", query, 10)  # SQLite's own bm25(), one collection: same statistics
+        fts5 = search_text(store, "faq", query, 10)  # SQLite's own bm25(), one collection: same statistics
         assert [h.chunk_id for h in ours] == [c for c, _ in fts5], query
         assert [h.score for h in ours] == pytest.approx([s for _, s in fts5], rel=1e-4)
 

@@ -12,7 +12,7 @@ from m3search.store.filters import Scalar
 from m3search.store.queries import Query
 from m3search.store.reads import SparseRows, TermCounts
 from m3search.store.types import EmbeddingConfig, EmbeddingSet, Hit, PreparedDocument
-from m3search.types import Embedding, FloatArray, IntArray, SparseVector
+from m3search.types import Embedding, FloatArray, IntArray
 
 
 class StoreBase:
@@ -106,13 +106,6 @@ class Store(Protocol):
     def write_vectors(self, target: EmbeddingSet, rows: Sequence[tuple[int, Embedding]]) -> None: ...
 
     def dense_matrix(self, target: EmbeddingSet) -> tuple[list[int], FloatArray]: ...
-
-    def search_dense(self, name: str, config: EmbeddingConfig, query: FloatArray, k: int) -> list[Hit]: ...
-
-    def search_sparse(self, name: str, config: EmbeddingConfig, query: SparseVector, k: int) -> list[Hit]: ...
-
-    def search_text(self, name: str, query: str, k: int,
-                    filters: dict[str, list[Scalar]] | None = None) -> list[tuple[int, float]]: ...
 
     def hits(self, scored: Sequence[tuple[int, float]], collection: str | None = None) -> list[Hit]: ...
 

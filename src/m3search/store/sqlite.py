@@ -89,9 +89,6 @@ class SQLiteStore(StoreBase, SQLiteReads, SQLiteCatalog):
         """Delete a collection with its documents, chunks, sets and vectors."""
         self.collection_settings(name)
         with self._lock, transaction(self._db) as db:
-            for (set_id,) in db.execute("SELECT s.id FROM embedding_sets s JOIN collections c "
-                                        "ON c.id = s.collection_id WHERE c.name = ?", (name,)).fetchall():
-                self._drop_postings(db, set_id)
             db.execute("DELETE FROM collections WHERE name = ?", (name,))
 
     def _config_id(self, db: sqlite3.Connection, config: EmbeddingConfig) -> int:
@@ -142,7 +139,6 @@ class SQLiteStore(StoreBase, SQLiteReads, SQLiteCatalog):
         with self._lock, transaction(self._db) as db:
             if building is not None:
                 db.execute("DELETE FROM embedding_sets WHERE id = ?", (building.id,))
-                self._drop_postings(db, building.id)
             cid = db.execute("SELECT id FROM collections WHERE name = ?", (name,)).fetchone()[0]
             db.execute("INSERT INTO embedding_sets(collection_id, config_id, status) VALUES (?, ?, 'building')",
                        (cid, self._config_id(db, config)))
@@ -167,12 +163,7 @@ class SQLiteStore(StoreBase, SQLiteReads, SQLiteCatalog):
         with self._lock, transaction(self._db) as db:
             for old in retired:
                 db.execute("DELETE FROM embedding_sets WHERE id = ?", (old.id,))
-                self._drop_postings(db, old.id)
         return len(retired)
-
-    @staticmethod
-    def _drop_postings(db: sqlite3.Connection, set_id: int) -> None:
-        db.execute("DELETE FROM postings WHERE set_id = ?", (set_id,))
 
     # documents -----------------------------------------------------------------------------------
 
@@ -230,9 +221,6 @@ class SQLiteStore(StoreBase, SQLiteReads, SQLiteCatalog):
         if emb.sparse is not None:
             db.execute("INSERT OR REPLACE INTO sparse_vectors VALUES (?, ?, ?, ?, ?)",
                        (target.id, chunk_id, fp, *codec.sparse_blobs(emb.sparse)))
-            db.executemany("INSERT OR REPLACE INTO postings VALUES (?, ?, ?, ?)",
-                           [(target.id, int(t), chunk_id, float(w)) for t, w in
-                            zip(emb.sparse.indices, emb.sparse.values, strict=True)])
         if emb.colbert is not None:
             db.execute("INSERT OR REPLACE INTO colbert_vectors VALUES (?, ?, ?, ?, ?)",
                        (target.id, chunk_id, fp, emb.colbert.shape[0], codec.colbert_blob(emb.colbert)))
