@@ -401,3 +401,29 @@ def test_ann_update_handles_reused_removed_and_new_ids() -> None:
     assert updated.search(fresh, 1)[0] == 5 and 7 not in set(updated.search(matrix[7], 10).tolist())
     assert 5000 in set(updated.search(matrix[9], 2).tolist())
     assert ann.update(graph, (new_ids, new_matrix), (new_ids[:1000], new_matrix[:1000])) is None  # too much
+
+
+def test_a_runtime_owns_indexes_threads_and_cross_encoders(filled: tuple[SQLiteStore, list[PreparedDocument]]
+                                                           ) -> None:
+    """A searcher given its own runtime leaves the process-wide one alone; close() shuts the threads down and drops
+    the caches, and the next search makes them again."""
+    from m3search.retrieval import runtime as runtime_module
+
+    store, _ = filled
+    default = runtime_module.default_runtime()
+    before = (default.indexes._items.copy(), default._pool)
+    own = runtime_module.RetrievalRuntime()
+    searcher = Searcher(store, runtime=own)
+    assert searcher.rerankers._cache is own.scorers
+    first = searcher.search_embedded("kb", "wing flow", _query(), SearchRequest("hybrid", k=5))
+    pool = own._pool
+    assert pool is not None and len(own.indexes._items) == 1 and len(first.hits) == 5
+    assert (default.indexes._items, default._pool) == before
+    own.scorers[("x", "", "", 0)] = object()  # type: ignore[assignment]
+    own.close()
+    assert own._pool is None and not own.indexes._items and not own.scorers
+    with pytest.raises(RuntimeError, match="shutdown"):
+        pool.submit(print)
+    again = searcher.search_embedded("kb", "wing flow", _query(), SearchRequest("hybrid", k=5))
+    assert again.hits == first.hits and own._pool is not None and own._pool is not pool
+    own.close()

@@ -237,6 +237,11 @@ class IndexCache:
                 self._items.popitem(last=False)
             return fresh
 
+    def clear(self) -> None:
+        """Drop every set index (the next search loads them again from the store)."""
+        with self._lock:
+            self._items.clear()
+
 
 def check_query_dim(target: EmbeddingSet, vector: FloatArray) -> None:
     if vector.shape[0] != target.config.vector_dim:

@@ -17,6 +17,7 @@ from m3search.retrieval.engine import ENGINE_STRATEGIES, EngineContext
 from m3search.retrieval.grouping import search_documents
 from m3search.retrieval.memory import IndexCache, check_query_dim
 from m3search.retrieval.rerank import RerankerPool, rerank_result
+from m3search.retrieval.runtime import RetrievalRuntime, default_runtime
 from m3search.retrieval.strategies import (
     STRATEGY_FUNCTIONS,
     Context,
@@ -33,35 +34,35 @@ from m3search.store.ingest import config_for
 from m3search.store.types import EmbeddingSet
 from m3search.types import Embedding
 
-_CACHE = IndexCache()
-
 
 class Searcher:
     """Searches the collections of ``store``; ``encoder`` embeds queries (it must be the collection's model).
 
     Without an encoder only pre-computed query embeddings (:meth:`search_embedded`) and ``bm25`` work; ``spec``
     then names the model facts (Matryoshka dimensions) when the registry does not know the collection's model.
-    ``rerankers`` provides the rerank stage's models (default: the process-wide pool with settings read when first
-    needed).
+    ``rerankers`` provides the rerank stage's models (default: the runtime's, with settings read when first needed).
+    ``runtime`` holds what searches keep between calls: set indexes, threads, cross-encoders (default: the
+    process-wide one); ``cache`` replaces its set indexes.
     """
 
     def __init__(self, store: Store, encoder: Encoder | None = None, *, spec: ModelSpec | None = None,
                  ann_threshold: int | None = None, ann_dir: Path | None = None, cache: IndexCache | None = None,
-                 rerankers: RerankerPool | None = None) -> None:
+                 rerankers: RerankerPool | None = None, runtime: RetrievalRuntime | None = None) -> None:
         self.store = store
         self.encoder = encoder
         self.spec = spec or (encoder.spec if encoder is not None else None)
         # Reading the environment costs ~2 ms: only when the caller (a server, per request) did not say.
         self.ann_threshold = get_settings().ann_threshold if ann_threshold is None else ann_threshold
         self.ann_dir = ann_dir if ann_dir is not None else store.ann_dir
-        self._cache = cache or _CACHE
+        self.runtime = runtime or default_runtime()
+        self._cache = cache or self.runtime.indexes
         self._rerankers = rerankers
 
     @property
     def rerankers(self) -> RerankerPool:
         """The rerankers of the rerank stage (settings read on first use)."""
         if self._rerankers is None:
-            self._rerankers = RerankerPool()
+            self._rerankers = RerankerPool(cache=self.runtime.scorers)
         return self._rerankers
 
     def _target(self, collection: str) -> EmbeddingSet:
@@ -169,7 +170,7 @@ class Searcher:
             index = self._cache.get(self.store, target, self.ann_dir, self.ann_threshold)
             allowed = index.allowed(filters) if filters else None
             ctx = Context(self.store, target, index, text, embedding, request, filters, allowed,
-                          self._mrl_dims(target))
+                          self._mrl_dims(target), self.runtime.pool())
             outcome = STRATEGY_FUNCTIONS[request.strategy](ctx)
         details = {"k": request.k, **_parameters(request, target.config.outputs), **outcome.details}
         if tuned is not None:

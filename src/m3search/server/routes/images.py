@@ -40,6 +40,6 @@ async def search_image(body: ImageSearchBody, request: Request) -> Response:
     active = await run_in_threadpool(service.store.active_set, body.collection)
     encoder = service.encoder_for_set(active)
     searcher = Searcher(service.store, encoder, ann_threshold=service.settings.ann_threshold,
-                        cache=service.index_cache)
+                        runtime=service.runtime)
     result = await run_in_threadpool(searcher.search_image, body.collection, data, search)
     return json_response(result.as_dict())

@@ -27,7 +27,7 @@ async def run_search(request: Request, body: SearchBody) -> Response:
                            body.coarse_dim, body.coarse_k, body.fusion, rerank=body.rerank, rerank_k=body.rerank_k,
                            group_by=body.group_by)
     search.checked()
-    rerankers = RerankerPool(service.settings)  # cross-encoders are shared by the process, loaded once
+    rerankers = RerankerPool(service.settings, cache=service.runtime.scorers)  # each cross-encoder loaded once
     if search.rerank is not None:
         rerankers.check(search.rerank)
     active = await run_in_threadpool(service.store.active_set, body.collection)
@@ -41,7 +41,7 @@ async def run_search(request: Request, body: SearchBody) -> Response:
         request.state.tokens = tokens
         embedding = embeddings[0]
     searcher = Searcher(service.store, encoder, ann_threshold=service.settings.ann_threshold,
-                        cache=service.index_cache, rerankers=rerankers)
+                        runtime=service.runtime, rerankers=rerankers)
     result = await run_in_threadpool(searcher.search_embedded, body.collection, body.q, embedding, search)
     return json_response(result.as_dict())
 
