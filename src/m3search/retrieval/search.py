@@ -34,6 +34,17 @@ from m3search.store.ingest import config_for
 from m3search.store.types import EmbeddingSet
 from m3search.types import Embedding
 
+CheckedRequest = tuple[SearchRequest, dict[str, list[Scalar]]]
+
+
+def check_request(request: SearchRequest, rerankers: RerankerPool) -> CheckedRequest:
+    """``request`` validated with its reranker's settings, before any model loads: the request and its normalised
+    filters (:meth:`SearchRequest.checked`); :class:`InputError` or :class:`ConfigError` otherwise."""
+    request, filters = request.checked()
+    if request.rerank is not None:
+        rerankers.check(request.rerank)
+    return request, filters
+
 
 class Searcher:
     """Searches the collections of ``store``; ``encoder`` embeds queries (it must be the collection's model).
@@ -98,9 +109,7 @@ class Searcher:
         if len(query) > MAX_QUERY_CHARS:
             raise InputError(f"the query has {len(query)} characters, more than {MAX_QUERY_CHARS}")
         start = time.perf_counter()
-        request, filters = request.checked()  # before the model loads
-        if request.rerank is not None:
-            self.rerankers.check(request.rerank)
+        request, filters = check_request(request, self.rerankers)  # before the model loads
         target = self._target(collection)
         embedding = self._encode(target, [query], [request.strategy])[0]
         result = self._search(target, query, embedding, request, filters)
@@ -138,9 +147,15 @@ class Searcher:
                         request: SearchRequest | None = None) -> SearchResult:
         """Search with a query embedding computed beforehand (``text`` serves bm25)."""
         start = time.perf_counter()
-        request, filters = (request or SearchRequest()).checked()
-        if request.rerank is not None:
-            self.rerankers.check(request.rerank)
+        return self.search_checked(collection, text, embedding, check_request(request or SearchRequest(),
+                                                                             self.rerankers), start=start)
+
+    def search_checked(self, collection: str, text: str, embedding: Embedding | None, checked: CheckedRequest, *,
+                       start: float | None = None) -> SearchResult:
+        """:meth:`search_embedded` with a request :func:`check_request` validated already (a server validates
+        before it embeds the query, and only then)."""
+        start = time.perf_counter() if start is None else start
+        request, filters = checked
         result = self._search(self._target(collection), text, embedding, request, filters)
         return replace(result, took_ms=(time.perf_counter() - start) * 1000)
 

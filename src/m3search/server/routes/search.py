@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from m3search.errors import InputError
 from m3search.limits import MAX_CANDIDATES, MAX_K, MAX_QUERY_CHARS, MAX_RERANK_K
 from m3search.retrieval.rerank import RerankerPool
-from m3search.retrieval.search import Searcher
+from m3search.retrieval.search import Searcher, check_request
 from m3search.retrieval.strategies import required_outputs
 from m3search.retrieval.types import STRATEGIES, SearchRequest
 from m3search.server.routes.common import ERRORS, json_response, service_of
@@ -26,10 +26,8 @@ async def run_search(request: Request, body: SearchBody) -> Response:
     search = SearchRequest(body.strategy, body.k, body.filters, body.rrf_k, body.weights, body.candidates,
                            body.coarse_dim, body.coarse_k, body.fusion, rerank=body.rerank, rerank_k=body.rerank_k,
                            group_by=body.group_by)
-    search.checked()
     rerankers = RerankerPool(service.settings, cache=service.runtime.scorers)  # each cross-encoder loaded once
-    if search.rerank is not None:
-        rerankers.check(search.rerank)
+    checked = check_request(search, rerankers)  # once, before the model loads and the query is embedded
     active = await run_in_threadpool(service.store.active_set, body.collection)
     outputs = required_outputs(body.strategy, active)
     embedding = None
@@ -42,7 +40,7 @@ async def run_search(request: Request, body: SearchBody) -> Response:
         embedding = embeddings[0]
     searcher = Searcher(service.store, encoder, ann_threshold=service.settings.ann_threshold,
                         runtime=service.runtime, rerankers=rerankers)
-    result = await run_in_threadpool(searcher.search_embedded, body.collection, body.q, embedding, search)
+    result = await run_in_threadpool(searcher.search_checked, body.collection, body.q, embedding, checked)
     return json_response(result.as_dict())
 
 
