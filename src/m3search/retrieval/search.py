@@ -26,7 +26,7 @@ from m3search.retrieval.strategies import (
     required_outputs,
     retrievers_of,
 )
-from m3search.retrieval.types import Contribution, SearchHit, SearchRequest, SearchResult
+from m3search.retrieval.types import Contribution, SearchHit, SearchRequest, SearchResult, check_strategy
 from m3search.settings import get_settings
 from m3search.store.base import Store, in_engine
 from m3search.store.filters import Scalar
@@ -43,6 +43,17 @@ def check_request(request: SearchRequest, rerankers: RerankerPool) -> CheckedReq
     request, filters = request.checked()
     if request.rerank is not None:
         rerankers.check(request.rerank)
+    return request, filters
+
+
+def check_image_request(request: SearchRequest) -> CheckedRequest:
+    """An image query's ``request`` validated: the ``dense`` strategy only, and no rerank."""
+    request, filters = request.checked()
+    if request.strategy != "dense":
+        raise InputError(f"image queries search dense vectors only: use strategy 'dense', not '{request.strategy}'")
+    if request.rerank is not None:
+        raise InputError("image queries cannot be reranked (rerankers score a text query against text): "
+                         "leave out rerank")
     return request, filters
 
 
@@ -92,7 +103,7 @@ class Searcher:
                 ) -> list[Embedding | None]:
         needed: set[str] = set()
         for strategy in strategies:
-            SearchRequest(strategy).checked()  # type: ignore[arg-type]
+            check_strategy(strategy)
             needed.update(required_outputs(strategy, target))
         if not needed:
             return [None] * len(texts)
@@ -119,13 +130,14 @@ class Searcher:
         """Image->image: ``image`` (a path, encoded bytes or a uint8 array) embedded by the collection's image model
         (CLIP's vision tower) and searched by the ``dense`` strategy (the default here; others are refused)."""
         start = time.perf_counter()
-        request, filters = (request or SearchRequest(strategy="dense")).checked()
-        if request.strategy != "dense":
-            raise InputError(f"image queries search dense vectors only: use strategy 'dense', not "
-                             f"'{request.strategy}'")
-        if request.rerank is not None:
-            raise InputError("image queries cannot be reranked (rerankers score a text query against text): "
-                             "leave out rerank")
+        checked = check_image_request(request or SearchRequest(strategy="dense"))
+        return self.search_image_checked(collection, image, checked, start=start)
+
+    def search_image_checked(self, collection: str, image: ImageInput, checked: CheckedRequest, *,
+                             start: float | None = None) -> SearchResult:
+        """:meth:`search_image` with a request :func:`check_image_request` validated already."""
+        start = time.perf_counter() if start is None else start
+        request, filters = checked
         encode = getattr(self.encoder, "encode_images", None)
         if self.encoder is None or not is_image_model(self.encoder.spec) or encode is None:
             raise ConfigError("image queries need an image model (CLIP) as the Searcher's encoder: the model of an "

@@ -8,12 +8,11 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from m3search.errors import InputError
 from m3search.limits import MAX_CANDIDATES, MAX_K, MAX_QUERY_CHARS, MAX_RERANK_K
 from m3search.retrieval.rerank import RerankerPool
 from m3search.retrieval.search import Searcher, check_request
 from m3search.retrieval.strategies import required_outputs
-from m3search.retrieval.types import STRATEGIES, SearchRequest
+from m3search.retrieval.types import STRATEGIES, SearchRequest, check_strategy
 from m3search.server.routes.common import ERRORS, json_response, service_of
 from m3search.server.schemas import SearchBody, SearchResponse
 from m3search.store.filters import parse_filter
@@ -70,8 +69,7 @@ async def search_get(
         "document", description="one hit per document (its best chunk), or every matching chunk"),
 ) -> Response:
     """The same search from a URL: ``?q=...&collection=...&strategy=two_stage&coarse_dim=64&coarse_k=100``."""
-    if strategy not in STRATEGIES:
-        raise InputError(f"unknown strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
+    check_strategy(strategy)  # a 400 naming the strategies before SearchBody (its Literal) is built
     filters: dict[str, Any] = {}
     for key, value in (parse_filter(f) for f in filter or []):
         filters.setdefault(key, []).append(value)
