@@ -19,7 +19,6 @@ from m3search.models.loader import load_encoder
 from m3search.models.rerank_fidelity import METRIC
 from m3search.models.rerankers import get_reranker
 from m3search.models.resolve import find_local
-from m3search.retrieval import rerank as rerank_module
 from m3search.server.app import create_app
 from m3search.settings import Settings, get_settings
 from m3search.store.sqlite import SQLiteStore
@@ -211,7 +210,6 @@ def test_cli_search_rerank_and_models_commands(home_with_reranker: Settings, tmp
 def test_server_search_rerank_loads_the_model_once(home_with_reranker: Settings, tmp_path: Path) -> None:
     db = tmp_path / "s.sqlite3"
     _index(db, home_with_reranker)
-    rerank_module._SHARED.clear()
     with TestClient(create_app(home_with_reranker, model="hash", db=db)) as client:
         body = {"q": QUERY, "collection": "kb", "strategy": "dense", "k": 4, "rerank": MINILM, "rerank_k": 10}
         first = client.post("/api/v1/search", json=body)
@@ -219,11 +217,13 @@ def test_server_search_rerank_loads_the_model_once(home_with_reranker: Settings,
                                                       "rerank": MINILM, "rerank_k": 10})
         bad = [client.post("/api/v1/search", json={**body, **change}) for change in
                ({"rerank_k": 2}, {"rerank": "nope"}, {"rerank_k": 0}, {"rerank": "llm"})]
+        runtime = client.app.state.service.runtime  # type: ignore[attr-defined]
+        loaded = [key for key in runtime.scorers if key[0] == MINILM]
     assert first.status_code == second.status_code == 200 and first.json()["hits"] == second.json()["hits"]
     hits = first.json()["hits"]
     assert [h["breakdown"]["rerank"]["rank"] for h in hits] == [1, 2, 3, 4]
     assert all(h["breakdown"]["rerank"]["status"] == "ok" for h in hits)
-    assert len([key for key in rerank_module._SHARED if key[0] == MINILM]) == 1
+    assert len(loaded) == 1 and not runtime.scorers  # loaded once; dropped when the server stopped
     assert [r.status_code for r in bad] == [400, 400, 400, 400]
     assert "rerank_k (2) must be at least k (4)" in bad[0].json()["error"]["message"]
     assert "M3SEARCH_LLM_URL" in bad[3].json()["error"]["message"]

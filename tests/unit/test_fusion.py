@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import itertools
 
+import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from m3search.errors import InputError
-from m3search.retrieval.fusion import FUSION_METHODS, FusionSettings, dbsf, max_normalised, min_max, rrf, weighted
+from m3search.retrieval.fusion import (
+    FUSION_METHODS,
+    FusionSettings,
+    dbsf,
+    max_normalised,
+    min_max,
+    ranked,
+    rrf,
+    weighted,
+)
 from m3search.store.filters import check_filters, filter_sql, parse_filter
 
 ids = st.lists(st.integers(0, 40), unique=True, max_size=25)
@@ -151,3 +161,18 @@ def test_filters_are_validated_and_parameterised() -> None:
         check_filters({"a": []})
     sql, params = filter_sql(check_filters({"x'; DROP TABLE chunks; --": "v", "b": [True, None]}))
     assert "DROP" not in sql and params[0] == "$.\"x'; DROP TABLE chunks; --\"" and 1 in params
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 4), min_size=1, max_size=40), st.integers(1, 50), st.booleans())
+def test_in_memory_top_k_is_the_fused_order(values: list[int], k: int, positive: bool) -> None:
+    """The memory indexes' top k and the fusions order alike: best first, ties (many here) by id; the k best scores
+    (which of the ids tied at the k-th score are kept is the partition's choice)."""
+    from m3search.retrieval.memory import _top
+
+    scores = np.array(values, dtype=np.float32) - 1
+    ids = np.arange(len(values), dtype=np.int64)[::-1].copy()
+    kept = {int(i): float(s) for i, s in zip(ids, scores, strict=True) if s > 0 or not positive}
+    top = _top(scores, ids, k, positive=positive)
+    assert list(top) == ranked(dict(top))
+    assert [s for _, s in top] == [s for _, s in ranked(kept)[:k]]

@@ -15,7 +15,7 @@ from m3search.ingest.pipeline import index_documents
 from m3search.ingest.sources import read_images
 from m3search.models import images
 from m3search.models.hashing import HashEncoder
-from m3search.models.registry import ImageFacts, ModelSpec, get_spec
+from m3search.models.registry import ImageFacts, ModelSpec, get_spec, is_image_model
 from m3search.retrieval.search import Searcher
 from m3search.retrieval.types import SearchRequest
 from m3search.store.sqlite import SQLiteStore
@@ -130,6 +130,14 @@ def test_registry_facts_and_validation() -> None:
     with pytest.raises(ConfigError, match="image facts"):
         ModelSpec(name="x", hf_repo="a/b", revision="0" * 40, dim=8, max_tokens=8, pooling="projection",
                   normalize=True, outputs=("dense",), family="clip", license="MIT", size_gb=0.0)
+
+
+def test_one_answer_to_is_this_an_image_model() -> None:
+    """Facts and registry names answer alike; a name the registry does not know (a local model) is not one."""
+    assert is_image_model(get_spec("clip-vit-b-32")) and is_image_model(" CLIP-ViT-B-32 ")
+    assert not is_image_model(get_spec("bge-m3")) and not is_image_model("bge-m3")
+    assert not is_image_model("my-fine-tuned-model")
+    assert is_image_model(clip_like().spec)
 
 
 def clip_like() -> HashEncoder:

@@ -23,6 +23,7 @@ from m3search.retrieval.types import SearchRequest
 from m3search.store.sqlite import SQLiteStore
 from m3search.store.types import Chunk, Document, EmbeddingConfig, PreparedDocument
 from m3search.types import Embedding, SparseVector
+from tests.store_search import search_sparse, search_text
 
 CONFIG = EmbeddingConfig("synthetic", "0" * 40, 16, None, ("dense", "sparse", "colbert"), "fp32")
 WORDS = ["wing", "flow", "heat", "plate", "shock", "wave", "boundary", "layer", "jet", "nozzle"]
@@ -92,7 +93,7 @@ def test_dense_is_exact_top_k_with_filters(filled: tuple[SQLiteStore, list[Prepa
     assert all(h.metadata["group"] == "odd" for h in filtered.hits)
 
 
-def test_sparse_matches_lexical_score_and_the_postings_search(
+def test_sparse_matches_lexical_score_and_the_reference_search(
         filled: tuple[SQLiteStore, list[PreparedDocument]]) -> None:
     store, docs = filled
     query = _query(5)
@@ -102,8 +103,8 @@ def test_sparse_matches_lexical_score_and_the_postings_search(
     expected = sorted((d for d in truth if truth[d] > 0), key=lambda d: (-truth[d], int(d[1:])))[:8]
     assert [h.document_id for h in result.hits] == expected
     assert [h.score for h in result.hits] == pytest.approx([truth[d] for d in expected], rel=1e-5)
-    postings = store.search_sparse("kb", CONFIG, query.sparse, 8)
-    assert [h.doc_id for h in postings] == expected
+    reference = search_sparse(store, "kb", CONFIG, query.sparse, 8)
+    assert [h.doc_id for h in reference] == expected
 
 
 def test_bm25_with_filters(filled: tuple[SQLiteStore, list[PreparedDocument]]) -> None:
@@ -310,7 +311,7 @@ def test_memory_bm25_equals_fts5_bm25(store: SQLiteStore, lang: str) -> None:
     searcher = _searcher(store)
     for query in list(dataset.queries.values())[:40]:
         ours = searcher.search_embedded("faq", query, None, SearchRequest("bm25", k=10)).hits
-        fts5 = store.search_text("faq", query, 10)  # SQLite's own bm25(), one collection: same statistics
+        fts5 = search_text(store, "faq", query, 10)  # SQLite's own bm25(), one collection: same statistics
         assert [h.chunk_id for h in ours] == [c for c, _ in fts5], query
         assert [h.score for h in ours] == pytest.approx([s for _, s in fts5], rel=1e-4)
 
@@ -400,3 +401,29 @@ def test_ann_update_handles_reused_removed_and_new_ids() -> None:
     assert updated.search(fresh, 1)[0] == 5 and 7 not in set(updated.search(matrix[7], 10).tolist())
     assert 5000 in set(updated.search(matrix[9], 2).tolist())
     assert ann.update(graph, (new_ids, new_matrix), (new_ids[:1000], new_matrix[:1000])) is None  # too much
+
+
+def test_a_runtime_owns_indexes_threads_and_cross_encoders(filled: tuple[SQLiteStore, list[PreparedDocument]]
+                                                           ) -> None:
+    """A searcher given its own runtime leaves the process-wide one alone; close() shuts the threads down and drops
+    the caches, and the next search makes them again."""
+    from m3search.retrieval import runtime as runtime_module
+
+    store, _ = filled
+    default = runtime_module.default_runtime()
+    before = (default.indexes._items.copy(), default._pool)
+    own = runtime_module.RetrievalRuntime()
+    searcher = Searcher(store, runtime=own)
+    assert searcher.rerankers._cache is own.scorers
+    first = searcher.search_embedded("kb", "wing flow", _query(), SearchRequest("hybrid", k=5))
+    pool = own._pool
+    assert pool is not None and len(own.indexes._items) == 1 and len(first.hits) == 5
+    assert (default.indexes._items, default._pool) == before
+    own.scorers[("x", "", "", 0)] = object()  # type: ignore[assignment]
+    own.close()
+    assert own._pool is None and not own.indexes._items and not own.scorers
+    with pytest.raises(RuntimeError, match="shutdown"):
+        pool.submit(print)
+    again = searcher.search_embedded("kb", "wing flow", _query(), SearchRequest("hybrid", k=5))
+    assert again.hits == first.hits and own._pool is not None and own._pool is not pool
+    own.close()

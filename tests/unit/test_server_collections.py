@@ -242,3 +242,21 @@ def test_mrl_set_switches_the_collection_after_background_fill(make_client: Call
                                   "/api/v1/collections/none/documents"])
 def test_unknown_resources_are_404(client: TestClient, path: str) -> None:
     _error(client.get(path), 404)
+
+
+def test_a_search_request_is_validated_once(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The route validates the request before the query is embedded, and the search does not validate it again."""
+    from m3search.retrieval.types import SearchRequest
+
+    _collection(client)
+    client.post("/api/v1/collections/kb/documents", json={"documents": DOCS})
+    checks: list[SearchRequest] = []
+    original = SearchRequest.checked
+
+    def counted(self: SearchRequest) -> object:
+        checks.append(self)
+        return original(self)
+
+    monkeypatch.setattr(SearchRequest, "checked", counted)
+    found = client.post("/api/v1/search", json={"q": "wing", "collection": "kb", "strategy": "dense", "k": 3})
+    assert found.status_code == 200 and len(checks) == 1

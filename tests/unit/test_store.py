@@ -29,6 +29,7 @@ from m3search.store.schema import VERSION
 from m3search.store.sqlite import SQLiteStore
 from m3search.store.types import Document, PreparedDocument
 from m3search.types import Embedding
+from tests.store_search import search_dense, search_sparse, search_text
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 WORDS = ["debian", "package", "kernel", "release", "upgrade", "mirror", "archive", "boot", "network", "install",
@@ -72,9 +73,24 @@ def test_older_schema_migrates_without_losing_data(tmp_path: Path) -> None:
         assert store.counts("old") == (2, 2)
         ids, matrix = store.dense_matrix(store.active_set("old"))
         assert ids == [1, 2] and matrix[0, 1] == 1.0 and matrix[1, 2] == 1.0
-        hits = store.hits(store.search_text("old", "aerodynamic", 5))  # the FTS index was filled from existing chunks
+        hits = store.hits(search_text(store, "old", "aerodynamic", 5))  # the FTS index was filled from existing chunks
         assert [h.doc_id for h in hits] == ["doc2"]
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == VERSION
+
+
+def test_the_postings_table_is_dropped_by_a_migration(tmp_path: Path) -> None:
+    """A database of the old schema (its postings table filled) loses the table and the trigger that kept it in step
+    with deleted chunks; documents, vectors and deletes keep working."""
+    path = tmp_path / "old.sqlite3"
+    shutil.copy(FIXTURES / "index_v1.sqlite3", path)
+    with sqlite3.connect(path) as db:
+        db.executemany("INSERT INTO postings VALUES (?, ?, ?, ?)", [(1, 7, 1, 0.5), (1, 9, 2, 0.25)])
+    with SQLiteStore(path) as store:
+        names = {r[0] for r in sqlite3.connect(path).execute("SELECT name FROM sqlite_master")}
+        assert "postings" not in names and "postings_delete" not in names and "postings_by_chunk" not in names
+        assert {"chunks", "sparse_vectors", "dense_vectors", "chunks_fts", "set_options"} <= names
+        assert store.delete_documents("old", ["doc1"]) == 1  # the trigger on chunks is gone with its table
+        assert store.counts("old") == (1, 1) and store.dense_matrix(store.active_set("old"))[0] == [2]
 
 
 def test_newer_database_refuses_to_open(tmp_path: Path) -> None:
@@ -148,7 +164,7 @@ def test_index_is_idempotent_and_updates_changed_documents(store: SQLiteStore) -
     assert (third.added, third.updated, third.unchanged, third.chunks) == (0, 1, 19, 1)
     documents, chunks = store.counts("kb")
     assert documents == 20 and chunks == first.chunks - (len(chunk_text(docs[19].text, encoder.tokenizer, 64, 8)) - 1)
-    hits = store.search_dense("kb", config_for(encoder, ["dense"]),
+    hits = search_dense(store, "kb", config_for(encoder, ["dense"]),
                               encoder.encode(["completely new text about mirrors"])[0].dense, 1)  # type: ignore[arg-type]
     assert hits[0].doc_id == "d19"
 
@@ -188,7 +204,7 @@ def test_same_dimension_other_model_is_refused(store: SQLiteStore) -> None:
     with pytest.raises(ModelMismatchError, match="m3search reembed --collection kb"):
         index_documents(store, other, "kb", _docs(3))
     with pytest.raises(ModelMismatchError):
-        store.search_dense("kb", config_for(other, ["dense"]), np.zeros(384, dtype=np.float32), 3)
+        search_dense(store, "kb", config_for(other, ["dense"]), np.zeros(384, dtype=np.float32), 3)
 
 
 def test_reembed_switches_atomically_and_resumes(tmp_path: Path) -> None:
@@ -214,7 +230,7 @@ def test_reembed_switches_atomically_and_resumes(tmp_path: Path) -> None:
         building = store.building_set("kb")
         assert building is not None and store.vector_count(building) == 14
         assert store.active_set("kb").config.model == "hash"  # searches still use the old set
-        store.search_dense("kb", config_for(old, ["dense"]), old.encode(["debian"])[0].dense, 3)  # type: ignore[arg-type]
+        search_dense(store, "kb", config_for(old, ["dense"]), old.encode(["debian"])[0].dense, 3)  # type: ignore[arg-type]
         resumed = reembed(store, new, "kb", batch=7)
         assert resumed.activated and resumed.embedded == store.counts("kb")[1] - 14
     states = []
@@ -228,7 +244,7 @@ def test_reembed_switches_atomically_and_resumes(tmp_path: Path) -> None:
     assert states[0][3] == states[1][3] == ["retired", "active"]
     with SQLiteStore(paths[0]) as store:
         with pytest.raises(ModelMismatchError, match="hash-64"):
-            store.search_dense("kb", config_for(old, ["dense"]), np.zeros(384, dtype=np.float32), 3)
+            search_dense(store, "kb", config_for(old, ["dense"]), np.zeros(384, dtype=np.float32), 3)
         assert store.gc("kb") == 1 and [s.status for s in store.sets("kb")] == ["active"]
 
 
@@ -254,7 +270,7 @@ def test_concurrent_readers_search_while_a_writer_ingests(tmp_path: Path) -> Non
         with SQLiteStore(path) as reader:
             while not done.is_set():
                 try:
-                    seen.append(len(reader.search_dense("kb", config, query, 1000)))  # type: ignore[arg-type]
+                    seen.append(len(search_dense(reader, "kb", config, query, 1000)))  # type: ignore[arg-type]
                 except BaseException as exc:
                     errors.append(exc)
                     return
@@ -297,7 +313,7 @@ def test_chunks_do_not_split_words() -> None:
     assert chunks[-1].end == len(text)
 
 
-def test_sparse_vectors_are_searchable_through_postings(store: SQLiteStore) -> None:
+def test_sparse_vectors_are_stored_searched_and_deleted(store: SQLiteStore) -> None:
     from m3search.store.types import EmbeddingConfig
     from m3search.types import SparseVector
 
@@ -311,7 +327,7 @@ def test_sparse_vectors_are_searchable_through_postings(store: SQLiteStore) -> N
     docs = [PreparedDocument(Document(d, d, "t"), chunk_text(d, _encoder().tokenizer, 64, 8),
                              [Embedding(1, False, sparse=sparse(w))]) for d, w in vectors.items()]
     store.write_documents(target, docs)
-    hits = store.search_sparse("lex", config, sparse({2: 1.0, 3: 0.5}), 5)
+    hits = search_sparse(store, "lex", config, sparse({2: 1.0, 3: 0.5}), 5)
     assert [(h.doc_id, round(h.score, 4)) for h in hits] == [("b", 1.2), ("a", 1.0)]
     store.delete_documents("lex", ["b"])
-    assert [h.doc_id for h in store.search_sparse("lex", config, sparse({3: 1.0}), 5)] == []  # postings went too
+    assert [h.doc_id for h in search_sparse(store, "lex", config, sparse({3: 1.0}), 5)] == []  # the vectors went too

@@ -21,7 +21,7 @@ from m3search.retrieval.defaults import save_fusion, saved_fusion
 from m3search.retrieval.fusion import FusionSettings
 from m3search.retrieval.search import Searcher
 from m3search.retrieval.types import SearchRequest
-from m3search.store.base import Store
+from m3search.store.base import Store, in_engine
 from m3search.store.filters import check_filters
 from m3search.store.migrate import migrate_collection
 from m3search.store.qdrant.driver import Deployment
@@ -331,3 +331,19 @@ def test_saved_fusion_settings_give_the_same_results_in_every_store(store: Store
     assert found != default
     assert_same(found, hits(reference, "hybrid", 4, k=12, candidates=30, fusion="rrf", rrf_k=7,
                             weights={"dense": 0.2, "sparse": 0.8}))
+
+
+def test_capabilities_are_declared(kind: str, store: Store, tmp_path: Path) -> None:
+    """What retrieval asks a store is declared on it: SQLite keeps a file and HNSW graphs beside it and is searched
+    by m3search's indexes; Qdrant searches in its engine (so it is an EngineStore) and keeps neither."""
+    assert in_engine(store) == (kind != "sqlite") == store.searches_in_engine
+    if kind == "sqlite":
+        assert store.path is not None and store.path.samefile(tmp_path / "index.sqlite3")
+        assert store.ann_dir == store.path.with_name("index.sqlite3.ann")
+        assert Searcher(store).ann_dir == store.ann_dir
+    else:
+        assert store.path is None and store.ann_dir is None
+        assert in_engine(store) and callable(store.query)
+    target = store.create_collection("kb", CONFIG, 64, 0)
+    store.put_set_options(target.id, {"note": 1})
+    assert store.set_options(target.id) == {"note": 1}

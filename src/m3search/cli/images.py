@@ -18,13 +18,14 @@ from m3search.ingest.sources import Sources, read_images
 from m3search.models.images import is_image_path
 from m3search.models.loader import load_encoder
 from m3search.models.local import lookup_spec
+from m3search.models.registry import is_image_model
 from m3search.settings import get_settings
 from m3search.store.urls import configured_store
 
 
 def wants_images(model: str | None) -> bool:
     """Whether ``index`` with ``model`` (default: M3SEARCH_DEFAULT_MODEL) builds an image collection."""
-    return lookup_spec(model or get_settings().default_model).family == "clip"
+    return is_image_model(lookup_spec(model or get_settings().default_model))
 
 
 def explain_images(sources: Sources) -> Sources:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from m3search.errors import ConfigError
 from m3search.ingest.pipeline import IndexReport, start_index, write_prepared
-from m3search.models import images
 from m3search.models.encoder import Encoder
+from m3search.models.registry import is_image_model
 from m3search.store.base import Store
 from m3search.store.types import Chunk, Document, PreparedDocument
 from m3search.types import Output
@@ -25,17 +25,6 @@ IMAGE_COLLECTION_HINT = ("images are indexed with an image model into their own 
                          "m3search index DIR -c photos --model clip-vit-b-32")
 
 
-def is_image_model(encoder: Encoder) -> bool:
-    """Whether ``encoder`` is an image model (CLIP): its collections hold images, not text."""
-    return encoder.spec.family == "clip"
-
-
-def refuse_text_into_images(encoder: Encoder) -> None:
-    """:class:`ConfigError` when text documents are about to be embedded by an image model."""
-    if is_image_model(encoder):
-        raise ConfigError(f"model '{encoder.spec.name}' builds image collections: index image files "
-                          f"({', '.join(images.IMAGE_SUFFIXES)}) with it, and text into another collection with a "
-                          f"text model (e.g. --model bge-m3)")
 
 
 def index_images(
@@ -53,7 +42,7 @@ def index_images(
     skipped; each batch is embedded by the vision tower and written in one transaction.
     """
     encode = getattr(encoder, "encode_images", None)
-    if not is_image_model(encoder) or encode is None:
+    if not is_image_model(encoder.spec) or encode is None:
         raise ConfigError(f"model '{encoder.spec.name}' embeds text only; {IMAGE_COLLECTION_HINT}")
     start = time.perf_counter()
     plan, report = start_index(store, encoder, collection, documents, outputs=IMAGE_OUTPUTS, chunk_tokens=None,

@@ -14,6 +14,7 @@ from m3search.errors import ConfigError
 from m3search.ingest.chunking import chunk_text, chunk_texts
 from m3search.ingest.sources import Problem, check_document
 from m3search.models.encoder import Encoder
+from m3search.models.registry import is_image_model
 from m3search.store.base import Store
 from m3search.store.types import Document, EmbeddingConfig, EmbeddingSet, PreparedDocument
 from m3search.types import Embedding, Output
@@ -117,7 +118,7 @@ def start_index(store: Store, encoder: Encoder, collection: str, documents: Sequ
 
 def refuse_image_model(encoder: Encoder) -> None:
     """:class:`ConfigError` for an image model (CLIP): text vectors must never enter an image collection."""
-    if encoder.spec.family == "clip":
+    if is_image_model(encoder.spec):
         raise ConfigError(f"model '{encoder.spec.name}' builds image collections: index image files with it, and "
                           f"text into another collection with a text model (e.g. --model bge-m3)")
 

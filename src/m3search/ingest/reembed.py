@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from m3search.errors import ConfigError, StoreError
 from m3search.ingest.pipeline import EmbedFn, config_for, default_outputs, direct_embed
 from m3search.models.encoder import Encoder
-from m3search.models.registry import is_image_model_name
+from m3search.models.registry import is_image_model
 from m3search.store.base import Store
 from m3search.store.types import EmbeddingSet
 from m3search.types import Output
@@ -44,7 +44,7 @@ def reembed(
     is called after each batch. Chunks added meanwhile by an indexer are picked up before the swap.
     """
     start = time.perf_counter()
-    if encoder.spec.family == "clip" or is_image_model_name(store.active_set(collection).config.model):
+    if is_image_model(encoder.spec) or is_image_model(store.active_set(collection).config.model):
         raise ConfigError(f"collection '{collection}': image collections (and CLIP) cannot be re-embedded from chunk "
                           f"text; index the image files again into a new collection")
     wanted = tuple(outputs or default_outputs(encoder))

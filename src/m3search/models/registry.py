@@ -229,7 +229,12 @@ def get_spec(name: str) -> ModelSpec:
     return spec
 
 
-def is_image_model_name(name: str) -> bool:
-    """Whether ``name`` is a registered image model (CLIP): collections it built hold images, not text."""
-    spec = _BY_NAME.get(name.strip().lower())
-    return spec is not None and spec.family == "clip"
+def is_image_model(model: ModelSpec | str) -> bool:
+    """Whether ``model`` is an image model (CLIP): collections it builds hold images, not text.
+
+    ``model`` is a model's facts (a registered or local model, an encoder's ``spec``) or a registry name (a
+    collection's recorded model; a name the registry does not know is not an image model)."""
+    if isinstance(model, str):
+        found = _BY_NAME.get(model.strip().lower())
+        return found is not None and is_image_model(found)
+    return model.family == "clip"

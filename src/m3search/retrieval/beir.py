@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from m3search.errors import InputError
+from m3search.retrieval.fusion import ranked
 from m3search.store.types import Document
 
 Qrels = dict[str, dict[str, int]]
@@ -102,8 +103,8 @@ def write_run(path: Path, run: Mapping[str, Mapping[str, float]], tag: str) -> N
     """A TREC run file: ``qid Q0 docid rank score tag``, ranks from 1 in score order."""
     lines: list[str] = []
     for qid in sorted(run):
-        ranked = sorted(run[qid].items(), key=lambda item: (-item[1], item[0]))
-        lines.extend(f"{qid} Q0 {doc} {rank} {score:.10g} {tag}" for rank, (doc, score) in enumerate(ranked, 1))
+        lines.extend(f"{qid} Q0 {doc} {rank} {score:.10g} {tag}"
+                     for rank, (doc, score) in enumerate(ranked(run[qid]), 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 

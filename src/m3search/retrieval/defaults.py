@@ -22,11 +22,8 @@ OPTION = "fusion"  # the key of the saved settings in a set's options
 
 
 def saved_fusion(store: Store, target: EmbeddingSet) -> FusionSettings | None:
-    """The settings saved for ``target`` (None when none were, or the store keeps no set options)."""
-    options = getattr(store, "set_options", None)
-    if options is None:
-        return None
-    found = options(target.id).get(OPTION)
+    """The settings saved for ``target`` (None when none were)."""
+    found = store.set_options(target.id).get(OPTION)
     return settings_from(found) if isinstance(found, dict) else None
 
 
@@ -40,10 +37,7 @@ def settings_from(body: Mapping[str, Any]) -> FusionSettings:
 
 def save_fusion(store: Store, target: EmbeddingSet, settings: FusionSettings) -> None:
     """Save ``settings`` as the default of ``target``'s ``hybrid`` searches (other options kept)."""
-    get, put = getattr(store, "set_options", None), getattr(store, "put_set_options", None)
-    if get is None or put is None:
-        raise InputError(f"{type(store).__name__} keeps no per-collection settings")
-    put(target.id, {**get(target.id), OPTION: settings.as_dict()})
+    store.put_set_options(target.id, {**store.set_options(target.id), OPTION: settings.as_dict()})
 
 
 def hybrid_request(request: SearchRequest, saved: FusionSettings | None, names: Sequence[str]) -> SearchRequest:

@@ -12,23 +12,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from m3search.errors import ConfigError
 from m3search.retrieval.defaults import hybrid_settings
 from m3search.retrieval.fusion import Ranking, weighted
 from m3search.retrieval.strategies import Outcome, fusion_retrievers, paper_scores, request_weights, retrievers_of
 from m3search.retrieval.types import SearchRequest
+from m3search.store.base import EngineStore
 from m3search.store.filters import Scalar
-from m3search.store.qdrant.driver import COLBERT, DENSE, SPARSE, TEXT, Probe, Query, Where
+from m3search.store.queries import COLBERT, DENSE, SPARSE, TEXT, Probe, Query, Where
 from m3search.store.types import EmbeddingSet
 from m3search.types import Embedding
-
-
-class EngineStore(Protocol):
-    """A store that searches in its engine (``searches_in_engine = True``)."""
-
-    def query(self, target: EmbeddingSet, *queries: Query) -> list[list[tuple[int, float]]]: ...
 
 
 @dataclass(frozen=True)

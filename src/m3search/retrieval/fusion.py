@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any, Literal, TypeVar, get_args
 
 from m3search.errors import InputError
 
 Ranking = Sequence[tuple[int, float]]
+Id = TypeVar("Id", int, str)  # chunk ids in searches, document ids in evaluation runs
 
 # RRF's k: 60 is the value of the original paper (Cormack et al., 2009) and the default of Elasticsearch,
 # OpenSearch, Azure AI Search, Milvus, Qdrant and LanceDB; smaller values favour the top ranks.
@@ -29,7 +30,8 @@ def _check_weights(names: Sequence[str], weights: Mapping[str, float] | None) ->
     return chosen
 
 
-def _sorted(scores: dict[int, float]) -> list[tuple[int, float]]:
+def ranked(scores: Mapping[Id, float]) -> list[tuple[Id, float]]:
+    """``scores`` as a ranking: best first, ties by id (every ranking of m3search is ordered so: deterministic)."""
     return sorted(scores.items(), key=lambda item: (-item[1], item[0]))
 
 
@@ -51,7 +53,7 @@ def rrf(rankings: Mapping[str, Ranking], k: int = DEFAULT_RRF_K,
                 continue
             seen.add(item)
             scores[item] = scores.get(item, 0.0) + chosen[name] / (k + rank)
-    return _sorted(scores)
+    return ranked(scores)
 
 
 def min_max(ranking: Ranking) -> dict[int, float]:
@@ -76,7 +78,7 @@ def weighted(rankings: Mapping[str, Ranking], weights: Mapping[str, float] | Non
     for name, ranking in rankings.items():
         for item, value in min_max(ranking).items():
             scores[item] = scores.get(item, 0.0) + chosen[name] * value / total
-    return _sorted(scores)
+    return ranked(scores)
 
 
 def dbsf(rankings: Mapping[str, Ranking], weights: Mapping[str, float] | None = None) -> list[tuple[int, float]]:
@@ -97,7 +99,7 @@ def dbsf(rankings: Mapping[str, Ranking], weights: Mapping[str, float] | None = 
         for item, score in ranking:
             scaled = (score - mean + 3 * sd) / (6 * sd) if sd > 0 else 0.5
             scores[item] = scores.get(item, 0.0) + chosen[name] * scaled
-    return _sorted(scores)
+    return ranked(scores)
 
 
 def max_normalised(rankings: Mapping[str, Ranking], weights: Mapping[str, float] | None = None
@@ -115,7 +117,7 @@ def max_normalised(rankings: Mapping[str, Ranking], weights: Mapping[str, float]
         scale = max((abs(score) for _, score in ranking), default=0.0)
         for item, score in ranking:
             scores[item] = scores.get(item, 0.0) + chosen[name] * (score / scale if scale > 0 else 0.0) / total
-    return _sorted(scores)
+    return ranked(scores)
 
 
 @dataclass(frozen=True)

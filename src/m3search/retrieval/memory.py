@@ -20,13 +20,13 @@ from m3search.errors import DimensionError
 from m3search.models.encoder import l2_normalize
 from m3search.retrieval import ann
 from m3search.retrieval.filtering import BoolArray, MetadataIndex, allowed_rows
+from m3search.retrieval.fusion import Ranking, ranked
 from m3search.retrieval.lexical import Bm25Index, column_scores
 from m3search.store.base import Store
 from m3search.store.filters import Scalar
 from m3search.store.types import EmbeddingSet
 from m3search.types import FloatArray, IntArray, SparseVector
 
-Ranking = list[tuple[int, float]]
 
 def _top(scores: FloatArray, ids: IntArray, k: int, *, positive: bool = False) -> Ranking:
     """The ``k`` best (id, score), best first, ties by id; with ``positive``, only scores > 0."""
@@ -38,8 +38,7 @@ def _top(scores: FloatArray, ids: IntArray, k: int, *, positive: bool = False) -
     if scores.shape[0] > k:
         part = np.argpartition(-scores, k - 1)[:k]
         scores, ids = scores[part], ids[part]
-    order = np.lexsort((ids, -scores))
-    return [(int(ids[i]), float(scores[i])) for i in order]
+    return ranked(dict(zip(ids.tolist(), scores.tolist(), strict=True)))
 
 
 class SetIndex:
@@ -223,7 +222,7 @@ class IndexCache:
 
     def get(self, store: Store, target: EmbeddingSet, ann_dir: Path | None, ann_threshold: int) -> SetIndex:
         generation = store.generation(target)
-        key = (str(getattr(store, "path", id(store))), target.id)
+        key = (str(store.path if store.path is not None else id(store)), target.id)
         with self._lock:
             found = self._items.get(key)
             if found is not None and found.generation == generation and found.target == target:
@@ -237,6 +236,11 @@ class IndexCache:
             while len(self._items) > self.capacity:
                 self._items.popitem(last=False)
             return fresh
+
+    def clear(self) -> None:
+        """Drop every set index (the next search loads them again from the store)."""
+        with self._lock:
+            self._items.clear()
 
 
 def check_query_dim(target: EmbeddingSet, vector: FloatArray) -> None:

@@ -21,6 +21,7 @@ from m3search.errors import LLMError
 from m3search.models.chat import ChatEndpoint, chat, configured_endpoint
 from m3search.models.cross_encoder import load_reranker
 from m3search.models.rerankers import LLM, get_reranker
+from m3search.retrieval.runtime import ScorerKey, default_runtime
 from m3search.retrieval.types import Contribution, RerankNote, SearchHit, SearchRequest, SearchResult
 from m3search.settings import Settings, get_settings
 
@@ -93,8 +94,7 @@ def _number(item: object) -> int | None:
 
 
 ScorerLoader = Callable[[str, Settings], Scorer]
-_SHARED: dict[tuple[str, str, str, int], Scorer] = {}
-_SHARED_LOCK = threading.Lock()
+_LOADING = threading.Lock()  # one cross-encoder loads at a time
 
 
 def _load(name: str, settings: Settings) -> Scorer:
@@ -102,23 +102,24 @@ def _load(name: str, settings: Settings) -> Scorer:
 
 
 class RerankerPool:
-    """Rerankers for searches: cross-encoders loaded once per process (per model, home, precision) and reused;
-    the LLM endpoint from ``endpoint`` or the settings (``M3SEARCH_LLM_URL``, ``_MODEL``, ``_API_KEY``, ``_TIMEOUT``).
+    """Rerankers for searches: cross-encoders loaded once (per model, home, precision, threads) into ``cache``
+    (default: the process-wide runtime's, :func:`~m3search.retrieval.runtime.default_runtime`) and reused; the LLM
+    endpoint from ``endpoint`` or the settings (``M3SEARCH_LLM_URL``, ``_MODEL``, ``_API_KEY``, ``_TIMEOUT``).
     """
 
     def __init__(self, settings: Settings | None = None, *, endpoint: ChatEndpoint | None = None,
-                 loader: ScorerLoader = _load, cache: dict[tuple[str, str, str, int], Scorer] | None = None) -> None:
+                 loader: ScorerLoader = _load, cache: dict[ScorerKey, Scorer] | None = None) -> None:
         self.settings = settings or get_settings()
         self.endpoint = endpoint
         self._loader = loader
-        self._cache = _SHARED if cache is None else cache
+        self._cache = default_runtime().scorers if cache is None else cache
 
     def scorer(self, name: str) -> Scorer:
         """The cross-encoder ``name`` (loaded lazily, shared by every search of this process)."""
         spec = get_reranker(name)
         cfg = self.settings
         key = (spec.name, str(cfg.home), cfg.rerank_precision, cfg.effective_threads())
-        with _SHARED_LOCK:
+        with _LOADING:
             if key not in self._cache:
                 self._cache[key] = self._loader(spec.name, cfg)
             return self._cache[key]

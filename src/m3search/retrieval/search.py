@@ -12,12 +12,13 @@ from m3search.ingest.pipeline import config_for
 from m3search.limits import MAX_QUERY_CHARS
 from m3search.models.encoder import Encoder
 from m3search.models.images import ImageInput
-from m3search.models.registry import ModelSpec, get_spec
+from m3search.models.registry import ModelSpec, get_spec, is_image_model
 from m3search.retrieval.defaults import hybrid_request, hybrid_settings, saved_fusion
 from m3search.retrieval.engine import ENGINE_STRATEGIES, EngineContext
 from m3search.retrieval.grouping import search_documents
 from m3search.retrieval.memory import IndexCache, check_query_dim
 from m3search.retrieval.rerank import RerankerPool, rerank_result
+from m3search.retrieval.runtime import RetrievalRuntime, default_runtime
 from m3search.retrieval.strategies import (
     STRATEGY_FUNCTIONS,
     Context,
@@ -26,20 +27,34 @@ from m3search.retrieval.strategies import (
     required_outputs,
     retrievers_of,
 )
-from m3search.retrieval.types import Contribution, SearchHit, SearchRequest, SearchResult
+from m3search.retrieval.types import Contribution, SearchHit, SearchRequest, SearchResult, check_strategy
 from m3search.settings import get_settings
-from m3search.store.base import Store
+from m3search.store.base import Store, in_engine
 from m3search.store.filters import Scalar
 from m3search.store.types import EmbeddingSet
 from m3search.types import Embedding
 
-_CACHE = IndexCache()
+CheckedRequest = tuple[SearchRequest, dict[str, list[Scalar]]]
 
 
-def ann_dir_for(store: Store) -> Path | None:
-    """Where HNSW graphs of a store's sets are kept: beside its database file (``index.sqlite3.ann/``)."""
-    path = getattr(store, "path", None)
-    return Path(f"{path}.ann") if isinstance(path, Path) else None
+def check_request(request: SearchRequest, rerankers: RerankerPool) -> CheckedRequest:
+    """``request`` validated with its reranker's settings, before any model loads: the request and its normalised
+    filters (:meth:`SearchRequest.checked`); :class:`InputError` or :class:`ConfigError` otherwise."""
+    request, filters = request.checked()
+    if request.rerank is not None:
+        rerankers.check(request.rerank)
+    return request, filters
+
+
+def check_image_request(request: SearchRequest) -> CheckedRequest:
+    """An image query's ``request`` validated: the ``dense`` strategy only, and no rerank."""
+    request, filters = request.checked()
+    if request.strategy != "dense":
+        raise InputError(f"image queries search dense vectors only: use strategy 'dense', not '{request.strategy}'")
+    if request.rerank is not None:
+        raise InputError("image queries cannot be reranked (rerankers score a text query against text): "
+                         "leave out rerank")
+    return request, filters
 
 
 class Searcher:
@@ -47,27 +62,29 @@ class Searcher:
 
     Without an encoder only pre-computed query embeddings (:meth:`search_embedded`) and ``bm25`` work; ``spec``
     then names the model facts (Matryoshka dimensions) when the registry does not know the collection's model.
-    ``rerankers`` provides the rerank stage's models (default: the process-wide pool with settings read when first
-    needed).
+    ``rerankers`` provides the rerank stage's models (default: the runtime's, with settings read when first needed).
+    ``runtime`` holds what searches keep between calls: set indexes, threads, cross-encoders (default: the
+    process-wide one); ``cache`` replaces its set indexes.
     """
 
     def __init__(self, store: Store, encoder: Encoder | None = None, *, spec: ModelSpec | None = None,
                  ann_threshold: int | None = None, ann_dir: Path | None = None, cache: IndexCache | None = None,
-                 rerankers: RerankerPool | None = None) -> None:
+                 rerankers: RerankerPool | None = None, runtime: RetrievalRuntime | None = None) -> None:
         self.store = store
         self.encoder = encoder
         self.spec = spec or (encoder.spec if encoder is not None else None)
         # Reading the environment costs ~2 ms: only when the caller (a server, per request) did not say.
         self.ann_threshold = get_settings().ann_threshold if ann_threshold is None else ann_threshold
-        self.ann_dir = ann_dir if ann_dir is not None else ann_dir_for(store)
-        self._cache = cache or _CACHE
+        self.ann_dir = ann_dir if ann_dir is not None else store.ann_dir
+        self.runtime = runtime or default_runtime()
+        self._cache = cache or self.runtime.indexes
         self._rerankers = rerankers
 
     @property
     def rerankers(self) -> RerankerPool:
         """The rerankers of the rerank stage (settings read on first use)."""
         if self._rerankers is None:
-            self._rerankers = RerankerPool()
+            self._rerankers = RerankerPool(cache=self.runtime.scorers)
         return self._rerankers
 
     def _target(self, collection: str) -> EmbeddingSet:
@@ -86,7 +103,7 @@ class Searcher:
                 ) -> list[Embedding | None]:
         needed: set[str] = set()
         for strategy in strategies:
-            SearchRequest(strategy).checked()  # type: ignore[arg-type]
+            check_strategy(strategy)
             needed.update(required_outputs(strategy, target))
         if not needed:
             return [None] * len(texts)
@@ -103,9 +120,7 @@ class Searcher:
         if len(query) > MAX_QUERY_CHARS:
             raise InputError(f"the query has {len(query)} characters, more than {MAX_QUERY_CHARS}")
         start = time.perf_counter()
-        request, filters = request.checked()  # before the model loads
-        if request.rerank is not None:
-            self.rerankers.check(request.rerank)
+        request, filters = check_request(request, self.rerankers)  # before the model loads
         target = self._target(collection)
         embedding = self._encode(target, [query], [request.strategy])[0]
         result = self._search(target, query, embedding, request, filters)
@@ -115,15 +130,16 @@ class Searcher:
         """Image->image: ``image`` (a path, encoded bytes or a uint8 array) embedded by the collection's image model
         (CLIP's vision tower) and searched by the ``dense`` strategy (the default here; others are refused)."""
         start = time.perf_counter()
-        request, filters = (request or SearchRequest(strategy="dense")).checked()
-        if request.strategy != "dense":
-            raise InputError(f"image queries search dense vectors only: use strategy 'dense', not "
-                             f"'{request.strategy}'")
-        if request.rerank is not None:
-            raise InputError("image queries cannot be reranked (rerankers score a text query against text): "
-                             "leave out rerank")
+        checked = check_image_request(request or SearchRequest(strategy="dense"))
+        return self.search_image_checked(collection, image, checked, start=start)
+
+    def search_image_checked(self, collection: str, image: ImageInput, checked: CheckedRequest, *,
+                             start: float | None = None) -> SearchResult:
+        """:meth:`search_image` with a request :func:`check_image_request` validated already."""
+        start = time.perf_counter() if start is None else start
+        request, filters = checked
         encode = getattr(self.encoder, "encode_images", None)
-        if encode is None:
+        if self.encoder is None or not is_image_model(self.encoder.spec) or encode is None:
             raise ConfigError("image queries need an image model (CLIP) as the Searcher's encoder: the model of an "
                               "image collection, e.g. clip-vit-b-32")
         target = self._target(collection)
@@ -143,9 +159,15 @@ class Searcher:
                         request: SearchRequest | None = None) -> SearchResult:
         """Search with a query embedding computed beforehand (``text`` serves bm25)."""
         start = time.perf_counter()
-        request, filters = (request or SearchRequest()).checked()
-        if request.rerank is not None:
-            self.rerankers.check(request.rerank)
+        return self.search_checked(collection, text, embedding, check_request(request or SearchRequest(),
+                                                                             self.rerankers), start=start)
+
+    def search_checked(self, collection: str, text: str, embedding: Embedding | None, checked: CheckedRequest, *,
+                       start: float | None = None) -> SearchResult:
+        """:meth:`search_embedded` with a request :func:`check_request` validated already (a server validates
+        before it embeds the query, and only then)."""
+        start = time.perf_counter() if start is None else start
+        request, filters = checked
         result = self._search(self._target(collection), text, embedding, request, filters)
         return replace(result, took_ms=(time.perf_counter() - start) * 1000)
 
@@ -168,14 +190,14 @@ class Searcher:
         if request.strategy == "hybrid":  # left-out fusion fields: the collection's saved ones, else the defaults
             tuned = saved_fusion(self.store, target)
             request = hybrid_request(request, tuned, fusion_retrievers(target.config.outputs))
-        if getattr(self.store, "searches_in_engine", False):  # Qdrant: the engine searches and filters
-            engine = EngineContext(self.store, target, text, embedding, request, filters)  # type: ignore[arg-type]
+        if in_engine(self.store):  # Qdrant: the engine searches and filters
+            engine = EngineContext(self.store, target, text, embedding, request, filters)
             outcome = ENGINE_STRATEGIES[request.strategy](engine)
         else:
             index = self._cache.get(self.store, target, self.ann_dir, self.ann_threshold)
             allowed = index.allowed(filters) if filters else None
             ctx = Context(self.store, target, index, text, embedding, request, filters, allowed,
-                          self._mrl_dims(target))
+                          self._mrl_dims(target), self.runtime.pool())
             outcome = STRATEGY_FUNCTIONS[request.strategy](ctx)
         details = {"k": request.k, **_parameters(request, target.config.outputs), **outcome.details}
         if tuned is not None:

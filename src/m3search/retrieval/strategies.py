@@ -7,9 +7,8 @@ multi-vectors, a reranker of candidates). The strategies combine them.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,7 +18,7 @@ from m3search.models.registry import get_spec
 from m3search.models.scores import colbert_score
 from m3search.retrieval.defaults import hybrid_settings
 from m3search.retrieval.filtering import BoolArray
-from m3search.retrieval.fusion import Ranking, weighted
+from m3search.retrieval.fusion import Ranking, ranked, weighted
 from m3search.retrieval.memory import SetIndex
 from m3search.retrieval.types import DEFAULT_WEIGHTS, STRATEGIES, SearchRequest
 from m3search.store.base import Store
@@ -41,6 +40,7 @@ class Context:
     filters: dict[str, list[Scalar]]
     allowed: BoolArray | None
     mrl_dims: tuple[int, ...]
+    pool: Executor  # runs a fusion's retrievers side by side (the searcher's runtime's threads)
 
     def dense_query(self) -> FloatArray:
         assert self.embedding is not None and self.embedding.dense is not None  # required_outputs asked for it
@@ -139,18 +139,11 @@ def _depth(ctx: Context) -> int:
     return max(ctx.request.candidates, ctx.request.k)
 
 
-_POOL: list[ThreadPoolExecutor] = []
-_POOL_LOCK = threading.Lock()
-
-
 def _retrieve_all(ctx: Context, names: tuple[str, ...]) -> dict[str, Ranking]:
     """The first stages of a fusion, side by side: HNSW search and sparse products run outside the GIL."""
     if len(names) < 2:
         return {name: retrieve(ctx, name, _depth(ctx)) for name in names}
-    with _POOL_LOCK:
-        if not _POOL:
-            _POOL.append(ThreadPoolExecutor(max_workers=2, thread_name_prefix="m3search-retrieve"))
-    found = _POOL[0].map(lambda name: retrieve(ctx, name, _depth(ctx)), names)
+    found = ctx.pool.map(lambda name: retrieve(ctx, name, _depth(ctx)), names)
     return dict(zip(names, found, strict=True))
 
 
@@ -175,10 +168,6 @@ def _weighted(ctx: Context) -> Outcome:
     parts = _retrieve_all(ctx, names)
     return Outcome(weighted(parts, _weights(ctx, names)), parts)
 
-
-def ranked(scores: dict[int, float]) -> Ranking:
-    """Best first, ties by id."""
-    return sorted(scores.items(), key=lambda item: (-item[1], item[0]))
 
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any, Literal, cast, get_args
 
 from m3search.errors import InputError, ParameterError
 from m3search.limits import MAX_CANDIDATES, MAX_K, MAX_RERANK_K
 from m3search.models.rerankers import LLM, find_reranker, list_rerankers
+from m3search.models.scores import DEFAULT_WEIGHTS as M3_WEIGHTS
 from m3search.retrieval.fusion import FUSION_METHODS, FusionMethod
 from m3search.store.filters import Filters, Scalar, check_filters
 
@@ -18,9 +19,17 @@ Fusion = FusionMethod
 GroupBy = Literal["document", "chunk"]
 GROUP_BY: tuple[str, ...] = get_args(GroupBy)
 
-# The BGE-M3 README's weights for dense, sparse and ColBERT scores; bm25 stands in for sparse when a model has
-# no sparse output.
-DEFAULT_WEIGHTS: dict[str, float] = {"dense": 0.4, "sparse": 0.2, "colbert": 0.4, "bm25": 0.2}
+# The BGE-M3 README's weights for dense, sparse and ColBERT scores (defined once, in models.scores) by retriever
+# name; bm25 stands in for sparse when a model has no sparse output.
+DEFAULT_WEIGHTS: dict[str, float] = {**dict(zip(("dense", "sparse", "colbert"), M3_WEIGHTS, strict=True)),
+                                     "bm25": M3_WEIGHTS[1]}
+
+
+def check_strategy(name: object) -> Strategy:
+    """``name`` if it is one of :data:`STRATEGIES`; :class:`InputError` otherwise."""
+    if name not in STRATEGIES:
+        raise InputError(f"unknown strategy {name!r}; use one of {', '.join(STRATEGIES)}")
+    return cast(Strategy, name)
 
 
 @dataclass(frozen=True)
@@ -64,8 +73,7 @@ class SearchRequest:
 
     def checked(self) -> tuple[SearchRequest, dict[str, list[Scalar]]]:
         """Validate; returns the request and its normalised filters, or raises :class:`InputError`."""
-        if self.strategy not in STRATEGIES:
-            raise InputError(f"unknown strategy {self.strategy!r}; use one of {', '.join(STRATEGIES)}")
+        check_strategy(self.strategy)
         for name, most in (("k", MAX_K), ("candidates", MAX_CANDIDATES), ("coarse_k", MAX_CANDIDATES),
                            ("rerank_k", MAX_RERANK_K)):
             value = getattr(self, name)

@@ -15,7 +15,7 @@ from m3search.errors import InputError, OverloadedError, PayloadTooLargeError
 from m3search.ingest.pipeline import EmbedFn
 from m3search.models.encoder import Encoder, Kind, l2_normalize, stack_dense
 from m3search.models.tokenize import Tokens
-from m3search.retrieval.memory import IndexCache
+from m3search.retrieval.runtime import RetrievalRuntime
 from m3search.server.batching import Batcher
 from m3search.server.engines import EncoderPool
 from m3search.server.jobs import Jobs
@@ -39,7 +39,7 @@ class Service:
         self.batcher = Batcher(max_queue=settings.max_queue, merge_tokens=settings.merge_tokens,
                                on_batch=self.metrics.observe_batch, on_depth=self.metrics.queue_depth.set)
         self.jobs = Jobs()
-        self.index_cache = IndexCache()
+        self.runtime = RetrievalRuntime()  # set indexes, retrieval threads, cross-encoders: closed by stop()
 
     def start(self) -> None:
         self.batcher.start()
@@ -48,6 +48,7 @@ class Service:
         self.jobs.stop_all()
         self.batcher.stop()
         self.pool.close()
+        self.runtime.close()
         self.store.close()
 
     def check_texts(self, texts: Sequence[str]) -> None:

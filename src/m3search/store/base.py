@@ -4,18 +4,29 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any, Protocol, Self
+from pathlib import Path
+from typing import Any, Protocol, Self, TypeGuard
 
 from m3search.errors import DimensionError, ModelMismatchError
 from m3search.store.filters import Scalar
+from m3search.store.queries import Query
 from m3search.store.reads import SparseRows, TermCounts
 from m3search.store.types import EmbeddingConfig, EmbeddingSet, Hit, PreparedDocument
-from m3search.types import Embedding, FloatArray, IntArray, SparseVector
+from m3search.types import Embedding, FloatArray, IntArray
 
 
 class StoreBase:
     """What every store does the same way on top of its own ``active_set`` and ``close``: the model check, the
-    dimension check of written vectors, and ``with store:``. First among a store's bases."""
+    dimension check of written vectors, and ``with store:``; the defaults of the declared capabilities. First among a
+    store's bases."""
+
+    searches_in_engine: bool = False  # True: the store's engine searches and filters (an EngineStore)
+    path: Path | None = None  # the database file, for a store that keeps one
+
+    @property
+    def ann_dir(self) -> Path | None:
+        """Where HNSW graphs of the store's sets are kept: beside its database file (``index.sqlite3.ann/``)."""
+        return Path(f"{self.path}.ann") if self.path is not None else None
 
     def active_set(self, name: str) -> EmbeddingSet:
         raise NotImplementedError  # the store's own
@@ -44,7 +55,20 @@ class StoreBase:
 
 
 class Store(Protocol):
-    """Collections of documents, chunks and vectors, each vector tagged with the configuration that made it."""
+    """Collections of documents, chunks and vectors, each vector tagged with the configuration that made it.
+
+    Declared capabilities (defaults in :class:`StoreBase`): ``searches_in_engine`` (the store is an
+    :class:`EngineStore`: its engine runs searches, not m3search's in-memory indexes), ``path`` (its database file,
+    if it keeps one), ``ann_dir`` (where HNSW graphs of its sets go, if anywhere) and per-set options."""
+
+    @property
+    def searches_in_engine(self) -> bool: ...
+
+    @property
+    def path(self) -> Path | None: ...
+
+    @property
+    def ann_dir(self) -> Path | None: ...
 
     def collections(self) -> list[str]: ...
 
@@ -83,13 +107,6 @@ class Store(Protocol):
 
     def dense_matrix(self, target: EmbeddingSet) -> tuple[list[int], FloatArray]: ...
 
-    def search_dense(self, name: str, config: EmbeddingConfig, query: FloatArray, k: int) -> list[Hit]: ...
-
-    def search_sparse(self, name: str, config: EmbeddingConfig, query: SparseVector, k: int) -> list[Hit]: ...
-
-    def search_text(self, name: str, query: str, k: int,
-                    filters: dict[str, list[Scalar]] | None = None) -> list[tuple[int, float]]: ...
-
     def hits(self, scored: Sequence[tuple[int, float]], collection: str | None = None) -> list[Hit]: ...
 
     def generation(self, target: EmbeddingSet) -> int: ...
@@ -110,11 +127,27 @@ class Store(Protocol):
 
     def export_documents(self, name: str) -> Iterator[PreparedDocument]: ...
 
+    def set_options(self, set_id: int) -> dict[str, Any]: ...
+
+    def put_set_options(self, set_id: int, body: dict[str, Any]) -> None: ...
+
     def close(self) -> None: ...
 
 
+class EngineStore(Store, Protocol):
+    """A store that searches in its engine (``searches_in_engine``): the queries of
+    :mod:`~m3search.store.queries`, each a ranking of (chunk id, score), best first."""
+
+    def query(self, target: EmbeddingSet, *queries: Query) -> list[list[tuple[int, float]]]: ...
+
+
+def in_engine(store: Store) -> TypeGuard[EngineStore]:
+    """Whether ``store``'s own engine searches (then it is an :class:`EngineStore`)."""
+    return store.searches_in_engine
+
+
 class CatalogStore(Store, Protocol):
-    """A store the HTTP API can serve: the contract plus named configurations, set options and listings."""
+    """A store the HTTP API can serve: the contract plus named configurations and listings."""
 
     def delete_collection(self, name: str) -> None: ...
 
@@ -125,10 +158,6 @@ class CatalogStore(Store, Protocol):
     def put_named_config(self, name: str, body: dict[str, Any]) -> bool: ...
 
     def delete_named_config(self, name: str) -> bool: ...
-
-    def set_options(self, set_id: int) -> dict[str, Any]: ...
-
-    def put_set_options(self, set_id: int, body: dict[str, Any]) -> None: ...
 
     def documents(self, name: str, limit: int, offset: int, doc_id: str | None = None) -> list[dict[str, Any]]: ...
 

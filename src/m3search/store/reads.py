@@ -7,7 +7,6 @@ another connection writes.
 from __future__ import annotations
 
 import json
-import re
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -23,8 +22,6 @@ from m3search.store.filters import Scalar, filter_sql
 from m3search.store.schema import transaction
 from m3search.store.types import Chunk, Document, EmbeddingConfig, EmbeddingSet, Hit, PreparedDocument
 from m3search.types import Embedding, FloatArray, IntArray, SparseVector
-
-_WORD = re.compile(r"\w+")
 
 
 @dataclass(frozen=True)
@@ -46,12 +43,6 @@ class TermCounts:
     indptr: IntArray
     term_ids: IntArray
     counts: IntArray
-
-
-def fts_query(text: str) -> str:
-    """An FTS5 query matching any word of ``text`` (words as ``\\w+``, each quoted, duplicates dropped)."""
-    words = dict.fromkeys(w.lower() for w in _WORD.findall(text))
-    return " OR ".join('"' + w + '"' for w in words)
 
 
 class SQLiteReads:
@@ -227,41 +218,3 @@ class SQLiteReads:
         found = {int(r[0]): r[1:] for r in rows}  # one query, not one per hit
         return [Hit(c, found[c][0], float(score), found[c][1], json.loads(found[c][2]), *found[c][3:])
                 for c, score in scored if c in found]
-
-    def search_dense(self, name: str, config: EmbeddingConfig, query: FloatArray, k: int) -> list[Hit]:
-        """Exact dot-product search over the active set, which must have been made by ``config``."""
-        with self._snapshot():  # one snapshot: vectors and texts agree
-            active = self.check_model(name, config)
-            ids, matrix = self.dense_matrix(active)
-            if not ids:
-                return []
-            scores = matrix @ np.asarray(query, dtype=np.float32)
-            top = np.argsort(-scores, kind="stable")[:k]
-            return self.hits([(ids[i], float(scores[i])) for i in top])
-
-    def search_sparse(self, name: str, config: EmbeddingConfig, query: SparseVector, k: int) -> list[Hit]:
-        """Lexical matching (sum of weight products over shared tokens) through the postings of the active set."""
-        if len(query) == 0:
-            return []
-        with self._snapshot():
-            active = self.check_model(name, config)
-            values = ",".join("(?, ?)" for _ in range(len(query)))
-            params = [x for t, w in zip(query.indices, query.values, strict=True) for x in (int(t), float(w))]
-            rows = self._rows(
-                f"WITH q(token, weight) AS (VALUES {values}) SELECT p.chunk_id, SUM(p.weight * q.weight) AS score "
-                "FROM postings p JOIN q ON q.token = p.token WHERE p.set_id = ? GROUP BY p.chunk_id "
-                "ORDER BY score DESC, p.chunk_id LIMIT ?", (*params, active.id, k))
-            return self.hits([(int(r[0]), float(r[1])) for r in rows])
-
-    def search_text(self, name: str, query: str, k: int,
-                    filters: dict[str, list[Scalar]] | None = None) -> list[tuple[int, float]]:
-        """BM25 (FTS5, k1 = 1.2, b = 0.75) over the chunk text of one collection: (chunk id, score), best first."""
-        terms = fts_query(query)
-        if not terms:
-            return []
-        condition, params = filter_sql(filters or {})
-        return [(int(r[0]), float(r[1])) for r in self._rows(
-            "SELECT f.rowid, -bm25(chunks_fts) FROM chunks_fts f JOIN chunks k ON k.id = f.rowid JOIN documents "
-            "d ON d.id = k.document_id JOIN collections c ON c.id = d.collection_id WHERE chunks_fts MATCH ? "
-            f"AND c.name = ? AND {condition or '1'} ORDER BY bm25(chunks_fts), f.rowid LIMIT ?",
-            (terms, name, *params, k))]

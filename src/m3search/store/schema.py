@@ -107,6 +107,19 @@ def m004_catalog(db: sqlite3.Connection) -> None:
     )
 
 
+def m005_drop_postings(db: sqlite3.Connection) -> None:
+    """Drop the sparse postings table (token -> chunk weights, written beside every sparse vector since m001): only
+    tests searched it; sparse searches use the in-memory CSC matrix built from ``sparse_vectors``. The trigger that
+    kept it in step with deleted chunks goes first (it would fail once the table is gone)."""
+    _script(
+        db,
+        """
+        DROP TRIGGER IF EXISTS postings_delete;
+        DROP TABLE IF EXISTS postings;
+        """,
+    )
+
+
 def _script(db: sqlite3.Connection, script: str) -> None:
     """Run statements one by one (``executescript`` would COMMIT the migration's transaction first)."""
     statement = ""
@@ -117,7 +130,8 @@ def _script(db: sqlite3.Connection, script: str) -> None:
             statement = ""
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_tables, m002_fts, m003_generation, m004_catalog]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_tables, m002_fts, m003_generation, m004_catalog,
+                                                          m005_drop_postings]
 VERSION = len(MIGRATIONS)
 
 

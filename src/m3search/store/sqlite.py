@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,8 @@ _BUMP_COLLECTION = "UPDATE embedding_sets SET generation = generation + 1 WHERE 
 
 class SQLiteStore(StoreBase, SQLiteReads, SQLiteCatalog):
     """The default :class:`~m3search.store.base.Store` (searches and bulk reads: :class:`SQLiteReads`)."""
+
+    path: Path
 
     def __init__(self, path: Path, *, dense_dtype: str = "float32") -> None:
         if dense_dtype not in codec.DTYPES:
@@ -87,9 +89,6 @@ class SQLiteStore(StoreBase, SQLiteReads, SQLiteCatalog):
         """Delete a collection with its documents, chunks, sets and vectors."""
         self.collection_settings(name)
         with self._lock, transaction(self._db) as db:
-            for (set_id,) in db.execute("SELECT s.id FROM embedding_sets s JOIN collections c "
-                                        "ON c.id = s.collection_id WHERE c.name = ?", (name,)).fetchall():
-                self._drop_postings(db, set_id)
             db.execute("DELETE FROM collections WHERE name = ?", (name,))
 
     def _config_id(self, db: sqlite3.Connection, config: EmbeddingConfig) -> int:
@@ -140,7 +139,6 @@ class SQLiteStore(StoreBase, SQLiteReads, SQLiteCatalog):
         with self._lock, transaction(self._db) as db:
             if building is not None:
                 db.execute("DELETE FROM embedding_sets WHERE id = ?", (building.id,))
-                self._drop_postings(db, building.id)
             cid = db.execute("SELECT id FROM collections WHERE name = ?", (name,)).fetchone()[0]
             db.execute("INSERT INTO embedding_sets(collection_id, config_id, status) VALUES (?, ?, 'building')",
                        (cid, self._config_id(db, config)))
@@ -165,12 +163,7 @@ class SQLiteStore(StoreBase, SQLiteReads, SQLiteCatalog):
         with self._lock, transaction(self._db) as db:
             for old in retired:
                 db.execute("DELETE FROM embedding_sets WHERE id = ?", (old.id,))
-                self._drop_postings(db, old.id)
         return len(retired)
-
-    @staticmethod
-    def _drop_postings(db: sqlite3.Connection, set_id: int) -> None:
-        db.execute("DELETE FROM postings WHERE set_id = ?", (set_id,))
 
     # documents -----------------------------------------------------------------------------------
 
@@ -228,9 +221,6 @@ class SQLiteStore(StoreBase, SQLiteReads, SQLiteCatalog):
         if emb.sparse is not None:
             db.execute("INSERT OR REPLACE INTO sparse_vectors VALUES (?, ?, ?, ?, ?)",
                        (target.id, chunk_id, fp, *codec.sparse_blobs(emb.sparse)))
-            db.executemany("INSERT OR REPLACE INTO postings VALUES (?, ?, ?, ?)",
-                           [(target.id, int(t), chunk_id, float(w)) for t, w in
-                            zip(emb.sparse.indices, emb.sparse.values, strict=True)])
         if emb.colbert is not None:
             db.execute("INSERT OR REPLACE INTO colbert_vectors VALUES (?, ?, ?, ?, ?)",
                        (target.id, chunk_id, fp, emb.colbert.shape[0], codec.colbert_blob(emb.colbert)))
@@ -257,11 +247,6 @@ class SQLiteStore(StoreBase, SQLiteReads, SQLiteCatalog):
             for chunk_id, emb in rows:
                 if db.execute("SELECT 1 FROM chunks WHERE id = ?", (chunk_id,)).fetchone():
                     self._insert_vectors(db, target, chunk_id, emb)
-
-    def iter_documents(self, name: str) -> Iterator[tuple[str, str]]:
-        for row in self._rows("SELECT d.doc_id, d.source FROM documents d JOIN collections c "
-                              "ON c.id = d.collection_id WHERE c.name = ? ORDER BY d.id", (name,)):
-            yield row[0], row[1]
 
     def counts(self, name: str) -> tuple[int, int]:
         """(documents, chunks) of a collection."""

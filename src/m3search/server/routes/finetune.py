@@ -63,7 +63,7 @@ def start_generate(body: FineTuneGenerateIn, request: Request) -> FineTuneJobOut
 
     def work(progress: Progress) -> None:
         searcher = Searcher(service.store, encoder, ann_threshold=service.settings.ann_threshold,
-                            cache=service.index_cache)
+                            runtime=service.runtime)
         data = generate(service.store, encoder, body.collection, options, progress=progress, searcher=searcher)
         write_output(data, directory)
 

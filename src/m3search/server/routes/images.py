@@ -14,7 +14,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from m3search.errors import InputError
-from m3search.retrieval.search import Searcher
+from m3search.retrieval.search import Searcher, check_image_request
 from m3search.retrieval.types import SearchRequest
 from m3search.server.routes.common import ERRORS, json_response, service_of
 from m3search.server.schemas import ImageSearchBody, SearchResponse
@@ -36,10 +36,10 @@ async def search_image(body: ImageSearchBody, request: Request) -> Response:
     """Image->image search (dense): the image is embedded by the collection's image model (CLIP's vision tower)."""
     service = service_of(request)
     data = decode_image(body.image)
-    search, _ = SearchRequest("dense", body.k, body.filters).checked()
+    checked = check_image_request(SearchRequest("dense", body.k, body.filters))  # once, before the model loads
     active = await run_in_threadpool(service.store.active_set, body.collection)
     encoder = service.encoder_for_set(active)
     searcher = Searcher(service.store, encoder, ann_threshold=service.settings.ann_threshold,
-                        cache=service.index_cache)
-    result = await run_in_threadpool(searcher.search_image, body.collection, data, search)
+                        runtime=service.runtime)
+    result = await run_in_threadpool(searcher.search_image_checked, body.collection, data, checked)
     return json_response(result.as_dict())

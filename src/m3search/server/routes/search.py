@@ -8,12 +8,11 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from m3search.errors import InputError
 from m3search.limits import MAX_CANDIDATES, MAX_K, MAX_QUERY_CHARS, MAX_RERANK_K
 from m3search.retrieval.rerank import RerankerPool
-from m3search.retrieval.search import Searcher
+from m3search.retrieval.search import Searcher, check_request
 from m3search.retrieval.strategies import required_outputs
-from m3search.retrieval.types import STRATEGIES, SearchRequest
+from m3search.retrieval.types import STRATEGIES, SearchRequest, check_strategy
 from m3search.server.routes.common import ERRORS, json_response, service_of
 from m3search.server.schemas import SearchBody, SearchResponse
 from m3search.store.filters import parse_filter
@@ -26,10 +25,8 @@ async def run_search(request: Request, body: SearchBody) -> Response:
     search = SearchRequest(body.strategy, body.k, body.filters, body.rrf_k, body.weights, body.candidates,
                            body.coarse_dim, body.coarse_k, body.fusion, rerank=body.rerank, rerank_k=body.rerank_k,
                            group_by=body.group_by)
-    search.checked()
-    rerankers = RerankerPool(service.settings)  # cross-encoders are shared by the process, loaded once
-    if search.rerank is not None:
-        rerankers.check(search.rerank)
+    rerankers = RerankerPool(service.settings, cache=service.runtime.scorers)  # each cross-encoder loaded once
+    checked = check_request(search, rerankers)  # once, before the model loads and the query is embedded
     active = await run_in_threadpool(service.store.active_set, body.collection)
     outputs = required_outputs(body.strategy, active)
     embedding = None
@@ -41,8 +38,8 @@ async def run_search(request: Request, body: SearchBody) -> Response:
         request.state.tokens = tokens
         embedding = embeddings[0]
     searcher = Searcher(service.store, encoder, ann_threshold=service.settings.ann_threshold,
-                        cache=service.index_cache, rerankers=rerankers)
-    result = await run_in_threadpool(searcher.search_embedded, body.collection, body.q, embedding, search)
+                        runtime=service.runtime, rerankers=rerankers)
+    result = await run_in_threadpool(searcher.search_checked, body.collection, body.q, embedding, checked)
     return json_response(result.as_dict())
 
 
@@ -72,8 +69,7 @@ async def search_get(
         "document", description="one hit per document (its best chunk), or every matching chunk"),
 ) -> Response:
     """The same search from a URL: ``?q=...&collection=...&strategy=two_stage&coarse_dim=64&coarse_k=100``."""
-    if strategy not in STRATEGIES:
-        raise InputError(f"unknown strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
+    check_strategy(strategy)  # a 400 naming the strategies before SearchBody (its Literal) is built
     filters: dict[str, Any] = {}
     for key, value in (parse_filter(f) for f in filter or []):
         filters.setdefault(key, []).append(value)

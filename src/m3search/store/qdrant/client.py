@@ -15,23 +15,8 @@ from typing import Any, Literal
 
 from m3search._optional import require
 from m3search.errors import StoreError
-from m3search.store.qdrant.driver import (
-    COLBERT,
-    DENSE,
-    SPARSE,
-    TEXT,
-    Deployment,
-    Layout,
-    Point,
-    Probe,
-    Query,
-    VectorValue,
-    Where,
-    numeric,
-    point_from,
-    redact,
-    selection,
-)
+from m3search.store.qdrant.driver import Deployment, Layout, Point, numeric, point_from, redact, selection
+from m3search.store.queries import COLBERT, DENSE, SPARSE, TEXT, Probe, Query, VectorValue, Where
 from m3search.types import SparseVector
 
 CATALOG = "m3search_catalog"

@@ -12,10 +12,11 @@ import numpy as np
 
 from m3search.errors import StoreError
 from m3search.store.filters import Scalar
-from m3search.store.qdrant.driver import COLBERT, DENSE, SPARSE, TEXT, Driver, Probe, Query, Where, field_kind
+from m3search.store.qdrant.driver import Driver, field_kind
+from m3search.store.queries import COLBERT, DENSE, SPARSE, TEXT, Query, Where
 from m3search.store.reads import SparseRows, TermCounts
 from m3search.store.types import Chunk, Document, EmbeddingConfig, EmbeddingSet, Hit, PreparedDocument
-from m3search.types import Embedding, FloatArray, IntArray, SparseVector
+from m3search.types import Embedding, FloatArray, IntArray
 
 _DOC_FIELDS = ["doc_id", "title", "source", "metadata", "content_hash", "written", "created"]
 
@@ -79,23 +80,6 @@ class QdrantReads:
                 self.driver.index_field(qname, key, kind)
                 known[key] = kind
             self._save()
-
-    def search_dense(self, name: str, config: EmbeddingConfig, query: FloatArray, k: int) -> list[Hit]:
-        active = self.check_model(name, config)
-        return self.hits(self.query(active, Query(Probe(DENSE, query, k), k))[0], name)
-
-    def search_sparse(self, name: str, config: EmbeddingConfig, query: SparseVector, k: int) -> list[Hit]:
-        if len(query) == 0:
-            return []
-        active = self.check_model(name, config)
-        return self.hits(self.query(active, Query(Probe(SPARSE, query, k), k))[0], name)
-
-    def search_text(self, name: str, query: str, k: int,
-                    filters: dict[str, list[Scalar]] | None = None) -> list[tuple[int, float]]:
-        """BM25 of Qdrant's text index over the chunk text (its word tokenizer, lowercased; k1 1.2, b 0.75)."""
-        if not query.strip():
-            return []
-        return self.query(self.active_set(name), Query(Probe(TEXT, query, k), k, where=Where(filters or {})))[0]
 
     def hits(self, scored: Sequence[tuple[int, float]], collection: str | None = None) -> list[Hit]:
         if not scored:

@@ -24,8 +24,9 @@ from typing import Any
 
 from m3search.errors import CollectionNotFoundError, StoreError
 from m3search.store.base import StoreBase
-from m3search.store.qdrant.driver import COLBERT, DENSE, SPARSE, TEXT, Driver, Layout, Point, Where, filter_payload
+from m3search.store.qdrant.driver import Driver, Layout, Point, filter_payload
 from m3search.store.qdrant.records import QdrantReads, config_of, primary
+from m3search.store.queries import COLBERT, DENSE, SPARSE, TEXT, Where
 from m3search.store.types import EmbeddingConfig, EmbeddingSet, PreparedDocument
 from m3search.types import Embedding
 
