@@ -40,7 +40,7 @@ def documents() -> list[Any]:
 
 def child(config: str, threads: int) -> dict[str, Any]:
     """One configuration in a fresh process: chunks/s and the seconds spent in store writes."""
-    from m3search.models.loader import load_encoder
+    from m3search.models.encoders.loader import load_encoder
     from m3search.store.distributed import RayOptions, index_documents_ray
     from m3search.store.ingest import index_documents
     from m3search.store.sqlite import SQLiteStore

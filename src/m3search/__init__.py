@@ -4,11 +4,11 @@ Importing the package does no work: models load on first use.
 """
 
 from m3search.errors import M3SearchError
-from m3search.models.bge_m3 import BGEM3Encoder
-from m3search.models.encoder import Encoder, stack_dense
-from m3search.models.loader import load_encoder
+from m3search.models.encoders.base import Encoder, stack_dense
+from m3search.models.encoders.bge_m3 import BGEM3Encoder
+from m3search.models.encoders.loader import load_encoder
+from m3search.models.encoders.scores import M3Scores, colbert_score, compute_score, lexical_matching_score
 from m3search.models.registry import ModelSpec, get_spec, list_specs
-from m3search.models.scores import M3Scores, colbert_score, compute_score, lexical_matching_score
 from m3search.settings import Settings, get_settings
 from m3search.types import Embedding, SparseVector
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from m3search.models.loader import load_encoder
+from m3search.models.encoders.loader import load_encoder
 from m3search.settings import Settings
 from m3search.store.distributed import LOOPBACK_ENV, RayOptions, index_documents_ray
 from m3search.store.ingest import index_documents

@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 
 from m3search.errors import ConfigError, MissingDependencyError
-from m3search.models import backends, runtime
-from m3search.models.encoder import stack_dense
-from m3search.models.pooled import OnnxEncoder
-from m3search.models.prepare import PreparedModel, load_prepared
-from m3search.models.runtime import RunOptions
+from m3search.models.encoders.base import stack_dense
+from m3search.models.encoders.pooled import OnnxEncoder
+from m3search.models.prepare.cache import PreparedModel, load_prepared
+from m3search.models.runtime import backends
+from m3search.models.runtime import sessions as runtime
+from m3search.models.runtime.sessions import RunOptions
 from m3search.settings import Settings
 
 from ..conftest import TINY_SPEC

@@ -8,8 +8,8 @@ import pytest
 
 from m3search import load_encoder, stack_dense
 from m3search.errors import ConfigError, InputError, InputTooLongError, NonFiniteEmbeddingError
-from m3search.models.pooled import OnnxEncoder
-from m3search.models.prepare import PreparedModel
+from m3search.models.encoders.pooled import OnnxEncoder
+from m3search.models.prepare.cache import PreparedModel
 from tests.conftest import NAN_WORD, TINY_SPEC
 
 Factory = Callable[..., OnnxEncoder]

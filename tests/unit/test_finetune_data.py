@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from m3search.models.loader import load_encoder
+from m3search.models.encoders.loader import load_encoder
 from m3search.retrieval.beir import load_dataset
 from m3search.retrieval.finetune import GenerateOptions, generate, parse_queries, split_documents
 from m3search.retrieval.finetune.queries import Candidate, offline_candidates

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from m3search.errors import ConfigError, ImageError, InputError
-from m3search.models import images
-from m3search.models.hashing import HashEncoder
+from m3search.models.encoders import images
+from m3search.models.encoders.hashing import HashEncoder
 from m3search.models.registry import ImageFacts, ModelSpec, get_spec
 from m3search.retrieval.search import Searcher
 from m3search.retrieval.types import SearchRequest

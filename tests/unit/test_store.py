@@ -19,7 +19,7 @@ from m3search.errors import (
     SchemaVersionError,
     StoreError,
 )
-from m3search.models.hashing import HashEncoder
+from m3search.models.encoders.hashing import HashEncoder
 from m3search.models.registry import get_spec
 from m3search.store.chunking import chunk_text
 from m3search.store.ingest import config_for, index_documents, read_sources

@@ -13,7 +13,7 @@ from m3search.cli.finetune_train import train_command
 from m3search.cli.index import CollectionOption, DbOption, ModelOption, StoreOption, encoder_for, open_store
 from m3search.cli.options import BackendOption, PrecisionOption
 from m3search.errors import ConfigError
-from m3search.models.chat import ChatEndpoint
+from m3search.llm import ChatEndpoint
 from m3search.retrieval.finetune import GenerateOptions, generate, write_output
 
 app = typer.Typer(help="Fine-tuning data (and training) for a collection's model.", no_args_is_help=True)

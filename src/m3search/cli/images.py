@@ -12,8 +12,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressC
 from m3search.cli import exits
 from m3search.cli.options import encoder_settings
 from m3search.errors import InputError
-from m3search.models.images import is_image_path
-from m3search.models.loader import load_encoder
+from m3search.models.encoders.images import is_image_path
+from m3search.models.encoders.loader import load_encoder
 from m3search.models.local import lookup_spec
 from m3search.settings import get_settings
 from m3search.store.images import IMAGE_COLLECTION_HINT, index_images, read_images

@@ -14,8 +14,8 @@ from m3search.cli import exits
 from m3search.cli.images import explain_images, index_image_files, print_report, wants_images
 from m3search.cli.options import BackendOption, ForceOption, PrecisionOption, encoder_settings
 from m3search.errors import InputError
-from m3search.models.encoder import Encoder
-from m3search.models.loader import load_encoder
+from m3search.models.encoders.base import Encoder
+from m3search.models.encoders.loader import load_encoder
 from m3search.models.local import lookup_spec
 from m3search.settings import PRECISIONS, get_settings
 from m3search.store.base import CatalogStore, Store

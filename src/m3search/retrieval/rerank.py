@@ -18,9 +18,9 @@ from dataclasses import replace
 from typing import Protocol
 
 from m3search.errors import LLMError
-from m3search.models.chat import ChatEndpoint, chat, configured_endpoint
-from m3search.models.cross_encoder import load_reranker
-from m3search.models.rerankers import LLM, get_reranker
+from m3search.llm import ChatEndpoint, chat, configured_endpoint
+from m3search.models.rerank.cross_encoder import load_reranker
+from m3search.models.rerank.registry import LLM, get_reranker
 from m3search.retrieval.types import Contribution, RerankNote, SearchHit, SearchRequest, SearchResult
 from m3search.settings import Settings, get_settings
 

@@ -8,7 +8,7 @@ from typing import Any, Literal, get_args
 
 from m3search.errors import InputError, ParameterError
 from m3search.limits import MAX_CANDIDATES, MAX_K, MAX_RERANK_K
-from m3search.models.rerankers import LLM, find_reranker, list_rerankers
+from m3search.models.rerank.registry import LLM, find_reranker, list_rerankers
 from m3search.retrieval.fusion import FUSION_METHODS, FusionMethod
 from m3search.store.filters import Filters, Scalar, check_filters
 
@@ -91,7 +91,7 @@ class SearchRequest:
         if not isinstance(self.rerank, str) or (self.rerank != LLM and find_reranker(self.rerank) is None):
             known = ", ".join([s.name for s in list_rerankers()] + [LLM])
             raise InputError.explained(f"unknown reranker {self.rerank!r}; use one of {known}",
-                                       " (see m3search.models.rerankers.list_rerankers())",
+                                       " (see m3search.models.rerank.registry.list_rerankers())",
                                        cli=" (see 'm3search models list --rerankers')", http="")
         if self.rerank_k < self.k:
             raise ParameterError("rerank_k", f"({self.rerank_k}) must be at least k ({self.k}): the reranker can "

@@ -14,8 +14,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from m3search.errors import ConfigError, DocumentError, ImageError
-from m3search.models import images
-from m3search.models.encoder import Encoder
+from m3search.models.encoders import images
+from m3search.models.encoders.base import Encoder
 from m3search.store.base import Store
 from m3search.store.ingest import (
     DEFAULT_MAX_BYTES,

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from m3search.errors import ConfigError, DocumentError, InputError
-from m3search.models.encoder import Encoder
+from m3search.models.encoders.base import Encoder
 from m3search.store.base import Store
 from m3search.store.chunking import chunk_text, chunk_texts
 from m3search.store.types import Document, EmbeddingConfig, EmbeddingSet, PreparedDocument

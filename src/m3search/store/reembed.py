@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from m3search.errors import ConfigError, StoreError
-from m3search.models.encoder import Encoder
+from m3search.models.encoders.base import Encoder
 from m3search.models.registry import is_image_model_name
 from m3search.store.base import Store
 from m3search.store.ingest import EmbedFn, config_for, default_outputs, direct_embed

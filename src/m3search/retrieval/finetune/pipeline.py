@@ -24,8 +24,8 @@ from typing import Any
 from m3search import __version__
 from m3search.errors import InputError, ParameterError
 from m3search.limits import MAX_K, MAX_NEGATIVES, MAX_QUERIES_PER_DOC
-from m3search.models.chat import ChatEndpoint
-from m3search.models.encoder import Encoder
+from m3search.llm import ChatEndpoint
+from m3search.models.encoders.base import Encoder
 from m3search.retrieval.finetune.collection import CollectionData, load_collection
 from m3search.retrieval.finetune.queries import ORIGINS, Candidate, llm_candidates, offline_candidates
 from m3search.retrieval.lexical import fts_tokens

@@ -12,7 +12,7 @@ from pathlib import Path as FilePath
 from fastapi import APIRouter, Path, Request
 
 from m3search.errors import NotFoundError
-from m3search.models.chat import configured_endpoint
+from m3search.llm import configured_endpoint
 from m3search.retrieval.finetune import GenerateOptions, generate, write_output
 from m3search.retrieval.finetune.output import REPORT
 from m3search.retrieval.search import Searcher

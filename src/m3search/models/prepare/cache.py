@@ -25,9 +25,9 @@ from typing import Any
 
 from m3search.errors import ConfigError, ModelFormatError
 from m3search.memory import release_large_allocations, trim_heap
-from m3search.models import builder
-from m3search.models import onnx as onnx_tools
-from m3search.models.builder.heads import Kind
+from m3search.models.prepare import builder
+from m3search.models.prepare import onnx as onnx_tools
+from m3search.models.prepare.builder.heads import Kind
 from m3search.models.registry import ModelSpec
 from m3search.models.resolve import ResolvedModel
 from m3search.settings import canonical_precision
@@ -181,7 +181,7 @@ def _build(resolved: ResolvedModel, work: Path, exporter: Exporter | None = None
         quantization: dict[str, Any] = dict(builder.QUANTIZATION)
         facts.update(fused=True, builder="m3search", kind=kind)
     elif clip:
-        from m3search.models.clip_export import export_towers
+        from m3search.models.prepare.clip_export import export_towers
 
         facts, quantization = export_towers(src, work)
     else:
@@ -216,8 +216,8 @@ def _build(resolved: ResolvedModel, work: Path, exporter: Exporter | None = None
 def _export_with_torch(resolved: ResolvedModel, work: Path,
                        exporter: Exporter | None) -> tuple[dict[str, Any], dict[str, Any]]:
     """The fallback for architectures the builder does not know: torch export, offline fusion, dynamic INT8."""
-    from m3search.models.export import export_onnx
     from m3search.models.files import read_config
+    from m3search.models.prepare.export import export_onnx
 
     spec, src = resolved.spec, resolved.path
     raw = work / "raw" / "model.onnx"  # a folder: graphs over 2 GB are exported as many external files

@@ -15,9 +15,9 @@ from typing import Literal
 import numpy as np
 
 from m3search.errors import ConfigError, InputError, InputTooLongError, NonFiniteEmbeddingError
-from m3search.models.batching import plan_batches
 from m3search.models.registry import ModelSpec
-from m3search.models.tokenize import TextTokenizer, Tokens
+from m3search.models.runtime.batching import plan_batches
+from m3search.models.runtime.tokenize import TextTokenizer, Tokens
 from m3search.types import Embedding, FloatArray, IntArray, OnOverflow, Output, SparseVector
 
 Kind = Literal["query", "document"]

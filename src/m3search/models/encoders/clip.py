@@ -1,4 +1,4 @@
-"""CLIP: one encoder for both towers. Texts go through the usual :class:`~m3search.models.encoder.Encoder` API
+"""CLIP: one encoder for both towers. Texts go through the usual :class:`~m3search.models.encoders.base.Encoder` API
 (so text->image search needs nothing new); images go through :meth:`ClipEncoder.encode_images`.
 
 Both towers' vectors are L2-normalised projections into the same space, so a text vector and an image vector
@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 
 from m3search.errors import ConfigError, NonFiniteEmbeddingError
-from m3search.models import images
-from m3search.models.encoder import Batch, BatchOutput, l2_normalize
-from m3search.models.onnx import build_session
-from m3search.models.pooled import OnnxEncoder
+from m3search.models.encoders import images
+from m3search.models.encoders.base import Batch, BatchOutput, l2_normalize
+from m3search.models.encoders.pooled import OnnxEncoder
+from m3search.models.prepare.onnx import build_session
 from m3search.models.registry import ImageFacts
 from m3search.types import Embedding, FloatArray, Output
 

@@ -1,7 +1,7 @@
 """Cross-encoder rerankers on ONNX Runtime: export, lazy thread-safe sessions, batched pair scoring.
 
-``load_reranker(name)`` is the façade (like :func:`~m3search.models.loader.load_encoder`): construction is cheap;
-the files are resolved, exported to ONNX (fp32 + dynamic INT8, cached under ``M3SEARCH_HOME/onnx/NAME``) and the
+``load_reranker(name)`` is the façade (like :func:`~m3search.models.encoders.loader.load_encoder`): construction is
+cheap; the files are resolved, exported to ONNX (fp32 + dynamic INT8, cached under ``M3SEARCH_HOME/onnx/NAME``) and the
 session is built on the first :meth:`CrossEncoderReranker.score`.
 """
 
@@ -18,16 +18,16 @@ import numpy as np
 
 from m3search._optional import require
 from m3search.errors import ConfigError, InputError, M3SearchError, ModelFormatError
-from m3search.models import rerank_fidelity
-from m3search.models.batching import plan_batches
-from m3search.models.export import OPSET, ExportInfo
 from m3search.models.files import read_config
-from m3search.models.onnx import build_session
-from m3search.models.prepare import PreparedModel, prepare_model
+from m3search.models.prepare.cache import PreparedModel, prepare_model
+from m3search.models.prepare.export import OPSET, ExportInfo
+from m3search.models.prepare.onnx import build_session
 from m3search.models.registry import ModelSpec
-from m3search.models.rerankers import RerankerSpec, get_reranker
+from m3search.models.rerank import fidelity as rerank_fidelity
+from m3search.models.rerank.registry import RerankerSpec, get_reranker
 from m3search.models.resolve import resolve_model
-from m3search.models.tokenize import HFTokenizer, PairTokens
+from m3search.models.runtime.batching import plan_batches
+from m3search.models.runtime.tokenize import HFTokenizer, PairTokens
 from m3search.settings import Settings, get_settings
 from m3search.types import FloatArray
 

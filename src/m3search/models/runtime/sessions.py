@@ -19,15 +19,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from m3search.errors import M3SearchError
-from m3search.models import fidelity
-from m3search.models.backends import Session, available_backends, open_session
-from m3search.models.calibration import bundled, calibration_texts
-from m3search.models.prepare import lock_for, package_version, write_json
-from m3search.models.reference import fp32_reference
-from m3search.models.variants import ensure_variant
+from m3search.models.prepare.cache import lock_for, package_version, write_json
+from m3search.models.prepare.calibration import bundled, calibration_texts
+from m3search.models.prepare.variants import ensure_variant
+from m3search.models.runtime import fidelity
+from m3search.models.runtime.backends import Session, available_backends, open_session
+from m3search.models.runtime.reference import fp32_reference
 
 if TYPE_CHECKING:
-    from m3search.models.pooled import OnnxEncoder
+    from m3search.models.encoders.pooled import OnnxEncoder
 
 log = logging.getLogger(__name__)
 BUDGETS = (2048, 8192)  # token budgets the auto-tuner tries for the winning backend

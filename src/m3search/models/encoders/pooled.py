@@ -8,13 +8,13 @@ from typing import Any, cast
 import numpy as np
 
 from m3search.errors import ConfigError
-from m3search.models.backends import Session
-from m3search.models.calibration import CALIBRATION_MAX_LENGTH
-from m3search.models.encoder import Batch, BatchOutput, Encoder, l2_normalize
-from m3search.models.prepare import PreparedModel
+from m3search.models.encoders.base import Batch, BatchOutput, Encoder, l2_normalize
+from m3search.models.prepare.cache import PreparedModel
+from m3search.models.prepare.calibration import CALIBRATION_MAX_LENGTH
 from m3search.models.registry import ModelSpec
-from m3search.models.runtime import RunOptions, load_session
-from m3search.models.tokenize import HFTokenizer
+from m3search.models.runtime.backends import Session
+from m3search.models.runtime.sessions import RunOptions, load_session
+from m3search.models.runtime.tokenize import HFTokenizer
 from m3search.settings import BACKENDS, PRECISIONS, canonical_precision
 from m3search.types import FloatArray, Output, SparseVector
 
