@@ -15,6 +15,7 @@ from typing import Literal
 import numpy as np
 
 from m3search.errors import ConfigError, InputError, InputTooLongError, NonFiniteEmbeddingError
+from m3search.lazy import Lazy
 from m3search.models.registry import ModelSpec
 from m3search.models.runtime.batching import plan_batches
 from m3search.models.runtime.tokenize import TextTokenizer, Tokens
@@ -58,9 +59,8 @@ class Encoder(ABC):
         self.max_length = self._check_length(max_length)
         self.batch_tokens = batch_tokens
         self.max_batch_size = max_batch_size
-        self._tokenizer_loader = tokenizer_loader
-        self._tokenizer: TextTokenizer | None = None
         self._lock = threading.RLock()  # re-entrant: loading the tokenizer may prepare the model
+        self._tokenizer = Lazy(tokenizer_loader, self._lock)
 
     @abstractmethod
     def encode_batch(self, batch: Batch, outputs: frozenset[Output]) -> BatchOutput:
@@ -69,11 +69,7 @@ class Encoder(ABC):
     @property
     def tokenizer(self) -> TextTokenizer:
         """The tokenizer, loaded once even when first used from several threads."""
-        if self._tokenizer is None:
-            with self._lock:
-                if self._tokenizer is None:
-                    self._tokenizer = self._tokenizer_loader()
-        return self._tokenizer
+        return self._tokenizer.get()
 
     def encode_queries(self, texts: Sequence[str], **kwargs: object) -> list[Embedding]:
         """Encode search queries (the model's query prefix is applied)."""

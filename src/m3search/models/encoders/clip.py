@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from m3search.errors import ConfigError, NonFiniteEmbeddingError
+from m3search.lazy import Lazy
 from m3search.models.encoders import images
 from m3search.models.encoders.base import Batch, BatchOutput, l2_normalize
 from m3search.models.encoders.pooled import OnnxEncoder
@@ -31,7 +32,7 @@ class ClipEncoder(OnnxEncoder):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._vision: Any = None
+        self._vision = Lazy(self._open_vision, self._lock)
 
     @property
     def image_facts(self) -> ImageFacts:
@@ -46,17 +47,15 @@ class ClipEncoder(OnnxEncoder):
     @property
     def vision_session(self) -> Any:
         """The vision tower's ONNX Runtime session (fp32)."""
-        if self._vision is None:
-            with self._lock:
-                if self._vision is None:
-                    prepared = self.prepared
-                    entry = prepared.manifest.get("vision")
-                    if not entry:
-                        raise ConfigError(f"the prepared files of '{self.spec.name}' in {prepared.directory} have "
-                                          f"no vision tower; run 'm3search models prepare {self.spec.name} --force'")
-                    self._vision = build_session(prepared.directory / str(entry["file"]), self.threads,
-                                                 spinning=self.options.spinning)
-        return self._vision
+        return self._vision.get()
+
+    def _open_vision(self) -> Any:
+        prepared = self.prepared
+        entry = prepared.manifest.get("vision")
+        if not entry:
+            raise ConfigError(f"the prepared files of '{self.spec.name}' in {prepared.directory} have "
+                              f"no vision tower; run 'm3search models prepare {self.spec.name} --force'")
+        return build_session(prepared.directory / str(entry["file"]), self.threads, spinning=self.options.spinning)
 
     def encode_images(self, items: Sequence[images.ImageInput], *, names: Sequence[str] | None = None
                       ) -> list[Embedding]:

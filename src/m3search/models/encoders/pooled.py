@@ -8,6 +8,7 @@ from typing import Any, cast
 import numpy as np
 
 from m3search.errors import ConfigError
+from m3search.lazy import Lazy
 from m3search.models.encoders.base import Batch, BatchOutput, Encoder, l2_normalize
 from m3search.models.prepare.cache import PreparedModel
 from m3search.models.prepare.calibration import CALIBRATION_MAX_LENGTH
@@ -52,20 +53,15 @@ class OnnxEncoder(Encoder):
         self.precision = precision
         self.threads = threads
         self.options = options or RunOptions()
-        self._prepare = prepare
-        self._prepared: PreparedModel | None = None
-        self._session: Session | None = None
         self._kwargs = kwargs
         super().__init__(spec, self._load_tokenizer, **kwargs)  # type: ignore[arg-type]
+        self._prepared = Lazy(prepare, self._lock)
+        self._session = Lazy(lambda: load_session(self), self._lock)
 
     @property
     def prepared(self) -> PreparedModel:
         """The prepared model (exported and quantized on first access if needed)."""
-        if self._prepared is None:
-            with self._lock:
-                if self._prepared is None:
-                    self._prepared = self._prepare()
-        return self._prepared
+        return self._prepared.get()
 
     def _load_tokenizer(self) -> HFTokenizer:
         prepared = self.prepared
@@ -88,11 +84,7 @@ class OnnxEncoder(Encoder):
     @property
     def session(self) -> Session:
         """The inference session (variant built and fidelity-checked on first use)."""
-        if self._session is None:
-            with self._lock:
-                if self._session is None:
-                    self._session = load_session(self)
-        return self._session
+        return self._session.get()
 
     def sibling(self, backend: str, precision: str, *, session: Session | None = None,
                 batch_tokens: int | None = None) -> OnnxEncoder:
@@ -101,7 +93,8 @@ class OnnxEncoder(Encoder):
         kwargs = {**self.sibling_kwargs(), **({"batch_tokens": batch_tokens} if batch_tokens else {})}
         other = type(self)(self.spec, lambda: prepared, backend=backend, precision=precision, threads=self.threads,
                            options=self.options, **kwargs)
-        other._session = session
+        if session is not None:
+            other._session.set(session)
         return other
 
     def sibling_kwargs(self) -> dict[str, object]:

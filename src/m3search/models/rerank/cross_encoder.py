@@ -8,7 +8,6 @@ session is built on the first :meth:`CrossEncoderReranker.score`.
 from __future__ import annotations
 
 import json
-import threading
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,6 +17,7 @@ import numpy as np
 
 from m3search._optional import require
 from m3search.errors import ConfigError, InputError, M3SearchError, ModelFormatError
+from m3search.lazy import Lazy
 from m3search.models.files import read_config
 from m3search.models.prepare.cache import PreparedModel, prepare_model
 from m3search.models.prepare.export import OPSET, ExportInfo
@@ -130,30 +130,28 @@ class CrossEncoderReranker:
         self.batch_tokens, self.max_batch_size = batch_tokens, max_batch_size
         self.fidelity_threshold, self.force_precision = fidelity_threshold, force_precision
         self._prepare = prepare
-        self._lock = threading.Lock()
-        self._loaded: tuple[PreparedModel, HFTokenizer, Any, bool] | None = None
+        self._loaded = Lazy(self._open)
 
     @property
     def name(self) -> str:
         return self.spec.name
 
     def _load(self) -> tuple[PreparedModel, HFTokenizer, Any, bool]:
-        if self._loaded is None:
-            with self._lock:
-                if self._loaded is None:
-                    prepared = self._prepare()
-                    if "logits" not in prepared.manifest.get("outputs", []):
-                        raise ModelFormatError(f"{prepared.directory} is not a prepared reranker; delete it and "
-                                               f"run 'm3search models prepare {self.spec.name} --force'")
-                    tokenizer = HFTokenizer(prepared.tokenizer_path, prepared.pad_id)
-                    source = Path(prepared.manifest["source"])
-                    self.max_length = min(self.max_length, position_limit(source, self.spec.family) or self.max_length)
-                    session = build_session(prepared.onnx_path(self.precision), self.threads)
-                    if self.precision != "fp32":
-                        self._check_fidelity(prepared, tokenizer, session)
-                    sigmoid = declared_sigmoid(source, self.spec.sigmoid)
-                    self._loaded = (prepared, tokenizer, session, sigmoid)
-        return self._loaded
+        return self._loaded.get()
+
+    def _open(self) -> tuple[PreparedModel, HFTokenizer, Any, bool]:
+        prepared = self._prepare()
+        if "logits" not in prepared.manifest.get("outputs", []):
+            raise ModelFormatError(f"{prepared.directory} is not a prepared reranker; delete it and "
+                                   f"run 'm3search models prepare {self.spec.name} --force'")
+        tokenizer = HFTokenizer(prepared.tokenizer_path, prepared.pad_id)
+        source = Path(prepared.manifest["source"])
+        self.max_length = min(self.max_length, position_limit(source, self.spec.family) or self.max_length)
+        session = build_session(prepared.onnx_path(self.precision), self.threads)
+        if self.precision != "fp32":
+            self._check_fidelity(prepared, tokenizer, session)
+        sigmoid = declared_sigmoid(source, self.spec.sigmoid)
+        return prepared, tokenizer, session, sigmoid
 
     def _check_fidelity(self, prepared: PreparedModel, tokenizer: HFTokenizer, session: Any) -> None:
         """Measure INT8 against fp32 on the held-out sample once (kept in the manifest); refuse it below the
