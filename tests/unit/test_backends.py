@@ -161,6 +161,18 @@ def test_auto_with_one_backend_needs_no_measurement(
     assert encoder.backend == "onnxruntime"
 
 
+
+@needs_openvino
+def test_the_session_loader_leaves_its_caller_unchanged(make: Callable[..., OnnxEncoder]) -> None:
+    """load_session returns the backend "auto" chose and its budget; only the encoder applies them to itself."""
+    encoder = make("auto", "fp32")
+    loaded = runtime.load_session(encoder)
+    assert (encoder.backend, encoder.batch_tokens) == ("auto", 8192)
+    assert loaded.backend in ("onnxruntime", "openvino") and loaded.batch_tokens > 0
+    assert loaded.session.run(None, encoder.feeds(TEXTS[:1])[0])
+    encoder.encode(TEXTS)  # the encoder's own session: it applies what the loader chose
+    assert encoder.backend == loaded.backend
+
 @needs_openvino
 def test_auto_measures_once_and_caches(
     make: Callable[..., OnnxEncoder], monkeypatch: pytest.MonkeyPatch, tmp_path: Path

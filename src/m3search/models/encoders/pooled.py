@@ -56,7 +56,7 @@ class OnnxEncoder(Encoder):
         self._kwargs = kwargs
         super().__init__(spec, self._load_tokenizer, **kwargs)  # type: ignore[arg-type]
         self._prepared = Lazy(prepare, self._lock)
-        self._session = Lazy(lambda: load_session(self), self._lock)
+        self._session = Lazy(self._open_session, self._lock)
 
     @property
     def prepared(self) -> PreparedModel:
@@ -85,6 +85,11 @@ class OnnxEncoder(Encoder):
     def session(self) -> Session:
         """The inference session (variant built and fidelity-checked on first use)."""
         return self._session.get()
+
+    def _open_session(self) -> Session:
+        loaded = load_session(self)
+        self.backend, self.batch_tokens = loaded.backend, loaded.batch_tokens  # what "auto" chose
+        return loaded.session
 
     def sibling(self, backend: str, precision: str, *, session: Session | None = None,
                 batch_tokens: int | None = None) -> OnnxEncoder:

@@ -18,15 +18,13 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from m3search.errors import M3SearchError
+from m3search.models.runtime.contract import SessionOwner
 from m3search.types import Embedding, Output, SparseVector
-
-if TYPE_CHECKING:
-    from m3search.models.encoders.pooled import OnnxEncoder
 
 FILE = "fidelity-reference.npz"
 REFERENCE_BATCH_TOKENS = 512  # small batches keep the fp32 child's activations small (BGE-M3: 2.7 -> 1.9 GB)
@@ -80,7 +78,7 @@ def load(path: Path, key: str | None = None) -> list[Embedding] | None:
     ) for i in range(count)]
 
 
-def fp32_reference(encoder: OnnxEncoder, texts: list[str], outputs: list[Output]) -> list[Embedding]:
+def fp32_reference(encoder: SessionOwner, texts: list[str], outputs: list[Output]) -> list[Embedding]:
     """The fp32 embeddings of ``texts``: from the cache beside the prepared model, else from a child process."""
     path = encoder.prepared.directory / FILE
     key = _key(texts, outputs, encoder.max_length)
