@@ -17,8 +17,9 @@ from m3search.lazy import Lazy
 from m3search.models.encoders import images
 from m3search.models.encoders.base import Batch, BatchOutput, l2_normalize
 from m3search.models.encoders.pooled import OnnxEncoder
-from m3search.models.prepare.onnx import build_session
 from m3search.models.registry import ImageFacts
+from m3search.models.runtime.backends import Session
+from m3search.models.runtime.sessions import open_graph
 from m3search.types import Embedding, FloatArray, Output
 
 IMAGE_BATCH = 16  # images per vision-tower run: 16 x 3 x 224 x 224 float32 is about 10 MB
@@ -26,7 +27,9 @@ IMAGE_BATCH = 16  # images per vision-tower run: 16 x 3 x 224 x 224 float32 is a
 
 class ClipEncoder(OnnxEncoder):
     """CLIP's text tower through the :class:`OnnxEncoder` machinery (precision variants, fidelity checks), and its
-    vision tower (fp32, ONNX Runtime) for images; both sessions are created on first use, once, under a lock."""
+    vision tower (fp32) for images, on the same backend; both sessions are created on first use, once, under a lock,
+    by the session factory every model kind uses. With ``backend="auto"`` the text tower's choice (measured once and
+    cached) is the vision tower's too."""
 
     image_batch = IMAGE_BATCH
 
@@ -45,17 +48,19 @@ class ClipEncoder(OnnxEncoder):
         return BatchOutput(dense=l2_normalize(np.asarray(embeds, dtype=np.float32)))
 
     @property
-    def vision_session(self) -> Any:
-        """The vision tower's ONNX Runtime session (fp32)."""
+    def vision_session(self) -> Session:
+        """The vision tower's session (fp32, on the encoder's backend)."""
         return self._vision.get()
 
-    def _open_vision(self) -> Any:
+    def _open_vision(self) -> Session:
         prepared = self.prepared
         entry = prepared.manifest.get("vision")
         if not entry:
             raise ConfigError(f"the prepared files of '{self.spec.name}' in {prepared.directory} have "
                               f"no vision tower; run 'm3search models prepare {self.spec.name} --force'")
-        return build_session(prepared.directory / str(entry["file"]), self.threads, spinning=self.options.spinning)
+        if self.backend == "auto":
+            _ = self.session  # the text tower resolves "auto" (and applies it to this encoder)
+        return open_graph(self.backend, prepared.directory / str(entry["file"]), "fp32", self.threads, self.options)
 
     def encode_images(self, items: Sequence[images.ImageInput], *, names: Sequence[str] | None = None
                       ) -> list[Embedding]:

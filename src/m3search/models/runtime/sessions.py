@@ -14,8 +14,9 @@ import logging
 import os
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from m3search.errors import M3SearchError
 from m3search.models.prepare.cache import lock_for, package_version, write_json
@@ -27,10 +28,12 @@ from m3search.models.runtime.contract import LoadedSession, RunOptions, SessionO
 from m3search.models.runtime.reference import fp32_reference
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 BUDGETS = (2048, 8192)  # token budgets the auto-tuner tries for the winning backend
 BUDGET_TUNING_SECONDS = 15.0  # budgets are tuned only when one pass over the sample takes at most this long
 
-__all__ = ["LoadedSession", "RunOptions", "choose_backend", "load_session", "machine_key", "open_graph"]
+__all__ = ["LoadedSession", "RunOptions", "choose_backend", "fastest_backend", "load_session", "machine_key",
+           "open_graph"]
 
 
 def open_graph(backend: str, path: Path, precision: str, threads: int, options: RunOptions) -> Session:
@@ -121,13 +124,54 @@ def choose_backend(encoder: SessionOwner) -> tuple[str, int, Session | None]:
     choice: dict[str, Any] = {"backend": best, "batch_tokens": budget, "tokens_per_s": rates,
                               "budgets_tokens_per_s": budgets, "measured": time.strftime("%Y-%m-%dT%H:%M:%S")}
     log.info("auto backend for %s: %s", key, choice)
-    if cache_file is not None:
-        with lock_for(cache_file):
-            data = _read_cache(cache_file)
-            data[key] = choice
-            cache_file.parent.mkdir(parents=True, exist_ok=True)
-            write_json(cache_file, data)
+    _remember(cache_file, key, choice)
     return best, budget, leader
+
+
+def fastest_backend(key: str, threads: int, home: Path | None, open_backend: Callable[[str], T],
+                    rate: Callable[[T], float]) -> tuple[str, T]:
+    """"auto" for any model kind: the installed backend whose ``open_backend(backend)`` (fidelity-checked there)
+    gets the highest ``rate``, and what it opened. A refused backend (:class:`~m3search.errors.M3SearchError`) is
+    skipped. The choice is cached in ``home/autotune.json`` per ``key`` and machine: a cached one is opened alone."""
+    backends = available_backends()
+    full_key = f"{key}/{machine_key(threads)}"
+    cache_file = home / "autotune.json" if home is not None else None
+    entry = _read_cache(cache_file).get(full_key)
+    cached = str(entry.get("backend")) if isinstance(entry, dict) else ""
+    if len(backends) == 1 or cached in backends:
+        backend = cached if cached in backends else backends[0]
+        return backend, open_backend(backend)
+    rates: dict[str, Any] = {}
+    refused: list[M3SearchError] = []
+    best: tuple[str, T] | None = None
+    for backend in backends:
+        try:
+            opened = open_backend(backend)
+            rates[backend] = rate(opened)
+        except M3SearchError as exc:  # refused (fidelity) or unavailable on this backend
+            rates[backend] = str(exc)
+            refused.append(exc)
+            continue
+        if best is None or rates[backend] > rates[best[0]]:
+            best = (backend, opened)  # the slower one is released here
+        gc.collect()
+    if best is None:
+        raise refused[0]
+    log.info("auto backend for %s: %s (%s)", full_key, best[0], rates)
+    _remember(cache_file, full_key, {"backend": best[0], "per_s": rates,
+                                     "measured": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    return best
+
+
+def _remember(cache_file: Path | None, key: str, choice: dict[str, Any]) -> None:
+    """Record an "auto" choice in ``autotune.json`` (other processes' entries are kept)."""
+    if cache_file is None:
+        return
+    with lock_for(cache_file):
+        data = _read_cache(cache_file)
+        data[key] = choice
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        write_json(cache_file, data)
 
 
 def _tokens_per_s(encoder: SessionOwner, texts: list[str]) -> tuple[float, float]:
