@@ -16,7 +16,8 @@ ROOT = Path(m3search.__file__).parent
 # Lowest first; a module may import its own layer and the ones before it. A new top-level module or package must be
 # placed here (the test names it). ingest/ and finetune/ are listed before they exist.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("foundation", ("errors", "types", "settings", "limits", "validation", "_optional", "memory", "lazy")),
+    ("foundation", ("errors", "types", "settings", "limits", "validation", "_optional", "memory", "lazy",
+                    "locks")),
     ("models", ("models", "llm")),
     ("store", ("store",)),
     ("ingest", ("ingest",)),

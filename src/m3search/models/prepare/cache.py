@@ -16,14 +16,15 @@ import json
 import os
 import shutil
 import tempfile
-import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from m3search.errors import ConfigError, ModelFormatError
+from m3search.locks import KeyedLocks
 from m3search.memory import release_large_allocations, trim_heap
 from m3search.models.prepare import builder
 from m3search.models.prepare import onnx as onnx_tools
@@ -34,8 +35,9 @@ from m3search.settings import canonical_precision
 
 MANIFEST = "manifest.json"
 FORMAT = 3  # manifests of another format are rebuilt (3: graphs written by the torch-free builder)
-_LOCKS: dict[Path, threading.Lock] = {}
-_LOCKS_GUARD = threading.Lock()
+# Threads of this process preparing the same directory (or writing the same cache file) take turns; the registry
+# belongs to this module and holds a lock only while a path is in use (see KeyedLocks).
+_PATH_LOCKS = KeyedLocks()
 # (spec, checkpoint directory, output graph) -> ExportInfo; the default exports an embedding model
 Exporter = Callable[[ModelSpec, Path, Path], Any]
 
@@ -111,9 +113,9 @@ def _weights_sha256(directory: Path) -> str:
     raise ModelFormatError(f"{directory} holds no weights file")
 
 
-def lock_for(path: Path) -> threading.Lock:
-    with _LOCKS_GUARD:
-        return _LOCKS.setdefault(path, threading.Lock())
+def lock_for(path: Path) -> AbstractContextManager[None]:
+    """Mutual exclusion, among this process's threads, for work on ``path`` (``with lock_for(path): ...``)."""
+    return _PATH_LOCKS.hold(path)
 
 
 def cache_dir(resolved: ResolvedModel, home: Path, builder_name: str = "auto") -> Path:
