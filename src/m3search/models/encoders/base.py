@@ -10,7 +10,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 
@@ -42,7 +42,20 @@ class BatchOutput:
 
 
 class Encoder(ABC):
-    """Turns texts into embeddings; thread-safe, loads its model on first use."""
+    """Turns texts into embeddings; thread-safe, loads its model on first use.
+
+    Declared capabilities (read them as plain attributes; subclasses that have them set them):
+
+    - ``precision``: the precision mode the model runs in ("fp32", "int8-dynamic", ...); None for an encoder with
+      no such modes (the hash encoder, a test fake).
+    - ``backend``: the inference engine ("onnxruntime", "openvino"; "auto" until the first session is built);
+      None for an encoder without one.
+    - ``embeds_images``: whether :meth:`encode_images` exists (CLIP's vision tower); False for text-only encoders.
+    """
+
+    precision: str | None = None
+    backend: str | None = None
+    embeds_images: ClassVar[bool] = False
 
     def __init__(
         self,

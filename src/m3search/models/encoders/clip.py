@@ -32,6 +32,7 @@ class ClipEncoder(OnnxEncoder):
     cached) is the vision tower's too."""
 
     image_batch = IMAGE_BATCH
+    embeds_images = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -93,8 +94,3 @@ class ClipEncoder(OnnxEncoder):
                 raise NonFiniteEmbeddingError(offset + row, self.spec.name)
             out.append(Embedding(tokens=0, truncated=False, dense=np.ascontiguousarray(vector, dtype=np.float32)))
         return out
-
-
-def is_image_encoder(encoder: object) -> bool:
-    """Whether ``encoder`` embeds images (a CLIP encoder)."""
-    return isinstance(encoder, ClipEncoder)

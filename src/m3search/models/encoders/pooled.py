@@ -33,6 +33,9 @@ class OnnxEncoder(Encoder):
         options: fidelity threshold, forcing, calibration texts, caches.
     """
 
+    precision: str
+    backend: str
+
     def __init__(
         self,
         spec: ModelSpec,
