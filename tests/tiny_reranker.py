@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -15,18 +16,24 @@ WORDS = ["the", "a", "man", "is", "playing", "guitar", "cat", "sat", "on", "mat"
 HIDDEN, HEADS, INTERMEDIATE, POSITIONS = 16, 2, 32, 64
 
 
-def _tokenizer(directory: Path) -> int:
+def bert_word_tokenizer(words: list[str]) -> Any:
+    """A ``tokenizers.Tokenizer``: BERT's special tokens, then ``words``; BERT's single and pair templates."""
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
     vocab = {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, "[MASK]": 4}
-    for word in WORDS:
+    for word in words:
         vocab.setdefault(word, len(vocab))
     tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    return tok
+
+
+def _tokenizer(directory: Path) -> int:
+    tok = bert_word_tokenizer(WORDS)
     tok.save(str(directory / "tokenizer.json"))
-    return len(vocab)
+    return int(tok.get_vocab_size())
 
 
 def build_tiny_reranker(directory: Path, seed: int = 0) -> Path:
