@@ -53,8 +53,8 @@ def main() -> None:
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["M3SEARCH_FORCE_PRECISION"] = "1"  # measure fidelity below the gate instead of refusing
     from m3search import load_encoder
-    from m3search.models import batching, fidelity
-    from m3search.models.calibration import bundled
+    from m3search.models.prepare.calibration import bundled
+    from m3search.models.runtime import batching, fidelity
 
     pool = sentences()
     rng = np.random.default_rng(1)

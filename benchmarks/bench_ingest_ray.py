@@ -42,7 +42,7 @@ def child(config: str, threads: int) -> dict[str, Any]:
     """One configuration in a fresh process: chunks/s and the seconds spent in store writes."""
     from m3search.ingest.distributed import RayOptions, index_documents_ray
     from m3search.ingest.pipeline import index_documents
-    from m3search.models.loader import load_encoder
+    from m3search.models.encoders.loader import load_encoder
     from m3search.store.sqlite import SQLiteStore
 
     class TimedStore(SQLiteStore):

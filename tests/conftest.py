@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from m3search.models.encoder import Batch, BatchOutput, Encoder, l2_normalize
-from m3search.models.pooled import OnnxEncoder
-from m3search.models.prepare import FORMAT, MANIFEST, PreparedModel, load_prepared
+from m3search.models.encoders.base import Batch, BatchOutput, Encoder, l2_normalize
+from m3search.models.encoders.pooled import OnnxEncoder
+from m3search.models.prepare.cache import FORMAT, MANIFEST, PreparedModel, load_prepared
 from m3search.models.registry import ModelSpec, get_spec
-from m3search.models.tokenize import HashTokenizer
+from m3search.models.runtime.tokenize import HashTokenizer
 from m3search.types import Output, SparseVector
 
 TINY_WORDS = [

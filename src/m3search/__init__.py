@@ -11,17 +11,17 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from m3search.errors import M3SearchError
-from m3search.models.bge_m3 import BGEM3Encoder
-from m3search.models.encoder import Encoder, stack_dense
-from m3search.models.loader import load_encoder
+from m3search.models.encoders.base import Encoder, stack_dense
+from m3search.models.encoders.bge_m3 import BGEM3Encoder
+from m3search.models.encoders.loader import load_encoder
+from m3search.models.encoders.scores import M3Scores, colbert_score, compute_score, lexical_matching_score
 from m3search.models.registry import ModelSpec, get_spec, list_specs
-from m3search.models.scores import M3Scores, colbert_score, compute_score, lexical_matching_score
 from m3search.settings import Settings, get_settings
 from m3search.types import Embedding, SparseVector
 
 if TYPE_CHECKING:
     from m3search.ingest.pipeline import index_documents
-    from m3search.models.cross_encoder import load_reranker
+    from m3search.models.rerank.cross_encoder import load_reranker
     from m3search.retrieval.search import Searcher
     from m3search.retrieval.types import SearchRequest
     from m3search.store.types import Document
@@ -33,7 +33,7 @@ _LAZY: dict[str, str] = {
     "Searcher": "m3search.retrieval.search",
     "SearchRequest": "m3search.retrieval.types",
     "index_documents": "m3search.ingest.pipeline",
-    "load_reranker": "m3search.models.cross_encoder",
+    "load_reranker": "m3search.models.rerank.cross_encoder",
     "open_store": "m3search.store.urls",
 }
 

@@ -17,7 +17,7 @@ import pytest
 
 from m3search.errors import ModelFormatError, NonFiniteEmbeddingError, StoreError
 from m3search.ingest.pipeline import index_documents
-from m3search.models.pooled import OnnxEncoder
+from m3search.models.encoders.pooled import OnnxEncoder
 from m3search.models.prepare import PreparedModel, load_prepared
 from m3search.store.sqlite import SQLiteStore
 from m3search.store.types import Document

@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from m3search.errors import DimensionError, DocumentError, InputError, M3SearchError, UnknownModelError
 from m3search.ingest.pipeline import index_documents
 from m3search.ingest.sources import check_text
-from m3search.models.loader import load_encoder
+from m3search.models.encoders.loader import load_encoder
 from m3search.retrieval.search import Searcher
 from m3search.server.app import create_app
 from m3search.settings import get_settings

@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from m3search.ingest.chunking import chunk_text
-from m3search.models.scores import lexical_matching_score
-from m3search.models.tokenize import HashTokenizer
+from m3search.models.encoders.scores import lexical_matching_score
+from m3search.models.runtime.tokenize import HashTokenizer
 from m3search.types import SparseVector
 from tests.conftest import FAKE_M3_SPEC, FakeM3Encoder
 

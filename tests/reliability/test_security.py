@@ -18,7 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from m3search.errors import ModelFormatError, StoreError
-from m3search.models.builder.checkpoint import read_head
+from m3search.models.prepare.builder.checkpoint import read_head
 from m3search.settings import get_settings
 from m3search.store.urls import open_store
 from tests.live import free_port
@@ -66,7 +66,7 @@ class _Exploit:
 def test_model_files_are_never_unpickled(tmp_path: Path, record: Callable[..., None]) -> None:
     """A BGE-M3 head file carrying a pickle payload is refused; the payload never runs."""
     import_or_skip("torch", "the 'export' extra is not installed")
-    from m3search.models.export import load_head
+    from m3search.models.prepare.export import load_head
 
     Path("/tmp/m3search-pwned").unlink(missing_ok=True)
     (tmp_path / "colbert_linear.pt").write_bytes(pickle.dumps({"weight": _Exploit()}))

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from m3search.models.encoder import Encoder
-from m3search.models.loader import load_encoder
+from m3search.models.encoders.base import Encoder
+from m3search.models.encoders.loader import load_encoder
 from m3search.settings import Settings, get_settings
 from tests.references import import_or_skip
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from m3search.models.encoder import Encoder
-from m3search.models.loader import load_encoder
+from m3search.models.encoders.base import Encoder
+from m3search.models.encoders.loader import load_encoder
 from m3search.server.batching import Batcher
 from m3search.settings import Settings
 from m3search.types import Embedding

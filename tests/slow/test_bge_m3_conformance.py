@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from m3search import BGEM3Encoder, load_encoder
-from m3search.models.scores import compute_score
+from m3search.models.encoders.scores import compute_score
 from m3search.settings import Settings
 from tests.references import import_or_skip
 

@@ -15,8 +15,8 @@ from fastapi.testclient import TestClient
 
 from m3search.ingest.images import index_images
 from m3search.ingest.sources import read_images
-from m3search.models.clip import ClipEncoder
-from m3search.models.loader import load_encoder
+from m3search.models.encoders.clip import ClipEncoder
+from m3search.models.encoders.loader import load_encoder
 from m3search.models.registry import get_spec
 from m3search.models.resolve import find_local, register_dir
 from m3search.retrieval.search import Searcher

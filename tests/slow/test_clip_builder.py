@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from m3search.models import builder
-from m3search.models.builder import clip
-from m3search.models.clip import ClipEncoder
-from m3search.models.loader import load_encoder
+from m3search.models.encoders.clip import ClipEncoder
+from m3search.models.encoders.loader import load_encoder
+from m3search.models.prepare import builder
+from m3search.models.prepare.builder import clip
 from m3search.settings import Settings, get_settings
 from tests.tiny_clip import BOS, EOS
 

@@ -11,7 +11,7 @@ import pytest
 from m3search import load_encoder, stack_dense
 from m3search.cli.app import main
 from m3search.errors import FidelityError
-from m3search.models.backends import openvino_available
+from m3search.models.runtime.backends import openvino_available
 from m3search.settings import Settings
 
 pytestmark = [

@@ -16,7 +16,7 @@ import pytest
 
 from m3search.ingest.distributed import LOOPBACK_ENV, RayOptions, index_documents_ray
 from m3search.ingest.pipeline import index_documents
-from m3search.models.loader import load_encoder
+from m3search.models.encoders.loader import load_encoder
 from m3search.settings import Settings
 from m3search.store.sqlite import SQLiteStore
 from m3search.store.types import Document

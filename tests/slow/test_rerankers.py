@@ -14,10 +14,10 @@ from fastapi.testclient import TestClient
 
 from m3search.errors import FidelityError
 from m3search.ingest.pipeline import index_documents
-from m3search.models.cross_encoder import CrossEncoderReranker, load_reranker
-from m3search.models.loader import load_encoder
-from m3search.models.rerank_fidelity import METRIC
-from m3search.models.rerankers import get_reranker
+from m3search.models.encoders.loader import load_encoder
+from m3search.models.rerank.cross_encoder import CrossEncoderReranker, load_reranker
+from m3search.models.rerank.fidelity import METRIC
+from m3search.models.rerank.registry import get_reranker
 from m3search.models.resolve import find_local
 from m3search.server.app import create_app
 from m3search.settings import Settings, get_settings
@@ -257,7 +257,7 @@ def test_a_reranker_prepares_and_scores_without_torch(tmp_path: Path, bert_dir: 
     code = f"""
 import json, sys
 from pathlib import Path
-from m3search.models.cross_encoder import load_reranker
+from m3search.models.rerank.cross_encoder import load_reranker
 reranker = load_reranker('{MINILM}', path=Path({str(bert_dir)!r}), precision='fp32')  # random: INT8 refused
 scores = reranker.score('what flows', ['air flows over a wing', 'a recipe'])
 print(json.dumps({{'scores': len(scores), 'torch': 'torch' in sys.modules}}))

@@ -14,7 +14,7 @@ import pytest
 from m3search import load_encoder
 from m3search.cli.app import main
 from m3search.ingest.pipeline import index_documents
-from m3search.models.scores import compute_score
+from m3search.models.encoders.scores import compute_score
 from m3search.retrieval.beir import load_dataset
 from m3search.retrieval.evaluation import evaluate
 from m3search.retrieval.search import Searcher

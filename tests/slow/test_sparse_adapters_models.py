@@ -13,8 +13,8 @@ import pytest
 from m3search.ingest.pipeline import index_documents
 from m3search.integrations.langchain import M3SearchEmbeddings, M3SearchSparseEmbeddings
 from m3search.integrations.llamaindex import M3SearchEmbedding, M3SearchSparseEmbedding
-from m3search.models.encoder import Encoder
-from m3search.models.loader import load_encoder
+from m3search.models.encoders.base import Encoder
+from m3search.models.encoders.loader import load_encoder
 from m3search.retrieval.search import Searcher
 from m3search.retrieval.types import SearchRequest
 from m3search.server.app import create_app

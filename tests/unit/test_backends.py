@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 
 from m3search.errors import ConfigError, MissingDependencyError
-from m3search.models import backends, runtime
-from m3search.models.encoder import stack_dense
-from m3search.models.pooled import OnnxEncoder
-from m3search.models.prepare import PreparedModel, load_prepared
-from m3search.models.runtime import RunOptions
+from m3search.models.encoders.base import stack_dense
+from m3search.models.encoders.pooled import OnnxEncoder
+from m3search.models.prepare.cache import PreparedModel, load_prepared
+from m3search.models.runtime import backends
+from m3search.models.runtime import sessions as runtime
+from m3search.models.runtime.sessions import RunOptions
 from m3search.settings import Settings
 
 from ..conftest import TINY_SPEC
@@ -159,6 +160,18 @@ def test_auto_with_one_backend_needs_no_measurement(
     encoder.encode(TEXTS)
     assert encoder.backend == "onnxruntime"
 
+
+
+@needs_openvino
+def test_the_session_loader_leaves_its_caller_unchanged(make: Callable[..., OnnxEncoder]) -> None:
+    """load_session returns the backend "auto" chose and its budget; only the encoder applies them to itself."""
+    encoder = make("auto", "fp32")
+    loaded = runtime.load_session(encoder)
+    assert (encoder.backend, encoder.batch_tokens) == ("auto", 8192)
+    assert loaded.backend in ("onnxruntime", "openvino") and loaded.batch_tokens > 0
+    assert loaded.session.run(None, encoder.feeds(TEXTS[:1])[0])
+    encoder.encode(TEXTS)  # the encoder's own session: it applies what the loader chose
+    assert encoder.backend == loaded.backend
 
 @needs_openvino
 def test_auto_measures_once_and_caches(

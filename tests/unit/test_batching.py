@@ -3,7 +3,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from m3search.models.batching import plan_batches
+from m3search.models.runtime.batching import plan_batches
 
 
 def test_sorted_longest_first_and_budgeted() -> None:
@@ -31,7 +31,7 @@ def test_every_index_once_and_budget_respected(lengths: list[int], budget: int, 
 @given(st.lists(st.integers(1, 600), max_size=200), st.integers(1, 50))
 def test_ragged_lengths_do_not_share_a_batch(lengths: list[int], size: int) -> None:
     """Past MIN_SPLIT inputs, nothing shorter than MIN_FILL of the batch's width joins it: padding stays bounded."""
-    from m3search.models.batching import MIN_FILL, MIN_SPLIT
+    from m3search.models.runtime.batching import MIN_FILL, MIN_SPLIT
 
     for batch in plan_batches(lengths, 10**9, size):
         width = lengths[batch[0]]
@@ -39,7 +39,7 @@ def test_ragged_lengths_do_not_share_a_batch(lengths: list[int], size: int) -> N
 
 
 def test_a_merge_of_mixed_lengths_is_split_where_padding_would_grow() -> None:
-    from m3search.models.batching import MIN_SPLIT
+    from m3search.models.runtime.batching import MIN_SPLIT
 
     lengths = [60] * MIN_SPLIT + [59, 30] + [29] * MIN_SPLIT + [10]
     batches = plan_batches(lengths, 10**6, 256)

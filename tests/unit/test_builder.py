@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from m3search.errors import ModelFormatError
-from m3search.models import builder
-from m3search.models.builder.checkpoint import Checkpoint, SafeTensors, read_torch_state_dict
-from m3search.models.builder.writer import ALIGN, GraphWriter, quantize_columns, quantize_rows
+from m3search.models.prepare import builder
+from m3search.models.prepare.builder.checkpoint import Checkpoint, SafeTensors, read_torch_state_dict
+from m3search.models.prepare.builder.writer import ALIGN, GraphWriter, quantize_columns, quantize_rows
 from tests.references import import_or_skip
 
 

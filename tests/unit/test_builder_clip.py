@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from m3search.errors import ModelFormatError
-from m3search.models import builder
-from m3search.models.builder import clip
-from m3search.models.builder.checkpoint import SafeTensors
+from m3search.models.prepare import builder
+from m3search.models.prepare.builder import clip
+from m3search.models.prepare.builder.checkpoint import SafeTensors
 from tests.unit.test_builder import _save_safetensors
 
 
@@ -66,7 +66,7 @@ def test_clip_with_an_activation_the_builder_lacks_goes_to_the_torch_exporter(tm
 
 
 def test_a_truncated_clip_checkpoint_is_reported_with_the_fix(tmp_path: Path) -> None:
-    from m3search.models.prepare import prepare_model
+    from m3search.models.prepare.cache import prepare_model
     from m3search.models.registry import get_spec
     from m3search.models.resolve import ResolvedModel
 

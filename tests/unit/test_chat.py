@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from m3search.errors import ConfigError, LLMError
-from m3search.models.chat import ChatEndpoint, chat
+from m3search.llm import ChatEndpoint, chat
 from tests.fake_llm import fake_llm
 from tests.live import free_port
 

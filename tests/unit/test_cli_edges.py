@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 
 from m3search import limits
 from m3search.errors import CollectionNotFoundError, InputTooLongError, ModelMismatchError, ParameterError
-from m3search.models.encoder import Encoder
+from m3search.models.encoders.base import Encoder
 from m3search.models.registry import get_spec
 from m3search.retrieval.beir import read_run
 from m3search.retrieval.types import SearchRequest

@@ -8,8 +8,8 @@ import pytest
 
 from m3search import load_encoder, stack_dense
 from m3search.errors import ConfigError, InputError, InputTooLongError, NonFiniteEmbeddingError
-from m3search.models.pooled import OnnxEncoder
-from m3search.models.prepare import PreparedModel
+from m3search.models.encoders.pooled import OnnxEncoder
+from m3search.models.prepare.cache import PreparedModel
 from tests.conftest import NAN_WORD, TINY_SPEC
 
 Factory = Callable[..., OnnxEncoder]
@@ -130,3 +130,17 @@ def test_hash_encoder_is_deterministic_and_lexical() -> None:
     assert a.dense.shape == (384,) and float(a.dense @ c.dense) < 0.5 < float(a.dense @ b.dense)
     assert a.tokens == 3 and not a.truncated
     assert load_encoder("hash").encode(["word " * 10], max_length=4)[0].truncated
+
+
+def test_capabilities_are_declared_on_every_encoder(tiny_encoder: Factory) -> None:
+    """precision, backend and embeds_images are plain attributes of every encoder (callers need no getattr)."""
+    from m3search.models.encoders.base import Encoder
+    from m3search.models.encoders.clip import ClipEncoder
+    from m3search.models.encoders.hashing import HashEncoder
+    from m3search.models.registry import get_spec
+
+    hashing: Encoder = HashEncoder(get_spec("hash"))
+    assert (hashing.precision, hashing.backend, hashing.embeds_images) == (None, None, False)
+    onnx: Encoder = tiny_encoder()
+    assert (onnx.precision, onnx.backend, onnx.embeds_images) == ("fp32", "onnxruntime", False)
+    assert ClipEncoder.embeds_images and callable(ClipEncoder.encode_images)

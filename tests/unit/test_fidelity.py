@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from m3search.errors import FidelityError
-from m3search.models.fidelity import check, measure, primary
+from m3search.models.runtime.fidelity import check, measure, primary
 from m3search.types import Embedding, SparseVector
 
 

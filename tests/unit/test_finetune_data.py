@@ -23,7 +23,7 @@ from m3search.finetune import (
 )
 from m3search.finetune.queries import Candidate, offline_candidates
 from m3search.ingest.pipeline import index_documents
-from m3search.models.loader import load_encoder
+from m3search.models.encoders.loader import load_encoder
 from m3search.retrieval.beir import load_dataset
 from m3search.retrieval.search import Searcher
 from m3search.retrieval.types import SearchRequest

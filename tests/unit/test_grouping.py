@@ -176,7 +176,7 @@ def test_evaluation_runs_rank_documents_through_the_same_grouping(store: SQLiteS
 def test_search_cli_groups_by_document_unless_asked_for_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
     from m3search.ingest.pipeline import index_documents
-    from m3search.models.loader import load_encoder
+    from m3search.models.encoders.loader import load_encoder
     from tests.cli import run_cli
 
     monkeypatch.setenv("M3SEARCH_MAX_LENGTH", "16")  # short chunks: each document splits into several

@@ -13,8 +13,8 @@ from m3search.errors import ConfigError, ImageError, InputError
 from m3search.ingest.images import index_images
 from m3search.ingest.pipeline import index_documents
 from m3search.ingest.sources import read_images
-from m3search.models import images
-from m3search.models.hashing import HashEncoder
+from m3search.models.encoders import images
+from m3search.models.encoders.hashing import HashEncoder
 from m3search.models.registry import ImageFacts, ModelSpec, get_spec, is_image_model
 from m3search.retrieval.search import Searcher
 from m3search.retrieval.types import SearchRequest

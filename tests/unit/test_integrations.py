@@ -20,8 +20,8 @@ import pytest
 from m3search.errors import DimensionError, InputError, MissingDependencyError, RemoteError, RemoteRequestError
 from m3search.integrations.langchain import M3SearchEmbeddings
 from m3search.integrations.llamaindex import M3SearchEmbedding
-from m3search.models.encoder import Encoder
-from m3search.models.loader import load_encoder
+from m3search.models.encoders.base import Encoder
+from m3search.models.encoders.loader import load_encoder
 from m3search.models.registry import get_spec
 from m3search.server.app import create_app
 from m3search.settings import get_settings

@@ -4,7 +4,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from m3search.models.prepare import load_prepared, source_key
+from m3search.models.prepare.cache import load_prepared, source_key
 
 
 def _model(directory: Path) -> Path:

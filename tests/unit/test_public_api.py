@@ -14,7 +14,7 @@ import m3search
 ROOT = Path(__file__).resolve().parents[2]
 LAZY = {"Searcher": "m3search.retrieval.search", "SearchRequest": "m3search.retrieval.types",
         "open_store": "m3search.store.urls", "index_documents": "m3search.ingest.pipeline",
-        "Document": "m3search.store.types", "load_reranker": "m3search.models.cross_encoder"}
+        "Document": "m3search.store.types", "load_reranker": "m3search.models.rerank.cross_encoder"}
 # What `import m3search` must not pull in: inference engines, the store and retrieval layers and their libraries.
 HEAVY = ("onnxruntime", "openvino", "torch", "scipy", "sqlite3", "usearch", "qdrant_client", "qdrant_edge",
          "fastapi", "typer", "httpx", "m3search.retrieval", "m3search.store", "m3search.server", "m3search.cli")

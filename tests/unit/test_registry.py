@@ -78,7 +78,7 @@ def test_invalid_specs_are_refused(changes: dict[str, object]) -> None:
 
 
 def test_a_model_directory_of_another_size_sets_the_dimension(tmp_path: Path) -> None:
-    from m3search.models.loader import _sized_like
+    from m3search.models.encoders.loader import _sized_like
 
     spec = get_spec("mxbai-embed-large-v1")
     (tmp_path / "config.json").write_text('{"hidden_size": 32}')

@@ -12,10 +12,10 @@ import pytest
 
 from m3search.errors import ConfigError, InputError
 from m3search.ingest.pipeline import index_documents
-from m3search.models.hashing import HashEncoder
-from m3search.models.pooled import OnnxEncoder
+from m3search.models.encoders.hashing import HashEncoder
+from m3search.models.encoders.pooled import OnnxEncoder
+from m3search.models.encoders.scores import colbert_score, lexical_matching_score
 from m3search.models.registry import get_spec
-from m3search.models.scores import colbert_score, lexical_matching_score
 from m3search.retrieval.fusion import dbsf, rrf, weighted
 from m3search.retrieval.memory import IndexCache
 from m3search.retrieval.search import Searcher

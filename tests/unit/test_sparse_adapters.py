@@ -17,7 +17,7 @@ import pytest
 from m3search.errors import ConfigError, RemoteError, RemoteRequestError
 from m3search.integrations.langchain import M3SearchEmbeddings, M3SearchSparseEmbeddings
 from m3search.integrations.llamaindex import M3SearchEmbedding, M3SearchSparseEmbedding
-from m3search.models.encoder import Encoder
+from m3search.models.encoders.base import Encoder
 from m3search.models.registry import get_spec
 from m3search.store.sqlite import SQLiteStore
 from m3search.store.types import Document

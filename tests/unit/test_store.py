@@ -23,7 +23,7 @@ from m3search.ingest.chunking import chunk_text
 from m3search.ingest.pipeline import config_for, index_documents
 from m3search.ingest.reembed import reembed
 from m3search.ingest.sources import read_sources
-from m3search.models.hashing import HashEncoder
+from m3search.models.encoders.hashing import HashEncoder
 from m3search.models.registry import get_spec
 from m3search.store.schema import VERSION
 from m3search.store.sqlite import SQLiteStore

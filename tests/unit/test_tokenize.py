@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import tracemalloc
 
-from m3search.models.prepare import PreparedModel
-from m3search.models.tokenize import HashTokenizer, HFTokenizer, _truncate, window_chars
+from m3search.models.prepare.cache import PreparedModel
+from m3search.models.runtime.tokenize import HashTokenizer, HFTokenizer, _truncate, window_chars
 
 
 def test_truncation_keeps_leading_and_trailing_special_tokens() -> None:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from m3search.errors import InputError
-from m3search.models.loader import load_encoder
+from m3search.models.encoders.loader import load_encoder
 from m3search.models.registry import get_spec
 from m3search.retrieval.beir import load_dataset
 from m3search.retrieval.defaults import save_fusion, saved_fusion, settings_from

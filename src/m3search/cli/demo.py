@@ -15,9 +15,9 @@ from rich.table import Table
 
 from m3search.cli.options import BackendOption, ForceOption, PrecisionOption, encoder_settings
 from m3search.ingest.pipeline import config_for, default_outputs, index_documents
-from m3search.models.encoder import Encoder
-from m3search.models.loader import load_encoder
-from m3search.models.pooled import OnnxEncoder
+from m3search.models.encoders.base import Encoder
+from m3search.models.encoders.loader import load_encoder
+from m3search.models.encoders.pooled import OnnxEncoder
 from m3search.retrieval.search import Searcher
 from m3search.retrieval.types import SearchRequest
 from m3search.store.sqlite import SQLiteStore

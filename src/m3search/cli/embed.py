@@ -11,8 +11,8 @@ import typer
 
 from m3search.cli.options import BackendOption, ForceOption, PrecisionOption, encoder_settings
 from m3search.errors import InputError
-from m3search.models.encoder import Kind
-from m3search.models.loader import load_encoder
+from m3search.models.encoders.base import Kind
+from m3search.models.encoders.loader import load_encoder
 from m3search.types import Embedding, OnOverflow, Output
 
 

@@ -14,7 +14,7 @@ from m3search.cli.index import CollectionOption, DbOption, ModelOption, StoreOpt
 from m3search.cli.options import BackendOption, PrecisionOption
 from m3search.errors import ConfigError
 from m3search.finetune import GenerateOptions, generate, write_output
-from m3search.models.chat import ChatEndpoint
+from m3search.llm import ChatEndpoint
 
 app = typer.Typer(help="Fine-tuning data (and training) for a collection's model.", no_args_is_help=True)
 

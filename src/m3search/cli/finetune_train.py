@@ -14,7 +14,7 @@ from rich.table import Table
 from m3search.cli.options import encoder_settings
 from m3search.errors import InputError
 from m3search.finetune import TrainParams, train
-from m3search.models.loader import load_encoder
+from m3search.models.encoders.loader import load_encoder
 from m3search.models.local import base_spec, check_local_name, lookup_spec, register_local
 from m3search.models.resolve import resolve_model
 from m3search.retrieval.beir import load_dataset

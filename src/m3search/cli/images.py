@@ -15,8 +15,8 @@ from m3search.errors import InputError
 from m3search.ingest.images import IMAGE_COLLECTION_HINT, index_images
 from m3search.ingest.pipeline import IndexReport
 from m3search.ingest.sources import Sources, read_images
-from m3search.models.images import is_image_path
-from m3search.models.loader import load_encoder
+from m3search.models.encoders.images import is_image_path
+from m3search.models.encoders.loader import load_encoder
 from m3search.models.local import lookup_spec
 from m3search.models.registry import is_image_model
 from m3search.settings import get_settings

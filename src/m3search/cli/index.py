@@ -18,8 +18,8 @@ from m3search.ingest.distributed import RayOptions, index_documents_ray
 from m3search.ingest.pipeline import default_outputs, index_documents
 from m3search.ingest.reembed import reembed as run_reembed
 from m3search.ingest.sources import DEFAULT_MAX_BYTES, read_sources
-from m3search.models.encoder import Encoder
-from m3search.models.loader import load_encoder
+from m3search.models.encoders.base import Encoder
+from m3search.models.encoders.loader import load_encoder
 from m3search.models.local import lookup_spec
 from m3search.settings import PRECISIONS, get_settings
 from m3search.store.base import CatalogStore, Store

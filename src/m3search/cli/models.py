@@ -13,12 +13,12 @@ from rich.table import Table
 from m3search.cli.options import BackendOption, ForceOption, PrecisionOption, encoder_settings
 from m3search.cli.rerankers import add_reranker, prepare_reranker, print_rerankers, pull_reranker
 from m3search.errors import ModelFormatError
-from m3search.models.loader import load_encoder
+from m3search.models.encoders.loader import load_encoder
+from m3search.models.encoders.pooled import OnnxEncoder
 from m3search.models.local import all_specs, lookup_spec, register_local, remove_local
-from m3search.models.pooled import OnnxEncoder
-from m3search.models.prepare import prepare_model
+from m3search.models.prepare.cache import prepare_model
 from m3search.models.registry import ModelSpec
-from m3search.models.rerankers import find_reranker
+from m3search.models.rerank.registry import find_reranker
 from m3search.models.resolve import ResolvedModel, find_local, pull, register_dir, resolve_model
 from m3search.settings import Settings, get_settings
 

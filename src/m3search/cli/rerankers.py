@@ -11,9 +11,9 @@ from rich.console import Console
 from rich.table import Table
 
 from m3search.errors import ConfigError
-from m3search.models.cross_encoder import export_classifier
-from m3search.models.prepare import prepare_model, write_json
-from m3search.models.rerankers import RerankerSpec, get_reranker, list_rerankers
+from m3search.models.prepare.cache import prepare_model, write_json
+from m3search.models.rerank.cross_encoder import export_classifier
+from m3search.models.rerank.registry import RerankerSpec, get_reranker, list_rerankers
 from m3search.models.resolve import find_local, pull, registered_dirs, resolve_model
 from m3search.settings import get_settings
 

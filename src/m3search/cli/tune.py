@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from m3search.models.encoder import Encoder
+from m3search.models.encoders.base import Encoder
 from m3search.retrieval.beir import Dataset
 from m3search.retrieval.evaluation import metric_names
 from m3search.retrieval.tuning import TuneReport, tune_dataset

@@ -27,8 +27,8 @@ from m3search.finetune.collection import CollectionData, load_collection
 from m3search.finetune.examples import Example
 from m3search.finetune.queries import ORIGINS, Candidate, llm_candidates, offline_candidates
 from m3search.limits import MAX_K, MAX_NEGATIVES, MAX_QUERIES_PER_DOC
-from m3search.models.chat import ChatEndpoint
-from m3search.models.encoder import Encoder
+from m3search.llm import ChatEndpoint
+from m3search.models.encoders.base import Encoder
 from m3search.retrieval.lexical import fts_tokens
 from m3search.retrieval.search import Searcher
 from m3search.retrieval.types import SearchRequest

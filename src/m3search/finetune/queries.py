@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from m3search.errors import LLMError
-from m3search.models.chat import ChatEndpoint, chat
+from m3search.llm import ChatEndpoint, chat
 from m3search.retrieval.lexical import fts_tokens
 
 Origin = Literal["title", "sentence", "keyphrase", "llm"]

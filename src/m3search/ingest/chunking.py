@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from m3search.errors import ConfigError
-from m3search.models.tokenize import TextTokenizer
+from m3search.models.runtime.tokenize import TextTokenizer
 from m3search.store.types import Chunk
 
 

@@ -25,8 +25,8 @@ import numpy as np
 from m3search._optional import require
 from m3search.errors import ConfigError
 from m3search.ingest.pipeline import IndexReport, prepare_documents, start_index, write_prepared
-from m3search.models.encoder import Encoder
-from m3search.models.loader import load_encoder
+from m3search.models.encoders.base import Encoder
+from m3search.models.encoders.loader import load_encoder
 from m3search.settings import get_settings
 from m3search.store.base import Store
 from m3search.store.types import Document

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from m3search.errors import ConfigError
 from m3search.ingest.pipeline import IndexReport, start_index, write_prepared
-from m3search.models.encoder import Encoder
+from m3search.models.encoders.base import Encoder
 from m3search.models.registry import is_image_model
 from m3search.store.base import Store
 from m3search.store.types import Chunk, Document, PreparedDocument

@@ -13,7 +13,7 @@ from typing import Any
 from m3search.errors import ConfigError
 from m3search.ingest.chunking import chunk_text, chunk_texts
 from m3search.ingest.sources import Problem, check_document
-from m3search.models.encoder import Encoder
+from m3search.models.encoders.base import Encoder
 from m3search.models.registry import is_image_model
 from m3search.store.base import Store
 from m3search.store.types import Document, EmbeddingConfig, EmbeddingSet, PreparedDocument

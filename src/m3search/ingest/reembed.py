@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from m3search.errors import ConfigError, StoreError
 from m3search.ingest.pipeline import EmbedFn, config_for, default_outputs, direct_embed
-from m3search.models.encoder import Encoder
+from m3search.models.encoders.base import Encoder
 from m3search.models.registry import is_image_model
 from m3search.store.base import Store
 from m3search.store.types import EmbeddingSet

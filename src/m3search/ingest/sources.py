@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from m3search.errors import DocumentError, ImageError, InputError
-from m3search.models import images
+from m3search.models.encoders import images
 from m3search.store.types import Document
 from m3search.validation import check_json, check_string
 

@@ -14,8 +14,8 @@ from typing import Any, Protocol
 
 from m3search.errors import ConfigError, RemoteError
 from m3search.integrations._http import DEFAULT_TIMEOUT, ServerClient
-from m3search.models.encoder import Encoder, Kind
-from m3search.models.loader import load_encoder
+from m3search.models.encoders.base import Encoder, Kind
+from m3search.models.encoders.loader import load_encoder
 from m3search.models.local import lookup_spec
 from m3search.settings import Settings, get_settings
 from m3search.types import Embedding, Output
@@ -40,7 +40,8 @@ class Backend(Protocol):
 
 
 class LocalBackend:
-    """The in-process encoder, built on first use (thread-safe) by :func:`~m3search.models.loader.load_encoder`.
+    """The in-process encoder, built on first use (thread-safe) by
+    :func:`~m3search.models.encoders.loader.load_encoder`.
 
     Args:
         model: registry name or Hugging Face repo id (default: ``M3SEARCH_DEFAULT_MODEL``).

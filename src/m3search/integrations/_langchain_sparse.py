@@ -14,7 +14,7 @@ from langchain_qdrant import SparseEmbeddings, SparseVector  # noqa: E402
 from m3search.integrations._backend import DEFAULT_BATCH_SIZE  # noqa: E402
 from m3search.integrations._http import DEFAULT_TIMEOUT  # noqa: E402
 from m3search.integrations._sparse import SparseBackend, sparse_backend  # noqa: E402
-from m3search.models.encoder import Encoder  # noqa: E402
+from m3search.models.encoders.base import Encoder  # noqa: E402
 from m3search.types import SparseVector as M3SparseVector  # noqa: E402
 
 

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from m3search.errors import InputError, RemoteError
 from m3search.integrations._http import DEFAULT_TIMEOUT, ServerClient
-from m3search.models.loader import load_encoder
+from m3search.models.encoders.loader import load_encoder
 from m3search.retrieval.search import Searcher
 from m3search.retrieval.types import ChunkMatch, Contribution, SearchHit, SearchRequest
 from m3search.settings import Settings, get_settings

@@ -17,7 +17,7 @@ import numpy as np
 from m3search.errors import RemoteError
 from m3search.integrations._backend import DEFAULT_BATCH_SIZE, LocalBackend, batches, check_batch_size
 from m3search.integrations._http import DEFAULT_TIMEOUT, ServerClient
-from m3search.models.encoder import Encoder, Kind
+from m3search.models.encoders.base import Encoder, Kind
 from m3search.settings import Settings
 from m3search.types import SparseVector
 

@@ -41,7 +41,7 @@ from pydantic import PrivateAttr  # noqa: E402
 from m3search.integrations._backend import DEFAULT_BATCH_SIZE, Backend, LocalBackend, RemoteBackend  # noqa: E402
 from m3search.integrations._http import DEFAULT_TIMEOUT  # noqa: E402
 from m3search.integrations._search import SearchBackend, search_backend, search_request  # noqa: E402
-from m3search.models.encoder import Encoder  # noqa: E402
+from m3search.models.encoders.base import Encoder  # noqa: E402
 from m3search.retrieval.search import Searcher  # noqa: E402
 from m3search.retrieval.types import SearchHit  # noqa: E402
 

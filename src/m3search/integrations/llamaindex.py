@@ -40,7 +40,7 @@ from m3search.integrations._backend import DEFAULT_BATCH_SIZE, Backend, LocalBac
 from m3search.integrations._http import DEFAULT_TIMEOUT  # noqa: E402
 from m3search.integrations._search import SearchBackend, search_backend, search_request  # noqa: E402
 from m3search.integrations._sparse import IdsAndWeights, SparseBackend, ids_and_weights, sparse_backend  # noqa: E402
-from m3search.models.encoder import Encoder  # noqa: E402
+from m3search.models.encoders.base import Encoder  # noqa: E402
 from m3search.retrieval.search import Searcher  # noqa: E402
 from m3search.retrieval.types import SearchHit  # noqa: E402
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from m3search._optional import require
 from m3search.ingest.pipeline import index_documents
-from m3search.models.encoder import Encoder
+from m3search.models.encoders.base import Encoder
 from m3search.retrieval.beir import Dataset, Qrels, Run
 from m3search.retrieval.search import Searcher
 from m3search.retrieval.types import SearchRequest

@@ -17,7 +17,7 @@ import numpy as np
 from scipy import sparse as sp
 
 from m3search.errors import DimensionError
-from m3search.models.encoder import l2_normalize
+from m3search.models.encoders.base import l2_normalize
 from m3search.retrieval import ann
 from m3search.retrieval.filtering import BoolArray, MetadataIndex, allowed_rows
 from m3search.retrieval.fusion import Ranking, ranked

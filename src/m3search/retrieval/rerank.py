@@ -15,13 +15,12 @@ import re
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Protocol
 
 from m3search.errors import LLMError
-from m3search.models.chat import ChatEndpoint, chat, configured_endpoint
-from m3search.models.cross_encoder import load_reranker
-from m3search.models.rerankers import LLM, get_reranker
-from m3search.retrieval.runtime import ScorerKey, default_runtime
+from m3search.llm import ChatEndpoint, chat, configured_endpoint
+from m3search.models.rerank.cross_encoder import load_reranker
+from m3search.models.rerank.registry import LLM, get_reranker
+from m3search.retrieval.runtime import Scorer, ScorerKey, default_runtime
 from m3search.retrieval.types import Contribution, RerankNote, SearchHit, SearchRequest, SearchResult
 from m3search.settings import Settings, get_settings
 
@@ -29,15 +28,6 @@ LLM_PASSAGE_CHARS = 1200  # each candidate's text is cut to this many characters
 _SYSTEM = ("You rank passages by how well they answer a search query. Reply with only a JSON array of passage "
            "numbers, most relevant first, for example [3, 1, 2]. No explanation.")
 _ARRAY = re.compile(r"\[[^\[\]]*\]")
-
-
-class Scorer(Protocol):
-    """A cross-encoder: one relevance score per passage, in input order (higher is better)."""
-
-    @property
-    def name(self) -> str: ...
-
-    def score(self, query: str, passages: Sequence[str]) -> list[float]: ...
 
 
 class LLMReranker:

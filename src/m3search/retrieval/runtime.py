@@ -9,13 +9,21 @@ A :class:`~m3search.retrieval.search.Searcher` given no runtime uses the process
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from m3search.retrieval.memory import IndexCache
 
-if TYPE_CHECKING:  # rerank imports the model layer's cross-encoders; only its Scorer type is needed here
-    from m3search.retrieval.rerank import Scorer
+
+class Scorer(Protocol):
+    """A cross-encoder: one relevance score per passage, in input order (higher is better)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def score(self, query: str, passages: Sequence[str]) -> list[float]: ...
+
 
 ScorerKey = tuple[str, str, str, int]  # reranker, home, precision, threads
 

@@ -10,8 +10,8 @@ from pathlib import Path
 from m3search.errors import ConfigError, InputError, UnknownModelError
 from m3search.ingest.pipeline import config_for
 from m3search.limits import MAX_QUERY_CHARS
-from m3search.models.encoder import Encoder
-from m3search.models.images import ImageInput
+from m3search.models.encoders.base import Encoder
+from m3search.models.encoders.images import ImageInput
 from m3search.models.registry import ModelSpec, get_spec, is_image_model
 from m3search.retrieval.defaults import hybrid_request, hybrid_settings, saved_fusion
 from m3search.retrieval.engine import ENGINE_STRATEGIES, EngineContext

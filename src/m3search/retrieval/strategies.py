@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from m3search.errors import ConfigError, InputError, UnknownModelError
+from m3search.models.encoders.scores import colbert_score
 from m3search.models.registry import get_spec
-from m3search.models.scores import colbert_score
 from m3search.retrieval.defaults import hybrid_settings
 from m3search.retrieval.filtering import BoolArray
 from m3search.retrieval.fusion import Ranking, ranked, weighted

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from m3search.errors import InputError
-from m3search.models.encoder import Encoder
+from m3search.models.encoders.base import Encoder
 from m3search.retrieval.beir import Dataset, Qrels, Run
 from m3search.retrieval.defaults import hybrid_request, hybrid_settings, save_fusion, saved_fusion
 from m3search.retrieval.evaluation import RECALL_DEPTH, evaluate_run, indexed

@@ -8,8 +8,8 @@ from typing import Any, Literal, cast, get_args
 
 from m3search.errors import InputError, ParameterError
 from m3search.limits import MAX_CANDIDATES, MAX_K, MAX_RERANK_K
-from m3search.models.rerankers import LLM, find_reranker, list_rerankers
-from m3search.models.scores import DEFAULT_WEIGHTS as M3_WEIGHTS
+from m3search.models.encoders.scores import DEFAULT_WEIGHTS as M3_WEIGHTS
+from m3search.models.rerank.registry import LLM, find_reranker, list_rerankers
 from m3search.retrieval.fusion import FUSION_METHODS, FusionMethod
 from m3search.store.filters import Filters, Scalar, check_filters
 

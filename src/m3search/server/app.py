@@ -35,7 +35,7 @@ def create_app(settings: Settings | None = None, *, model: str | None = None, pr
         settings: server settings (default: from the environment now).
         model: the default model of the embedding routes (default: ``settings.default_model``).
         preload: load the model in the background at startup; ``/ready`` answers 503 until it is loaded.
-        loader: builds encoders (tests pass a fake); default :func:`~m3search.models.loader.load_encoder`.
+        loader: builds encoders (tests pass a fake); default :func:`~m3search.models.encoders.loader.load_encoder`.
         db: the index database (default: ``settings.index_db``).
         store_url: a store URL instead (``qdrant+edge:///dir``, ``http(s)://host:6333``; default ``settings.store``).
     """

@@ -2,7 +2,7 @@
 
 Request threads tokenize their own texts and :meth:`Batcher.submit` the token lists. The worker takes the oldest
 job, adds every waiting job for the same encoder and outputs until ``merge_tokens`` tokens, and runs one
-:meth:`~m3search.models.encoder.Encoder.encode_tokens` call (which sorts the merged inputs by length into the
+:meth:`~m3search.models.encoders.base.Encoder.encode_tokens` call (which sorts the merged inputs by length into the
 encoder's own token-budget batches). One worker means one inference at a time: the ONNX session's threads
 are never oversubscribed by concurrent requests. The queue is bounded: a full queue refuses new work with
 :class:`~m3search.errors.OverloadedError` (the server's 429) instead of letting latency and memory grow.
@@ -18,8 +18,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from m3search.errors import M3SearchError, OverloadedError
-from m3search.models.encoder import Encoder
-from m3search.models.tokenize import Tokens
+from m3search.models.encoders.base import Encoder
+from m3search.models.runtime.tokenize import Tokens
 from m3search.types import Embedding, Output
 
 # (texts, tokens, seconds) of one merged inference call; (jobs waiting) after each change of the queue.

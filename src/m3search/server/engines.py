@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from m3search.models.encoder import Encoder
-from m3search.models.loader import load_encoder
+from m3search.models.encoders.base import Encoder
+from m3search.models.encoders.loader import load_encoder
 from m3search.models.local import lookup_spec
 from m3search.settings import PRECISIONS, Precision, Settings
 
@@ -15,7 +15,7 @@ Loader = Callable[[str, int | None, str | None], Encoder]
 
 
 def settings_loader(settings: Settings) -> Loader:
-    """The default loader: :func:`~m3search.models.loader.load_encoder` with the server's settings."""
+    """The default loader: :func:`~m3search.models.encoders.loader.load_encoder` with the server's settings."""
 
     def load(name: str, dim: int | None, precision: str | None) -> Encoder:
         chosen: Precision | None = precision if precision in (*PRECISIONS, "int8") else None  # type: ignore[assignment]

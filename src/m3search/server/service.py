@@ -13,8 +13,8 @@ from starlette.concurrency import run_in_threadpool
 
 from m3search.errors import InputError, OverloadedError, PayloadTooLargeError
 from m3search.ingest.pipeline import EmbedFn
-from m3search.models.encoder import Encoder, Kind, l2_normalize, stack_dense
-from m3search.models.tokenize import Tokens
+from m3search.models.encoders.base import Encoder, Kind, l2_normalize, stack_dense
+from m3search.models.runtime.tokenize import Tokens
 from m3search.retrieval.runtime import RetrievalRuntime
 from m3search.server.batching import Batcher
 from m3search.server.engines import EncoderPool

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Path, Request
 from m3search.errors import NotFoundError
 from m3search.finetune import GenerateOptions, generate, write_output
 from m3search.finetune.output import REPORT
-from m3search.models.chat import configured_endpoint
+from m3search.llm import configured_endpoint
 from m3search.retrieval.search import Searcher
 from m3search.server.jobs import Progress
 from m3search.server.routes.common import ERRORS, service_of

@@ -10,14 +10,15 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 
 from m3search.errors import ConfigError, InputError, InputTooLongError, NonFiniteEmbeddingError
-from m3search.models.batching import plan_batches
+from m3search.lazy import Lazy
 from m3search.models.registry import ModelSpec
-from m3search.models.tokenize import TextTokenizer, Tokens
+from m3search.models.runtime.batching import plan_batches
+from m3search.models.runtime.tokenize import TextTokenizer, Tokens
 from m3search.types import Embedding, FloatArray, IntArray, OnOverflow, Output, SparseVector
 
 Kind = Literal["query", "document"]
@@ -41,7 +42,20 @@ class BatchOutput:
 
 
 class Encoder(ABC):
-    """Turns texts into embeddings; thread-safe, loads its model on first use."""
+    """Turns texts into embeddings; thread-safe, loads its model on first use.
+
+    Declared capabilities (read them as plain attributes; subclasses that have them set them):
+
+    - ``precision``: the precision mode the model runs in ("fp32", "int8-dynamic", ...); None for an encoder with
+      no such modes (the hash encoder, a test fake).
+    - ``backend``: the inference engine ("onnxruntime", "openvino"; "auto" until the first session is built);
+      None for an encoder without one.
+    - ``embeds_images``: whether :meth:`encode_images` exists (CLIP's vision tower); False for text-only encoders.
+    """
+
+    precision: str | None = None
+    backend: str | None = None
+    embeds_images: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -58,9 +72,8 @@ class Encoder(ABC):
         self.max_length = self._check_length(max_length)
         self.batch_tokens = batch_tokens
         self.max_batch_size = max_batch_size
-        self._tokenizer_loader = tokenizer_loader
-        self._tokenizer: TextTokenizer | None = None
         self._lock = threading.RLock()  # re-entrant: loading the tokenizer may prepare the model
+        self._tokenizer = Lazy(tokenizer_loader, self._lock)
 
     @abstractmethod
     def encode_batch(self, batch: Batch, outputs: frozenset[Output]) -> BatchOutput:
@@ -69,11 +82,7 @@ class Encoder(ABC):
     @property
     def tokenizer(self) -> TextTokenizer:
         """The tokenizer, loaded once even when first used from several threads."""
-        if self._tokenizer is None:
-            with self._lock:
-                if self._tokenizer is None:
-                    self._tokenizer = self._tokenizer_loader()
-        return self._tokenizer
+        return self._tokenizer.get()
 
     def encode_queries(self, texts: Sequence[str], **kwargs: object) -> list[Embedding]:
         """Encode search queries (the model's query prefix is applied)."""

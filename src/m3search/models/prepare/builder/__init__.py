@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from m3search.errors import ModelFormatError
-from m3search.models.builder import clip
-from m3search.models.builder.heads import Kind, write_graph
 from m3search.models.files import read_config
+from m3search.models.prepare.builder import clip
+from m3search.models.prepare.builder.heads import Kind, write_graph
 from m3search.models.registry import ModelSpec
 
 FAMILIES = ("bert", "xlm-roberta", "roberta")

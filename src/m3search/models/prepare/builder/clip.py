@@ -26,10 +26,10 @@ from typing import Any
 import numpy as np
 
 from m3search.errors import ModelFormatError
-from m3search.models.builder.checkpoint import Checkpoint
-from m3search.models.builder.encoder import FLOAT, INT32, INT64, activation, layer_norm
-from m3search.models.builder.writer import MS, OPSET, GraphWriter
 from m3search.models.files import read_config
+from m3search.models.prepare.builder.checkpoint import Checkpoint
+from m3search.models.prepare.builder.encoder import FLOAT, INT32, INT64, activation, layer_norm
+from m3search.models.prepare.builder.writer import MS, OPSET, GraphWriter
 
 TEXT_INPUTS = ("input_ids", "attention_mask")
 TEXT_OUTPUTS = ("text_embeds",)

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from m3search.errors import ModelFormatError
-from m3search.models.builder.checkpoint import Checkpoint
-from m3search.models.builder.writer import MS, GraphWriter, quantize_rows
+from m3search.models.prepare.builder.checkpoint import Checkpoint
+from m3search.models.prepare.builder.writer import MS, GraphWriter, quantize_rows
 
 _ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu")
 INT64, INT32, FLOAT = 7, 6, 1

@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from m3search.models.encoder import Batch, BatchOutput, l2_normalize
-from m3search.models.export import M3_OUTPUTS
-from m3search.models.pooled import OnnxEncoder
-from m3search.models.scores import DEFAULT_WEIGHTS, M3Scores, compute_score
+from m3search.models.encoders.base import Batch, BatchOutput, l2_normalize
+from m3search.models.encoders.pooled import OnnxEncoder
+from m3search.models.encoders.scores import DEFAULT_WEIGHTS, M3Scores, compute_score
+from m3search.models.prepare.export import M3_OUTPUTS
 from m3search.types import FloatArray, IntArray, Output, SparseVector
 
 # Tokens whose lexical weight the reference drops: <s> (CLS), </s> (EOS), <pad>, <unk>.

@@ -1,14 +1,15 @@
-"""Cross-encoder rerankers on ONNX Runtime: export, lazy thread-safe sessions, batched pair scoring.
+"""Cross-encoder rerankers on ONNX Runtime or OpenVINO: export, lazy thread-safe sessions, batched pair scoring.
 
-``load_reranker(name)`` is the façade (like :func:`~m3search.models.loader.load_encoder`): construction is cheap;
-the files are resolved, exported to ONNX (fp32 + dynamic INT8, cached under ``M3SEARCH_HOME/onnx/NAME``) and the
-session is built on the first :meth:`CrossEncoderReranker.score`.
+``load_reranker(name)`` is the façade (like :func:`~m3search.models.encoders.loader.load_encoder`): construction is
+cheap; the files are resolved, exported to ONNX (fp32 + dynamic INT8, cached under ``M3SEARCH_HOME/onnx/NAME``) and the
+session is built on the first :meth:`CrossEncoderReranker.score`, by the session factory every model kind uses
+(:func:`~m3search.models.runtime.sessions.open_graph`).
 """
 
 from __future__ import annotations
 
 import json
-import threading
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,17 +19,21 @@ import numpy as np
 
 from m3search._optional import require
 from m3search.errors import ConfigError, InputError, M3SearchError, ModelFormatError
-from m3search.models import rerank_fidelity
-from m3search.models.batching import plan_batches
-from m3search.models.export import OPSET, ExportInfo
+from m3search.lazy import Lazy
 from m3search.models.files import read_config
-from m3search.models.onnx import build_session
-from m3search.models.prepare import PreparedModel, prepare_model
+from m3search.models.prepare.cache import PreparedModel, prepare_model
+from m3search.models.prepare.export import OPSET, ExportInfo
+from m3search.models.prepare.variants import ensure_variant
 from m3search.models.registry import ModelSpec
-from m3search.models.rerankers import RerankerSpec, get_reranker
+from m3search.models.rerank import fidelity as rerank_fidelity
+from m3search.models.rerank.registry import RerankerSpec, get_reranker
 from m3search.models.resolve import resolve_model
-from m3search.models.tokenize import HFTokenizer, PairTokens
-from m3search.settings import Settings, get_settings
+from m3search.models.runtime.backends import Session
+from m3search.models.runtime.batching import plan_batches
+from m3search.models.runtime.contract import RunOptions
+from m3search.models.runtime.sessions import fastest_backend, open_graph
+from m3search.models.runtime.tokenize import HFTokenizer, PairTokens
+from m3search.settings import BACKENDS, Settings, get_settings
 from m3search.types import FloatArray
 
 RerankPrecision = Literal["fp32", "int8-dynamic", "int8"]
@@ -112,6 +117,10 @@ class CrossEncoderReranker:
             on first use and refused (:class:`~m3search.errors.FidelityError`) below ``fidelity_threshold`` (the
             mean per-query Spearman correlation of the rankings) unless ``force_precision``.
         threads: intra-op threads of the session.
+        backend: "onnxruntime" (default), "openvino", or "auto" (the fastest installed backend whose session passes
+            the fidelity check, measured once on the sample and cached in ``autotune.json`` when ``home`` is set).
+            Every mode but ONNX Runtime fp32 is checked against it.
+        home: where ``autotune.json`` and OpenVINO's kernel cache live (None: not cached).
         max_length: tokens per pair (default: the spec's ``default_length``).
         batch_tokens / max_batch_size: the padded-token budget and size cap of one batch.
     """
@@ -119,53 +128,77 @@ class CrossEncoderReranker:
     def __init__(self, spec: RerankerSpec, prepare: Callable[[], PreparedModel], *,
                  precision: RerankPrecision = "int8-dynamic", threads: int = 1, max_length: int | None = None,
                  batch_tokens: int = 8192, max_batch_size: int = 64, fidelity_threshold: float = 0.99,
-                 force_precision: bool = False) -> None:
+                 force_precision: bool = False, backend: str = "onnxruntime", home: Path | None = None) -> None:
         precision = "int8-dynamic" if precision == "int8" else precision
         if precision not in ("fp32", "int8-dynamic"):
             raise ConfigError(f"reranker precision must be fp32 or int8-dynamic, not {precision!r}")
+        if backend not in ("auto", *BACKENDS):
+            raise ConfigError(f"backend must be 'auto', 'onnxruntime' or 'openvino', not {backend!r}")
         length = max_length or spec.default_length
         if not 2 < length <= spec.max_tokens:
             raise ConfigError(f"reranker max_length must be from 3 to {spec.max_tokens}, not {length}")
         self.spec, self.precision, self.threads, self.max_length = spec, precision, threads, length
         self.batch_tokens, self.max_batch_size = batch_tokens, max_batch_size
         self.fidelity_threshold, self.force_precision = fidelity_threshold, force_precision
+        self.backend = backend  # "auto" becomes the backend it chose once loaded
+        self.options = RunOptions(fidelity_threshold=fidelity_threshold, force_precision=force_precision, home=home)
         self._prepare = prepare
-        self._lock = threading.Lock()
-        self._loaded: tuple[PreparedModel, HFTokenizer, Any, bool] | None = None
+        self._loaded = Lazy(self._open)
 
     @property
     def name(self) -> str:
         return self.spec.name
 
-    def _load(self) -> tuple[PreparedModel, HFTokenizer, Any, bool]:
-        if self._loaded is None:
-            with self._lock:
-                if self._loaded is None:
-                    prepared = self._prepare()
-                    if "logits" not in prepared.manifest.get("outputs", []):
-                        raise ModelFormatError(f"{prepared.directory} is not a prepared reranker; delete it and "
-                                               f"run 'm3search models prepare {self.spec.name} --force'")
-                    tokenizer = HFTokenizer(prepared.tokenizer_path, prepared.pad_id)
-                    source = Path(prepared.manifest["source"])
-                    self.max_length = min(self.max_length, position_limit(source, self.spec.family) or self.max_length)
-                    session = build_session(prepared.onnx_path(self.precision), self.threads)
-                    if self.precision != "fp32":
-                        self._check_fidelity(prepared, tokenizer, session)
-                    sigmoid = declared_sigmoid(source, self.spec.sigmoid)
-                    self._loaded = (prepared, tokenizer, session, sigmoid)
-        return self._loaded
+    def _load(self) -> tuple[PreparedModel, HFTokenizer, Session, bool]:
+        return self._loaded.get()
 
-    def _check_fidelity(self, prepared: PreparedModel, tokenizer: HFTokenizer, session: Any) -> None:
-        """Measure INT8 against fp32 on the held-out sample once (kept in the manifest); refuse it below the
-        threshold unless forced."""
-        entry = prepared.variant("onnxruntime", self.precision) or {}
+    def _open(self) -> tuple[PreparedModel, HFTokenizer, Session, bool]:
+        prepared = self._prepare()
+        if "logits" not in prepared.manifest.get("outputs", []):
+            raise ModelFormatError(f"{prepared.directory} is not a prepared reranker; delete it and "
+                                   f"run 'm3search models prepare {self.spec.name} --force'")
+        tokenizer = HFTokenizer(prepared.tokenizer_path, prepared.pad_id)
+        source = Path(prepared.manifest["source"])
+        self.max_length = min(self.max_length, position_limit(source, self.spec.family) or self.max_length)
+        if self.backend == "auto":
+            key = f"reranker/{self.spec.name}/{prepared.directory.name}/{self.precision}"
+            self.backend, session = fastest_backend(key, self.threads, self.options.home,
+                                                    lambda b: self._checked_session(prepared, tokenizer, b),
+                                                    lambda s: self._pairs_per_s(s, tokenizer, prepared.pad_id))
+        else:
+            session = self._checked_session(prepared, tokenizer, self.backend)
+        sigmoid = declared_sigmoid(source, self.spec.sigmoid)
+        return prepared, tokenizer, session, sigmoid
+
+    def _checked_session(self, prepared: PreparedModel, tokenizer: HFTokenizer, backend: str) -> Session:
+        """The session of ``backend``/precision (its variant built on first use), fidelity-checked unless it is
+        ONNX Runtime fp32."""
+        path = ensure_variant(prepared, backend, self.precision, lambda: [], lambda texts: [])
+        session = open_graph(backend, path, self.precision, self.threads, self.options)
+        if (backend, self.precision) != ("onnxruntime", "fp32"):
+            self._check_fidelity(prepared, tokenizer, session, backend)
+        return session
+
+    def _pairs_per_s(self, session: Session, tokenizer: HFTokenizer, pad_id: int) -> float:
+        """Pairs per second of ``session`` over the held-out sample, after a warm-up: what "auto" compares."""
+        sample = rerank_fidelity.sample()
+        self._run(session, tokenizer, pad_id, *sample[0])
+        start = time.perf_counter()
+        pairs = sum(len(self._run(session, tokenizer, pad_id, q, p)) for q, p in sample)
+        return pairs / max(time.perf_counter() - start, 1e-9)
+
+    def _check_fidelity(self, prepared: PreparedModel, tokenizer: HFTokenizer, session: Session, backend: str) -> None:
+        """Measure the session against ONNX Runtime fp32 on the held-out sample once (kept in the manifest); refuse
+        it below the threshold unless forced."""
+        entry = prepared.variant(backend, self.precision) or {}
         figures: dict[str, float] | None = entry.get("rerank_fidelity")
         if figures is None:
-            reference = build_session(prepared.onnx_path("fp32"), self.threads)
+            reference = open_graph("onnxruntime", prepared.onnx_path("fp32"), "fp32", self.threads, self.options)
             figures = rerank_fidelity.measure(
                 lambda s, q, p: self._run(s, tokenizer, prepared.pad_id, q, p), reference, session)
-            prepared.record("onnxruntime", self.precision, {"rerank_fidelity": figures})
-        rerank_fidelity.check(figures, f"reranker {self.spec.name} {self.precision}", self.fidelity_threshold,
+            prepared.record(backend, self.precision, {"rerank_fidelity": figures})
+        mode = self.precision if backend == "onnxruntime" else f"{backend}/{self.precision}"
+        rerank_fidelity.check(figures, f"reranker {self.spec.name} {mode}", self.fidelity_threshold,
                               self.force_precision)
 
     def load(self) -> None:
@@ -190,10 +223,10 @@ class CrossEncoderReranker:
                                 f"run 'm3search models prepare {self.spec.name} --force' or use fp32")
         return [float(x) for x in result]
 
-    def _run(self, session: Any, tokenizer: HFTokenizer, pad_id: int, query: str, passages: Sequence[str]
+    def _run(self, session: Session, tokenizer: HFTokenizer, pad_id: int, query: str, passages: Sequence[str]
              ) -> FloatArray:
         pairs = tokenizer.encode_pairs(query, [str(p) for p in passages], self.max_length)
-        names = {i.name for i in session.get_inputs()}
+        names = set(session.input_names)
         result = np.zeros(len(pairs), dtype=np.float32)
         for batch in plan_batches([len(p.ids) for p in pairs], self.batch_tokens, self.max_batch_size):
             feed = _feed([pairs[i] for i in batch], pad_id, names, segments=self.spec.family == "bert")
@@ -226,7 +259,7 @@ def _feed(pairs: Sequence[PairTokens], pad_id: int, names: set[str], *, segments
 
 
 def load_reranker(name: str, *, path: str | Path | None = None, precision: RerankPrecision | None = None,
-                  max_length: int | None = None, threads: int | None = None,
+                  max_length: int | None = None, threads: int | None = None, backend: str = "onnxruntime",
                   settings: Settings | None = None) -> CrossEncoderReranker:
     """A lazily loading cross-encoder reranker for registry name (or repository id) ``name``.
 
@@ -239,6 +272,7 @@ def load_reranker(name: str, *, path: str | Path | None = None, precision: Reran
         precision: "fp32" or "int8-dynamic" (default: ``M3SEARCH_RERANK_PRECISION``).
         max_length: tokens per (query, passage) pair (default: the registry's ``default_length``).
         threads: intra-op threads (default: settings).
+        backend: "onnxruntime" (default), "openvino" or "auto" (see :class:`CrossEncoderReranker`).
         settings: explicit settings (default: read from the environment now).
 
     Raises:
@@ -256,4 +290,5 @@ def load_reranker(name: str, *, path: str | Path | None = None, precision: Reran
     return CrossEncoderReranker(spec, prepare, precision=precision or cfg.rerank_precision,
                                 threads=threads or cfg.effective_threads(), max_length=max_length,
                                 batch_tokens=cfg.batch_tokens, max_batch_size=cfg.max_batch_size,
-                                fidelity_threshold=cfg.fidelity_threshold, force_precision=cfg.force_precision)
+                                fidelity_threshold=cfg.fidelity_threshold, force_precision=cfg.force_precision,
+                                backend=backend, home=cfg.home)

@@ -17,7 +17,7 @@ import numpy as np
 from m3search._optional import require
 from m3search.errors import ConfigError, ModelFormatError
 from m3search.memory import drop_file_pages, shedding_file_pages
-from m3search.models.onnx import build_session
+from m3search.models.prepare.onnx import build_session
 
 OPENVINO_EXTRA = "openvino"
 

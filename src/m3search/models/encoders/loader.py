@@ -7,16 +7,16 @@ from dataclasses import replace
 from pathlib import Path
 
 from m3search.errors import M3SearchError
-from m3search.models.bge_m3 import BGEM3Encoder
-from m3search.models.clip import ClipEncoder
-from m3search.models.encoder import Encoder
-from m3search.models.hashing import HashEncoder
+from m3search.models.encoders.base import Encoder
+from m3search.models.encoders.bge_m3 import BGEM3Encoder
+from m3search.models.encoders.clip import ClipEncoder
+from m3search.models.encoders.hashing import HashEncoder
+from m3search.models.encoders.pooled import OnnxEncoder
 from m3search.models.local import lookup_spec
-from m3search.models.pooled import OnnxEncoder
-from m3search.models.prepare import PreparedModel, prepare_model
+from m3search.models.prepare.cache import PreparedModel, prepare_model
 from m3search.models.registry import ModelSpec
 from m3search.models.resolve import find_local, resolve_model
-from m3search.models.runtime import RunOptions
+from m3search.models.runtime.sessions import RunOptions
 from m3search.settings import Backend, Precision, Settings, get_settings
 
 

@@ -14,69 +14,66 @@ import logging
 import os
 import platform
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 
 from m3search.errors import M3SearchError
-from m3search.models import fidelity
-from m3search.models.backends import Session, available_backends, open_session
-from m3search.models.calibration import bundled, calibration_texts
-from m3search.models.prepare import lock_for, package_version, write_json
-from m3search.models.reference import fp32_reference
-from m3search.models.variants import ensure_variant
-
-if TYPE_CHECKING:
-    from m3search.models.pooled import OnnxEncoder
+from m3search.models.prepare.cache import lock_for, package_version, write_json
+from m3search.models.prepare.calibration import bundled, calibration_texts
+from m3search.models.prepare.variants import ensure_variant
+from m3search.models.runtime import fidelity
+from m3search.models.runtime.backends import Session, available_backends, open_session
+from m3search.models.runtime.contract import LoadedSession, RunOptions, SessionOwner
+from m3search.models.runtime.reference import fp32_reference
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 BUDGETS = (2048, 8192)  # token budgets the auto-tuner tries for the winning backend
 BUDGET_TUNING_SECONDS = 15.0  # budgets are tuned only when one pass over the sample takes at most this long
 
-
-@dataclass(frozen=True)
-class RunOptions:
-    """How encoders pick, build and check their precision variants (from :class:`~m3search.settings.Settings`)."""
-
-    fidelity_threshold: float = 0.99
-    force_precision: bool = False
-    calibration_file: Path | None = None
-    calibration_size: int = 300
-    spinning: bool = True  # False when several sessions share the cores
-    home: Path | None = None  # where autotune.json and OpenVINO's kernel cache live; None: not cached
+__all__ = ["LoadedSession", "RunOptions", "choose_backend", "fastest_backend", "load_session", "machine_key",
+           "open_graph"]
 
 
-def load_session(encoder: OnnxEncoder) -> Session:
+def open_graph(backend: str, path: Path, precision: str, threads: int, options: RunOptions) -> Session:
+    """The one place a session over a prepared graph is opened, for every model kind (encoders, CLIP's vision
+    tower, cross-encoders): ``backend`` is "onnxruntime" or "openvino" (resolve "auto" first)."""
+    return open_session(backend, path, precision, threads, spinning=options.spinning,
+                        cache_dir=options.openvino_cache)
+
+
+def load_session(encoder: SessionOwner) -> LoadedSession:
     """Build (or reuse) the encoder's variant, check its fidelity, and open its session.
 
     The fp32 reference of an unchecked mode is computed before the candidate's session opens (in a child
-    process: :mod:`.reference`), so first use never holds two copies of the model.
+    process: :mod:`.reference`), so first use never holds two copies of the model. The encoder is not changed:
+    the backend "auto" chose and its token budget come back in the result.
     """
     prepared = encoder.prepared
-    if encoder.backend == "auto":
-        encoder.backend, encoder.batch_tokens, measured = choose_backend(encoder)
+    backend, precision, batch_tokens = encoder.backend, encoder.precision, encoder.batch_tokens
+    if backend == "auto":
+        backend, batch_tokens, measured = choose_backend(encoder)
         if measured is not None:  # the winner's session, opened and checked while it was measured
-            return measured
+            return LoadedSession(measured, backend, batch_tokens)
     options = encoder.options
-    path = ensure_variant(prepared, encoder.backend, encoder.precision,
+    path = ensure_variant(prepared, backend, precision,
                           lambda: calibration_texts(options.calibration_file, options.calibration_size), encoder.feeds)
-    checked = (encoder.backend, encoder.precision) != ("onnxruntime", "fp32")
-    figures = (prepared.variant(encoder.backend, encoder.precision) or {}).get("fidelity")
+    checked = (backend, precision) != ("onnxruntime", "fp32")
+    figures = (prepared.variant(backend, precision) or {}).get("fidelity")
     texts, outputs = bundled("fidelity"), list(encoder.spec.outputs)
     reference = fp32_reference(encoder, texts, outputs) if checked and not figures else None
-    cache = options.home / "openvino-cache" if options.home is not None else None
-    session = open_session(encoder.backend, path, encoder.precision, encoder.threads,
-                           spinning=options.spinning, cache_dir=cache)
+    session = open_graph(backend, path, precision, encoder.threads, options)
     if checked:
         if reference is not None:
-            candidate = encoder.sibling(encoder.backend, encoder.precision, session=session).encode(
+            candidate = encoder.sibling(backend, precision, session=session, batch_tokens=batch_tokens).encode(
                 texts, outputs=outputs)
             figures = fidelity.measure(reference, candidate)
-            prepared.record(encoder.backend, encoder.precision, {"fidelity": figures})
-            log.info("fidelity of %s/%s: %s", encoder.backend, encoder.precision, figures)
-        fidelity.check(f"{encoder.backend}/{encoder.precision}", figures or {}, options.fidelity_threshold,
+            prepared.record(backend, precision, {"fidelity": figures})
+            log.info("fidelity of %s/%s: %s", backend, precision, figures)
+        fidelity.check(f"{backend}/{precision}", figures or {}, options.fidelity_threshold,
                        force=options.force_precision)
-    return session
+    return LoadedSession(session, backend, batch_tokens)
 
 
 def machine_key(threads: int) -> str:
@@ -93,7 +90,7 @@ def machine_key(threads: int) -> str:
     return f"{cpu}|cores={os.cpu_count()}|threads={threads}|{engines}"
 
 
-def choose_backend(encoder: OnnxEncoder) -> tuple[str, int, Session | None]:
+def choose_backend(encoder: SessionOwner) -> tuple[str, int, Session | None]:
     """The fastest installed backend that passes the fidelity check, its token budget (cached), and its session
     when it was measured now (None when the choice came from the cache)."""
     backends = available_backends()
@@ -127,16 +124,57 @@ def choose_backend(encoder: OnnxEncoder) -> tuple[str, int, Session | None]:
     choice: dict[str, Any] = {"backend": best, "batch_tokens": budget, "tokens_per_s": rates,
                               "budgets_tokens_per_s": budgets, "measured": time.strftime("%Y-%m-%dT%H:%M:%S")}
     log.info("auto backend for %s: %s", key, choice)
-    if cache_file is not None:
-        with lock_for(cache_file):
-            data = _read_cache(cache_file)
-            data[key] = choice
-            cache_file.parent.mkdir(parents=True, exist_ok=True)
-            write_json(cache_file, data)
+    _remember(cache_file, key, choice)
     return best, budget, leader
 
 
-def _tokens_per_s(encoder: OnnxEncoder, texts: list[str]) -> tuple[float, float]:
+def fastest_backend(key: str, threads: int, home: Path | None, open_backend: Callable[[str], T],
+                    rate: Callable[[T], float]) -> tuple[str, T]:
+    """"auto" for any model kind: the installed backend whose ``open_backend(backend)`` (fidelity-checked there)
+    gets the highest ``rate``, and what it opened. A refused backend (:class:`~m3search.errors.M3SearchError`) is
+    skipped. The choice is cached in ``home/autotune.json`` per ``key`` and machine: a cached one is opened alone."""
+    backends = available_backends()
+    full_key = f"{key}/{machine_key(threads)}"
+    cache_file = home / "autotune.json" if home is not None else None
+    entry = _read_cache(cache_file).get(full_key)
+    cached = str(entry.get("backend")) if isinstance(entry, dict) else ""
+    if len(backends) == 1 or cached in backends:
+        backend = cached if cached in backends else backends[0]
+        return backend, open_backend(backend)
+    rates: dict[str, Any] = {}
+    refused: list[M3SearchError] = []
+    best: tuple[str, T] | None = None
+    for backend in backends:
+        try:
+            opened = open_backend(backend)
+            rates[backend] = rate(opened)
+        except M3SearchError as exc:  # refused (fidelity) or unavailable on this backend
+            rates[backend] = str(exc)
+            refused.append(exc)
+            continue
+        if best is None or rates[backend] > rates[best[0]]:
+            best = (backend, opened)  # the slower one is released here
+        gc.collect()
+    if best is None:
+        raise refused[0]
+    log.info("auto backend for %s: %s (%s)", full_key, best[0], rates)
+    _remember(cache_file, full_key, {"backend": best[0], "per_s": rates,
+                                     "measured": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    return best
+
+
+def _remember(cache_file: Path | None, key: str, choice: dict[str, Any]) -> None:
+    """Record an "auto" choice in ``autotune.json`` (other processes' entries are kept)."""
+    if cache_file is None:
+        return
+    with lock_for(cache_file):
+        data = _read_cache(cache_file)
+        data[key] = choice
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        write_json(cache_file, data)
+
+
+def _tokens_per_s(encoder: SessionOwner, texts: list[str]) -> tuple[float, float]:
     """(tokens per second, seconds) of one pass over ``texts``, after a warm-up."""
     encoder.encode(texts[:8])  # warm-up: session built, kernels compiled
     start = time.perf_counter()

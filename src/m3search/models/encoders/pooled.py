@@ -8,13 +8,14 @@ from typing import Any, cast
 import numpy as np
 
 from m3search.errors import ConfigError
-from m3search.models.backends import Session
-from m3search.models.calibration import CALIBRATION_MAX_LENGTH
-from m3search.models.encoder import Batch, BatchOutput, Encoder, l2_normalize
-from m3search.models.prepare import PreparedModel
+from m3search.lazy import Lazy
+from m3search.models.encoders.base import Batch, BatchOutput, Encoder, l2_normalize
+from m3search.models.prepare.cache import PreparedModel
+from m3search.models.prepare.calibration import CALIBRATION_MAX_LENGTH
 from m3search.models.registry import ModelSpec
-from m3search.models.runtime import RunOptions, load_session
-from m3search.models.tokenize import HFTokenizer
+from m3search.models.runtime.backends import Session
+from m3search.models.runtime.sessions import RunOptions, load_session
+from m3search.models.runtime.tokenize import HFTokenizer
 from m3search.settings import BACKENDS, PRECISIONS, canonical_precision
 from m3search.types import FloatArray, Output, SparseVector
 
@@ -31,6 +32,9 @@ class OnnxEncoder(Encoder):
         threads: intra-op threads of the session.
         options: fidelity threshold, forcing, calibration texts, caches.
     """
+
+    precision: str
+    backend: str
 
     def __init__(
         self,
@@ -52,20 +56,15 @@ class OnnxEncoder(Encoder):
         self.precision = precision
         self.threads = threads
         self.options = options or RunOptions()
-        self._prepare = prepare
-        self._prepared: PreparedModel | None = None
-        self._session: Session | None = None
         self._kwargs = kwargs
         super().__init__(spec, self._load_tokenizer, **kwargs)  # type: ignore[arg-type]
+        self._prepared = Lazy(prepare, self._lock)
+        self._session = Lazy(self._open_session, self._lock)
 
     @property
     def prepared(self) -> PreparedModel:
         """The prepared model (exported and quantized on first access if needed)."""
-        if self._prepared is None:
-            with self._lock:
-                if self._prepared is None:
-                    self._prepared = self._prepare()
-        return self._prepared
+        return self._prepared.get()
 
     def _load_tokenizer(self) -> HFTokenizer:
         prepared = self.prepared
@@ -88,11 +87,12 @@ class OnnxEncoder(Encoder):
     @property
     def session(self) -> Session:
         """The inference session (variant built and fidelity-checked on first use)."""
-        if self._session is None:
-            with self._lock:
-                if self._session is None:
-                    self._session = load_session(self)
-        return self._session
+        return self._session.get()
+
+    def _open_session(self) -> Session:
+        loaded = load_session(self)
+        self.backend, self.batch_tokens = loaded.backend, loaded.batch_tokens  # what "auto" chose
+        return loaded.session
 
     def sibling(self, backend: str, precision: str, *, session: Session | None = None,
                 batch_tokens: int | None = None) -> OnnxEncoder:
@@ -101,7 +101,8 @@ class OnnxEncoder(Encoder):
         kwargs = {**self.sibling_kwargs(), **({"batch_tokens": batch_tokens} if batch_tokens else {})}
         other = type(self)(self.spec, lambda: prepared, backend=backend, precision=precision, threads=self.threads,
                            options=self.options, **kwargs)
-        other._session = session
+        if session is not None:
+            other._session.set(session)
         return other
 
     def sibling_kwargs(self) -> dict[str, object]:

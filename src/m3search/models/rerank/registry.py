@@ -67,7 +67,7 @@ class RerankerSpec:
         """The facts that file resolution, download and the prepared-graph cache need, as a :class:`ModelSpec`.
 
         Its ``outputs``/``pooling`` are placeholders: the reranker's graph is exported by
-        :func:`m3search.models.cross_encoder.export_classifier`, never as an embedding model.
+        :func:`m3search.models.rerank.cross_encoder.export_classifier`, never as an embedding model.
         """
         return ModelSpec(
             name=self.name, hf_repo=self.hf_repo, revision=self.revision, dim=1, max_tokens=self.max_tokens,

@@ -1,4 +1,4 @@
-"""CLIP: one encoder for both towers. Texts go through the usual :class:`~m3search.models.encoder.Encoder` API
+"""CLIP: one encoder for both towers. Texts go through the usual :class:`~m3search.models.encoders.base.Encoder` API
 (so text->image search needs nothing new); images go through :meth:`ClipEncoder.encode_images`.
 
 Both towers' vectors are L2-normalised projections into the same space, so a text vector and an image vector
@@ -13,11 +13,13 @@ from typing import Any
 import numpy as np
 
 from m3search.errors import ConfigError, NonFiniteEmbeddingError
-from m3search.models import images
-from m3search.models.encoder import Batch, BatchOutput, l2_normalize
-from m3search.models.onnx import build_session
-from m3search.models.pooled import OnnxEncoder
+from m3search.lazy import Lazy
+from m3search.models.encoders import images
+from m3search.models.encoders.base import Batch, BatchOutput, l2_normalize
+from m3search.models.encoders.pooled import OnnxEncoder
 from m3search.models.registry import ImageFacts
+from m3search.models.runtime.backends import Session
+from m3search.models.runtime.sessions import open_graph
 from m3search.types import Embedding, FloatArray, Output
 
 IMAGE_BATCH = 16  # images per vision-tower run: 16 x 3 x 224 x 224 float32 is about 10 MB
@@ -25,13 +27,16 @@ IMAGE_BATCH = 16  # images per vision-tower run: 16 x 3 x 224 x 224 float32 is a
 
 class ClipEncoder(OnnxEncoder):
     """CLIP's text tower through the :class:`OnnxEncoder` machinery (precision variants, fidelity checks), and its
-    vision tower (fp32, ONNX Runtime) for images; both sessions are created on first use, once, under a lock."""
+    vision tower (fp32) for images, on the same backend; both sessions are created on first use, once, under a lock,
+    by the session factory every model kind uses. With ``backend="auto"`` the text tower's choice (measured once and
+    cached) is the vision tower's too."""
 
     image_batch = IMAGE_BATCH
+    embeds_images = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._vision: Any = None
+        self._vision = Lazy(self._open_vision, self._lock)
 
     @property
     def image_facts(self) -> ImageFacts:
@@ -44,19 +49,19 @@ class ClipEncoder(OnnxEncoder):
         return BatchOutput(dense=l2_normalize(np.asarray(embeds, dtype=np.float32)))
 
     @property
-    def vision_session(self) -> Any:
-        """The vision tower's ONNX Runtime session (fp32)."""
-        if self._vision is None:
-            with self._lock:
-                if self._vision is None:
-                    prepared = self.prepared
-                    entry = prepared.manifest.get("vision")
-                    if not entry:
-                        raise ConfigError(f"the prepared files of '{self.spec.name}' in {prepared.directory} have "
-                                          f"no vision tower; run 'm3search models prepare {self.spec.name} --force'")
-                    self._vision = build_session(prepared.directory / str(entry["file"]), self.threads,
-                                                 spinning=self.options.spinning)
-        return self._vision
+    def vision_session(self) -> Session:
+        """The vision tower's session (fp32, on the encoder's backend)."""
+        return self._vision.get()
+
+    def _open_vision(self) -> Session:
+        prepared = self.prepared
+        entry = prepared.manifest.get("vision")
+        if not entry:
+            raise ConfigError(f"the prepared files of '{self.spec.name}' in {prepared.directory} have "
+                              f"no vision tower; run 'm3search models prepare {self.spec.name} --force'")
+        if self.backend == "auto":
+            _ = self.session  # the text tower resolves "auto" (and applies it to this encoder)
+        return open_graph(self.backend, prepared.directory / str(entry["file"]), "fp32", self.threads, self.options)
 
     def encode_images(self, items: Sequence[images.ImageInput], *, names: Sequence[str] | None = None
                       ) -> list[Embedding]:
@@ -89,8 +94,3 @@ class ClipEncoder(OnnxEncoder):
                 raise NonFiniteEmbeddingError(offset + row, self.spec.name)
             out.append(Embedding(tokens=0, truncated=False, dense=np.ascontiguousarray(vector, dtype=np.float32)))
         return out
-
-
-def is_image_encoder(encoder: object) -> bool:
-    """Whether ``encoder`` embeds images (a CLIP encoder)."""
-    return isinstance(encoder, ClipEncoder)

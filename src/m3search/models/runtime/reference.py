@@ -2,7 +2,7 @@
 
 Every precision mode is checked against fp32 on the bundled held-out sample. Holding the fp32 model beside the
 candidate would add the whole fp32 model to the memory of a first use (BGE-M3: 1.3 GB more), so the fp32 vectors
-are computed once by a child process (``python -m m3search.models.reference JOB OUT``; it gets token ids and
+are computed once by a child process (``python -m m3search.models.runtime.reference JOB OUT``; it gets token ids and
 loads no tokenizer) that exits before the candidate runs, written to ``fidelity-reference.npz`` in the prepared
 model's folder (keyed by the sample, the outputs and the max length), and read back by every later check.
 """
@@ -18,15 +18,13 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from m3search.errors import M3SearchError
+from m3search.models.runtime.contract import SessionOwner
 from m3search.types import Embedding, Output, SparseVector
-
-if TYPE_CHECKING:
-    from m3search.models.pooled import OnnxEncoder
 
 FILE = "fidelity-reference.npz"
 REFERENCE_BATCH_TOKENS = 512  # small batches keep the fp32 child's activations small (BGE-M3: 2.7 -> 1.9 GB)
@@ -80,7 +78,7 @@ def load(path: Path, key: str | None = None) -> list[Embedding] | None:
     ) for i in range(count)]
 
 
-def fp32_reference(encoder: OnnxEncoder, texts: list[str], outputs: list[Output]) -> list[Embedding]:
+def fp32_reference(encoder: SessionOwner, texts: list[str], outputs: list[Output]) -> list[Embedding]:
     """The fp32 embeddings of ``texts``: from the cache beside the prepared model, else from a child process."""
     path = encoder.prepared.directory / FILE
     key = _key(texts, outputs, encoder.max_length)
@@ -97,7 +95,7 @@ def fp32_reference(encoder: OnnxEncoder, texts: list[str], outputs: list[Output]
         job_file, out = Path(tmp) / "job.pickle", Path(tmp) / "out.npz"
         job_file.write_bytes(pickle.dumps(job))
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-        done = subprocess.run([sys.executable, "-m", "m3search.models.reference", str(job_file), str(out)],
+        done = subprocess.run([sys.executable, "-m", "m3search.models.runtime.reference", str(job_file), str(out)],
                               capture_output=True, text=True, env=env, check=False)
         embeddings = load(out) if done.returncode == 0 else None
         if embeddings is None:

@@ -17,9 +17,10 @@ from typing import Any, Literal
 import numpy as np
 
 from m3search.errors import ModelFormatError
-from m3search.models.builder import clip
-from m3search.models.builder.checkpoint import Checkpoint, read_head
-from m3search.models.builder.encoder import (
+from m3search.models.files import read_config
+from m3search.models.prepare.builder import clip
+from m3search.models.prepare.builder.checkpoint import Checkpoint, read_head
+from m3search.models.prepare.builder.encoder import (
     FLOAT,
     Encoded,
     EncoderConfig,
@@ -28,8 +29,7 @@ from m3search.models.builder.encoder import (
     encoder_layers,
     layer_norm,
 )
-from m3search.models.builder.writer import OPSET, GraphWriter
-from m3search.models.files import read_config
+from m3search.models.prepare.builder.writer import OPSET, GraphWriter
 
 Kind = Literal["hidden", "m3", "splade", "classifier", "clip"]
 OUTPUTS: dict[str, tuple[str, ...]] = {

@@ -32,9 +32,9 @@ import numpy as np
 
 from m3search._optional import require
 from m3search.errors import ConfigError
-from m3search.models import onnx as onnx_tools
-from m3search.models.backends import OPENVINO_EXTRA, check_mode
-from m3search.models.prepare import PreparedModel, graph_bytes, lock_for, package_version
+from m3search.models.prepare import onnx as onnx_tools
+from m3search.models.prepare.cache import PreparedModel, graph_bytes, lock_for, package_version
+from m3search.models.runtime.backends import OPENVINO_EXTRA, check_mode
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ def _built_here(prepared: PreparedModel) -> bool:
 
 def _weights_only_model(ov: Any, prepared: PreparedModel) -> Any:
     """OpenVINO's INT8 model, written from the checkpoint with int8 weights (never a float copy in memory)."""
-    from m3search.models.builder.heads import write_graph
+    from m3search.models.prepare.builder.heads import write_graph
 
     with tempfile.TemporaryDirectory(dir=prepared.directory, prefix=".tmp-") as tmp:
         graph = Path(tmp) / "model.onnx"

@@ -19,8 +19,9 @@ from typing import Any
 
 from m3search._optional import require
 from m3search.errors import M3SearchError, ModelFormatError
-from m3search.models import onnx as onnx_tools
-from m3search.models.builder.clip import (
+from m3search.models.files import read_config
+from m3search.models.prepare import onnx as onnx_tools
+from m3search.models.prepare.builder.clip import (
     TEXT_INPUTS,
     TEXT_OUTPUTS,
     VISION_FILE,
@@ -28,8 +29,7 @@ from m3search.models.builder.clip import (
     VISION_OUTPUTS,
     pad_token_id,
 )
-from m3search.models.export import OPSET
-from m3search.models.files import read_config
+from m3search.models.prepare.export import OPSET
 
 
 def projected(features: Any) -> Any:

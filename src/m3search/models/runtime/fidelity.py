@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from m3search.errors import FidelityError
-from m3search.models.scores import colbert_score
+from m3search.models.encoders.scores import colbert_score
 from m3search.types import Embedding, FloatArray, SparseVector
 
 TOP_K = 10

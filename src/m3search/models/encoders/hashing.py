@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from m3search.models.encoder import Batch, BatchOutput, Encoder, l2_normalize
+from m3search.models.encoders.base import Batch, BatchOutput, Encoder, l2_normalize
 from m3search.models.registry import ModelSpec
-from m3search.models.tokenize import HashTokenizer
+from m3search.models.runtime.tokenize import HashTokenizer
 from m3search.types import Output
 
 

@@ -16,26 +16,28 @@ import json
 import os
 import shutil
 import tempfile
-import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from m3search.errors import ConfigError, ModelFormatError
+from m3search.locks import KeyedLocks
 from m3search.memory import release_large_allocations, trim_heap
-from m3search.models import builder
-from m3search.models import onnx as onnx_tools
-from m3search.models.builder.heads import Kind
+from m3search.models.prepare import builder
+from m3search.models.prepare import onnx as onnx_tools
+from m3search.models.prepare.builder.heads import Kind
 from m3search.models.registry import ModelSpec
 from m3search.models.resolve import ResolvedModel
 from m3search.settings import canonical_precision
 
 MANIFEST = "manifest.json"
 FORMAT = 3  # manifests of another format are rebuilt (3: graphs written by the torch-free builder)
-_LOCKS: dict[Path, threading.Lock] = {}
-_LOCKS_GUARD = threading.Lock()
+# Threads of this process preparing the same directory (or writing the same cache file) take turns; the registry
+# belongs to this module and holds a lock only while a path is in use (see KeyedLocks).
+_PATH_LOCKS = KeyedLocks()
 # (spec, checkpoint directory, output graph) -> ExportInfo; the default exports an embedding model
 Exporter = Callable[[ModelSpec, Path, Path], Any]
 
@@ -111,9 +113,9 @@ def _weights_sha256(directory: Path) -> str:
     raise ModelFormatError(f"{directory} holds no weights file")
 
 
-def lock_for(path: Path) -> threading.Lock:
-    with _LOCKS_GUARD:
-        return _LOCKS.setdefault(path, threading.Lock())
+def lock_for(path: Path) -> AbstractContextManager[None]:
+    """Mutual exclusion, among this process's threads, for work on ``path`` (``with lock_for(path): ...``)."""
+    return _PATH_LOCKS.hold(path)
 
 
 def cache_dir(resolved: ResolvedModel, home: Path, builder_name: str = "auto") -> Path:
@@ -181,7 +183,7 @@ def _build(resolved: ResolvedModel, work: Path, exporter: Exporter | None = None
         quantization: dict[str, Any] = dict(builder.QUANTIZATION)
         facts.update(fused=True, builder="m3search", kind=kind)
     elif clip:
-        from m3search.models.clip_export import export_towers
+        from m3search.models.prepare.clip_export import export_towers
 
         facts, quantization = export_towers(src, work)
     else:
@@ -216,8 +218,8 @@ def _build(resolved: ResolvedModel, work: Path, exporter: Exporter | None = None
 def _export_with_torch(resolved: ResolvedModel, work: Path,
                        exporter: Exporter | None) -> tuple[dict[str, Any], dict[str, Any]]:
     """The fallback for architectures the builder does not know: torch export, offline fusion, dynamic INT8."""
-    from m3search.models.export import export_onnx
     from m3search.models.files import read_config
+    from m3search.models.prepare.export import export_onnx
 
     spec, src = resolved.spec, resolved.path
     raw = work / "raw" / "model.onnx"  # a folder: graphs over 2 GB are exported as many external files

@@ -1,0 +1,2 @@
+"""Rerankers: the catalogue of cross-encoders (:mod:`.registry`), the ONNX cross-encoder (:mod:`.cross_encoder`)
+and its fidelity check (:mod:`.fidelity`)."""
