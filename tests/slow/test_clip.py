@@ -113,6 +113,22 @@ def test_towers_equal_transformers_clip(clip: ClipEncoder, tiny_clip_dir: Path) 
     assert np.abs(again - ours).max() < 1e-5
 
 
+
+@pytest.mark.parametrize("backend", ["openvino", "auto"])
+def test_the_vision_tower_follows_the_encoders_backend(clip: ClipEncoder, tiny_clip_dir: Path, tmp_path: Path,
+                                                       backend: str) -> None:
+    """OpenVINO runs both towers; with "auto" the text tower's measured choice is the vision tower's too."""
+    arrays = [load() for load in SAMPLES.values()]
+    reference = np.stack([e.dense for e in clip.encode_images(arrays)])
+    encoder = load_encoder("clip-vit-b-32", path=tiny_clip_dir, precision="fp32", backend=backend,
+                           settings=get_settings(home=tmp_path / "home", threads=2))
+    assert isinstance(encoder, ClipEncoder)
+    vectors = np.stack([e.dense for e in encoder.encode_images(arrays)])
+    assert np.abs(vectors - reference).max() < 1e-4
+    assert encoder.backend in ("onnxruntime", "openvino")
+    expected = {"onnxruntime": "OrtSession", "openvino": "OpenVinoSession"}[encoder.backend]
+    assert type(encoder.vision_session).__name__ == expected
+
 def test_library_index_and_both_searches(clip: ClipEncoder, photos: Path, tmp_path: Path) -> None:
     sources = read_images([photos])
     with SQLiteStore(tmp_path / "db.sqlite3") as store:

@@ -26,6 +26,7 @@ from m3search.store.types import Document
 from m3search.testing import SPECIAL_TOKENS, xlmr_tokenizer_json
 from tests.cli import run_cli as _run
 from tests.references import import_or_skip
+from tests.tiny_reranker import bert_word_tokenizer
 
 pytestmark = pytest.mark.slow
 
@@ -40,16 +41,9 @@ MINILM, BGE = "ms-marco-minilm-l-6-v2", "bge-reranker-v2-m3"
 
 
 def _bert_tokenizer(directory: Path) -> None:
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, "[MASK]": 4}
-    for word in WORDS:
-        vocab.setdefault(word, len(vocab))
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    tok = bert_word_tokenizer(WORDS)
     PreTrainedTokenizerFast(  # BERT's inputs, segment ids included, as BertTokenizer feeds them
         tokenizer_object=tok, unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]", pad_token="[PAD]",
         mask_token="[MASK]", model_max_length=128, model_input_names=["input_ids", "token_type_ids", "attention_mask"],

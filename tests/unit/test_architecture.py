@@ -23,7 +23,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("ingest", ("ingest",)),
     ("retrieval", ("retrieval",)),
     ("finetune", ("finetune",)),
-    ("interfaces", ("cli", "server", "integrations", "testing", "__main__", "")),  # "": the package façade m3search/__init__
+    # "": the package façade m3search/__init__
+    ("interfaces", ("cli", "server", "integrations", "testing", "__main__", "")),
 ]
 RANK = {name: rank for rank, (_, names) in enumerate(LAYERS) for name in names}
 

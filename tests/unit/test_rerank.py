@@ -14,8 +14,8 @@ from fastapi.testclient import TestClient
 from m3search.errors import ConfigError, FidelityError, InputError, LLMError
 from m3search.ingest.pipeline import index_documents
 from m3search.llm import ChatEndpoint
-from m3search.models import rerank_fidelity
 from m3search.models.encoders.loader import load_encoder
+from m3search.models.rerank import fidelity as rerank_fidelity
 from m3search.models.rerank.registry import get_reranker, list_rerankers
 from m3search.retrieval.rerank import LLMReranker, RerankerPool, parse_order
 from m3search.retrieval.search import Searcher

@@ -49,8 +49,8 @@ class EncoderRecipe:
     @staticmethod
     def of(encoder: Encoder, home: Path) -> EncoderRecipe:
         dim = encoder.dim if encoder.dim != encoder.spec.dim else None
-        return EncoderRecipe(encoder.spec.name, dim, getattr(encoder, "precision", None),
-                             getattr(encoder, "backend", None), encoder.max_length, str(home))
+        return EncoderRecipe(encoder.spec.name, dim, encoder.precision,
+                             encoder.backend, encoder.max_length, str(home))
 
     def load(self, threads: int) -> Encoder:
         return load_encoder(self.model, dim=self.dim, precision=self.precision, backend=self.backend,  # type: ignore[arg-type]

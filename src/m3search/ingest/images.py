@@ -15,7 +15,6 @@ from pathlib import Path
 from m3search.errors import ConfigError
 from m3search.ingest.pipeline import IndexReport, start_index, write_prepared
 from m3search.models.encoders.base import Encoder
-from m3search.models.registry import is_image_model
 from m3search.store.base import Store
 from m3search.store.types import Chunk, Document, PreparedDocument
 from m3search.types import Output
@@ -41,15 +40,14 @@ def index_images(
     The collection is created on first use with the encoder's configuration; unchanged images (same bytes) are
     skipped; each batch is embedded by the vision tower and written in one transaction.
     """
-    encode = getattr(encoder, "encode_images", None)
-    if not is_image_model(encoder.spec) or encode is None:
+    if not encoder.embeds_images:
         raise ConfigError(f"model '{encoder.spec.name}' embeds text only; {IMAGE_COLLECTION_HINT}")
     start = time.perf_counter()
     plan, report = start_index(store, encoder, collection, documents, outputs=IMAGE_OUTPUTS, chunk_tokens=None,
                                overlap=None, progress=progress)
     for offset in range(0, len(plan.todo), batch_docs):
         batch = plan.todo[offset : offset + batch_docs]
-        embeddings = encode([Path(d.source) for d in batch], names=[d.source for d in batch])
+        embeddings = encoder.encode_images([Path(d.source) for d in batch], names=[d.source for d in batch])
         prepared = [PreparedDocument(d, [Chunk(0, d.text, 0, len(d.text), 0)], [e])
                     for d, e in zip(batch, embeddings, strict=True)]
         write_prepared(store, plan, prepared, report)

@@ -41,7 +41,7 @@ def config_for(encoder: Encoder, outputs: Sequence[Output]) -> EmbeddingConfig:
     """The embedding configuration (and so the fingerprint) of ``encoder`` producing ``outputs``."""
     spec = encoder.spec
     truncate = encoder.dim if encoder.dim != spec.dim else None
-    quantization = str(getattr(encoder, "precision", "none"))
+    quantization = encoder.precision or "none"
     return EmbeddingConfig(spec.name, spec.revision, spec.dim, truncate, tuple(outputs), quantization)
 
 

@@ -12,7 +12,7 @@ from m3search.ingest.pipeline import config_for
 from m3search.limits import MAX_QUERY_CHARS
 from m3search.models.encoders.base import Encoder
 from m3search.models.encoders.images import ImageInput
-from m3search.models.registry import ModelSpec, get_spec, is_image_model
+from m3search.models.registry import ModelSpec, get_spec
 from m3search.retrieval.defaults import hybrid_request, hybrid_settings, saved_fusion
 from m3search.retrieval.engine import ENGINE_STRATEGIES, EngineContext
 from m3search.retrieval.grouping import search_documents
@@ -138,12 +138,11 @@ class Searcher:
         """:meth:`search_image` with a request :func:`check_image_request` validated already."""
         start = time.perf_counter() if start is None else start
         request, filters = checked
-        encode = getattr(self.encoder, "encode_images", None)
-        if self.encoder is None or not is_image_model(self.encoder.spec) or encode is None:
+        if self.encoder is None or not self.encoder.embeds_images:
             raise ConfigError("image queries need an image model (CLIP) as the Searcher's encoder: the model of an "
                               "image collection, e.g. clip-vit-b-32")
         target = self._target(collection)
-        embedding: Embedding = encode([image])[0]
+        embedding: Embedding = self.encoder.encode_images([image])[0]
         result = self._search(target, "", embedding, request, filters)
         return replace(result, took_ms=(time.perf_counter() - start) * 1000)
 

@@ -99,7 +99,7 @@ class SearchRequest:
         if not isinstance(self.rerank, str) or (self.rerank != LLM and find_reranker(self.rerank) is None):
             known = ", ".join([s.name for s in list_rerankers()] + [LLM])
             raise InputError.explained(f"unknown reranker {self.rerank!r}; use one of {known}",
-                                       " (see m3search.models.rerankers.list_rerankers())",
+                                       " (see m3search.models.rerank.registry.list_rerankers())",
                                        cli=" (see 'm3search models list --rerankers')", http="")
         if self.rerank_k < self.k:
             raise ParameterError("rerank_k", f"({self.rerank_k}) must be at least k ({self.k}): the reranker can "

@@ -10,7 +10,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
 
@@ -20,6 +20,9 @@ from m3search.models.registry import ModelSpec
 from m3search.models.runtime.batching import plan_batches
 from m3search.models.runtime.tokenize import TextTokenizer, Tokens
 from m3search.types import Embedding, FloatArray, IntArray, OnOverflow, Output, SparseVector
+
+if TYPE_CHECKING:
+    from m3search.models.encoders.images import ImageInput
 
 Kind = Literal["query", "document"]
 
@@ -50,7 +53,8 @@ class Encoder(ABC):
       no such modes (the hash encoder, a test fake).
     - ``backend``: the inference engine ("onnxruntime", "openvino"; "auto" until the first session is built);
       None for an encoder without one.
-    - ``embeds_images``: whether :meth:`encode_images` exists (CLIP's vision tower); False for text-only encoders.
+    - ``embeds_images``: whether :meth:`encode_images` embeds images (CLIP's vision tower); False for text-only
+      encoders, whose :meth:`encode_images` refuses.
     """
 
     precision: str | None = None
@@ -78,6 +82,16 @@ class Encoder(ABC):
     @abstractmethod
     def encode_batch(self, batch: Batch, outputs: frozenset[Output]) -> BatchOutput:
         """Compute the requested outputs of one padded batch (dense vectors at the model's full dim)."""
+
+    def encode_images(self, items: Sequence[ImageInput], *, names: Sequence[str] | None = None
+                      ) -> list[Embedding]:
+        """One vector per image, for encoders that embed images (``embeds_images``); text-only ones refuse.
+
+        Raises:
+            ConfigError: this model embeds text only.
+        """
+        raise ConfigError(f"model '{self.spec.name}' embeds text only; images need an image model (CLIP), e.g. "
+                          f"clip-vit-b-32")
 
     @property
     def tokenizer(self) -> TextTokenizer:
