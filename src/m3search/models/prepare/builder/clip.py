@@ -29,7 +29,7 @@ from m3search.errors import ModelFormatError
 from m3search.models.files import read_config
 from m3search.models.prepare.builder.checkpoint import Checkpoint
 from m3search.models.prepare.builder.encoder import FLOAT, INT32, INT64, activation, layer_norm
-from m3search.models.prepare.builder.writer import MS, OPSET, GraphWriter
+from m3search.models.prepare.builder.writer import MS, OPSET, GraphWriter, writing
 
 TEXT_INPUTS = ("input_ids", "attention_mask")
 TEXT_OUTPUTS = ("text_embeds",)
@@ -221,15 +221,8 @@ def _write(src: Path, out: Path, graph: Callable[[GraphWriter, Checkpoint, Tower
            int8: bool = False, weights_only: bool = False) -> None:
     chosen = towers(read_config(src))[tower]
     ckpt = Checkpoint(src, prefix="")
-    writer = GraphWriter(out, int8=int8, weights_only=weights_only)
-    try:
+    with writing(out, ckpt, int8=int8, weights_only=weights_only) as writer:
         graph(writer, ckpt, chosen)
-        writer.save("m3search")
-    except BaseException:
-        writer.abort()
-        raise
-    finally:
-        ckpt.close()
 
 
 def write_text(src: Path, out: Path, *, int8: bool, weights_only: bool = False) -> None:

@@ -29,7 +29,7 @@ from m3search.models.prepare.builder.encoder import (
     encoder_layers,
     layer_norm,
 )
-from m3search.models.prepare.builder.writer import OPSET, GraphWriter
+from m3search.models.prepare.builder.writer import OPSET, GraphWriter, writing
 
 Kind = Literal["hidden", "m3", "splade", "classifier", "clip"]
 OUTPUTS: dict[str, tuple[str, ...]] = {
@@ -112,8 +112,7 @@ def write_graph(kind: Kind, src: Path, out: Path, *, int8: bool, int8_embeddings
     config = read_config(src)
     cfg = EncoderConfig.from_config(config)
     ckpt = Checkpoint(src)
-    writer = GraphWriter(out, int8=int8, weights_only=weights_only)
-    try:
+    with writing(out, ckpt, int8=int8, weights_only=weights_only) as writer:
         token_types = kind == "classifier" and cfg.kind == "bert"
         enc = encoder_layers(writer, ckpt, cfg, embeddings(writer, ckpt, cfg, token_types=token_types,
                                                             int8_table=int8_embeddings))
@@ -125,12 +124,6 @@ def write_graph(kind: Kind, src: Path, out: Path, *, int8: bool, int8_embeddings
             _splade(writer, ckpt, cfg, enc)
         else:
             _classifier(writer, ckpt, cfg, enc)
-        writer.save("m3search")
-    except BaseException:
-        writer.abort()
-        raise
-    finally:
-        ckpt.close()
     inputs = ["input_ids", "attention_mask", *(["token_type_ids"] if token_types else [])]
     return {"opset": OPSET, "num_heads": cfg.heads, "hidden_size": cfg.hidden, "inputs": inputs,
             "outputs": list(OUTPUTS[kind]), "pad_token_id": cfg.pad_id}

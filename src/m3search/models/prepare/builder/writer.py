@@ -12,10 +12,14 @@ is ``int32 * row_scale * column_scale``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from m3search.models.prepare.builder.checkpoint import Checkpoint
 
 ALIGN = 1 << 16
 MS = "com.microsoft"
@@ -172,3 +176,18 @@ class GraphWriter:
 
     def abort(self) -> None:
         self._data.close()
+
+
+@contextmanager
+def writing(path: Path, ckpt: Checkpoint, *, int8: bool, weights_only: bool = False) -> Iterator[GraphWriter]:
+    """A :class:`GraphWriter` for ``path`` whose graph is saved when the block ends, or its files abandoned when the
+    block raises; the checkpoint is closed either way."""
+    writer = GraphWriter(path, int8=int8, weights_only=weights_only)
+    try:
+        yield writer
+        writer.save("m3search")
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        ckpt.close()
