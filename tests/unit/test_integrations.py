@@ -63,7 +63,7 @@ def test_local_vectors_equal_the_encoder_with_query_and_document_prefixes() -> N
 
 def test_local_by_name_loads_lazily_and_checks_dimensions() -> None:
     chain = M3SearchEmbeddings(model="hash")
-    assert chain.backend._encoder is None  # type: ignore[attr-defined]  # nothing loaded before the first embed
+    assert not chain.backend._encoder.loaded  # type: ignore[attr-defined]  # nothing loaded before the first embed
     expected = _dense(load_encoder("hash").encode_documents(TEXTS))
     np.testing.assert_array_equal(chain.embed_documents(TEXTS), expected)
     np.testing.assert_array_equal(M3SearchEmbedding(model_name="hash").get_text_embedding_batch(TEXTS), expected)
