@@ -309,6 +309,26 @@ def test_retrievers_return_the_searchers_hits_locally_and_through_a_server(index
             llama.close()
 
 
+def test_local_search_opens_on_first_use_and_again_after_close(indexed: Path) -> None:
+    from m3search.integrations._search import LocalSearch
+    from m3search.retrieval.search import Searcher
+    from m3search.store.sqlite import SQLiteStore
+
+    local = LocalSearch("kb", db=indexed, model="hash")
+    assert not local._searcher.loaded  # nothing opened before the first search
+    first = local.searcher
+    hits = [h.chunk_id for h in local.search("wing flow")]
+    assert local.searcher is first and hits == [h.chunk_id for h in _expected(indexed, "wing flow")]
+    local.close()
+    assert not local._searcher.loaded
+    assert local.searcher is not first and [h.chunk_id for h in local.search("wing flow")] == hits
+    local.close()
+    with SQLiteStore(indexed) as store:  # a Searcher it was given stays the caller's: close() leaves it open
+        given = LocalSearch("kb", searcher=Searcher(store, load_encoder("hash")))
+        given.close()
+        assert [h.chunk_id for h in given.search("wing flow")] == hits
+
+
 def test_retriever_errors_are_typed(indexed: Path) -> None:
     from m3search.errors import CollectionNotFoundError
     from m3search.integrations.langchain import M3SearchRetriever as ChainRetriever
