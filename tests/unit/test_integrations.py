@@ -63,7 +63,7 @@ def test_local_vectors_equal_the_encoder_with_query_and_document_prefixes() -> N
 
 def test_local_by_name_loads_lazily_and_checks_dimensions() -> None:
     chain = M3SearchEmbeddings(model="hash")
-    assert chain.backend._encoder is None  # type: ignore[attr-defined]  # nothing loaded before the first embed
+    assert not chain.backend._encoder.loaded  # type: ignore[attr-defined]  # nothing loaded before the first embed
     expected = _dense(load_encoder("hash").encode_documents(TEXTS))
     np.testing.assert_array_equal(chain.embed_documents(TEXTS), expected)
     np.testing.assert_array_equal(M3SearchEmbedding(model_name="hash").get_text_embedding_batch(TEXTS), expected)
@@ -307,6 +307,26 @@ def test_retrievers_return_the_searchers_hits_locally_and_through_a_server(index
             assert [d.id for d in adocs] == [d.id for d in documents]
             chain.close()
             llama.close()
+
+
+def test_local_search_opens_on_first_use_and_again_after_close(indexed: Path) -> None:
+    from m3search.integrations._search import LocalSearch
+    from m3search.retrieval.search import Searcher
+    from m3search.store.sqlite import SQLiteStore
+
+    local = LocalSearch("kb", db=indexed, model="hash")
+    assert not local._searcher.loaded  # nothing opened before the first search
+    first = local.searcher
+    hits = [h.chunk_id for h in local.search("wing flow")]
+    assert local.searcher is first and hits == [h.chunk_id for h in _expected(indexed, "wing flow")]
+    local.close()
+    assert not local._searcher.loaded
+    assert local.searcher is not first and [h.chunk_id for h in local.search("wing flow")] == hits
+    local.close()
+    with SQLiteStore(indexed) as store:  # a Searcher it was given stays the caller's: close() leaves it open
+        given = LocalSearch("kb", searcher=Searcher(store, load_encoder("hash")))
+        given.close()
+        assert [h.chunk_id for h in given.search("wing flow")] == hits
 
 
 def test_retriever_errors_are_typed(indexed: Path) -> None:

@@ -88,7 +88,7 @@ def test_models_without_sparse_output_are_refused() -> None:
         with pytest.raises(ConfigError, match=r"has no sparse vectors .*\(BGE-M3, SPLADE\)"):
             make()
     lazy = M3SearchSparseEmbeddings(model="bge-m3")  # nothing loads before the first embed
-    assert lazy.backend._local._encoder is None  # type: ignore[attr-defined]
+    assert not lazy.backend._local._encoder.loaded  # type: ignore[attr-defined]
 
 
 def test_remote_sparse_vectors_equal_local_ones(serve: Callable[..., AbstractContextManager[str]]) -> None:

@@ -7,13 +7,13 @@ as lists of floats (what LlamaIndex and LangChain expect).
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 from m3search.errors import ConfigError, RemoteError
 from m3search.integrations._http import DEFAULT_TIMEOUT, ServerClient
+from m3search.lazy import Lazy
 from m3search.models.encoders.base import Encoder, Kind
 from m3search.models.encoders.loader import load_encoder
 from m3search.models.local import lookup_spec
@@ -66,18 +66,17 @@ class LocalBackend:
             spec.check_dim(dimensions)  # a wrong dimension fails here, not at the first embed
         self.model = spec.name
         self._path, self._dimensions, self._settings = path, dimensions, settings
-        self._encoder = encoder
-        self._lock = threading.Lock()
+        self._encoder = Lazy(self._load)
+        if encoder is not None:
+            self._encoder.set(encoder)
 
     @property
     def encoder(self) -> Encoder:
         """The encoder (its model files load on its first encode)."""
-        if self._encoder is None:
-            with self._lock:
-                if self._encoder is None:
-                    self._encoder = load_encoder(self.model, path=self._path, dim=self._dimensions,
-                                                 settings=self._settings)
-        return self._encoder
+        return self._encoder.get()
+
+    def _load(self) -> Encoder:
+        return load_encoder(self.model, path=self._path, dim=self._dimensions, settings=self._settings)
 
     @property
     def dim(self) -> int:

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from m3search.errors import InputError, RemoteError
 from m3search.integrations._http import DEFAULT_TIMEOUT, ServerClient
+from m3search.lazy import Lazy
 from m3search.models.encoders.loader import load_encoder
 from m3search.retrieval.search import Searcher
 from m3search.retrieval.types import ChunkMatch, Contribution, SearchHit, SearchRequest
@@ -58,29 +59,30 @@ class LocalSearch:
                  settings: Settings | None = None) -> None:
         self.collection = collection
         self.request, _ = (request or SearchRequest()).checked()  # a bad k or strategy fails here
-        self._searcher = searcher
         self._db = Path(db) if db is not None else None
         self._store_url, self._model, self._settings = store_url, model, settings
         self._opened: CatalogStore | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entrant: close() resets the searcher under it
+        self._searcher = Lazy(self._open, self._lock)
+        if searcher is not None:
+            self._searcher.set(searcher)
 
     @property
     def searcher(self) -> Searcher:
         """The Searcher (the store opens and the collection's model is chosen on first use)."""
-        if self._searcher is None:
-            with self._lock:
-                if self._searcher is None:
-                    cfg = self._settings or get_settings()
-                    store = configured_store(cfg, db=self._db, url=self._store_url)
-                    try:
-                        model = self._model or store.active_set(self.collection).config.model
-                        encoder = load_encoder(model, settings=cfg)
-                    except BaseException:
-                        store.close()
-                        raise
-                    self._opened = store
-                    self._searcher = Searcher(store, encoder)
-        return self._searcher
+        return self._searcher.get()
+
+    def _open(self) -> Searcher:
+        cfg = self._settings or get_settings()
+        store = configured_store(cfg, db=self._db, url=self._store_url)
+        try:
+            model = self._model or store.active_set(self.collection).config.model
+            encoder = load_encoder(model, settings=cfg)
+        except BaseException:
+            store.close()
+            raise
+        self._opened = store
+        return Searcher(store, encoder)
 
     def search(self, query: str) -> list[SearchHit]:
         return self.searcher.search(self.collection, query, self.request).hits
@@ -93,7 +95,8 @@ class LocalSearch:
         with self._lock:
             if self._opened is not None:
                 self._opened.close()
-                self._opened, self._searcher = None, None
+                self._opened = None
+                self._searcher.reset()
 
 
 class RemoteSearch:

@@ -8,12 +8,12 @@ and objects match nothing.
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from m3search.lazy import LazyMap
 from m3search.store.filters import Scalar
 from m3search.types import IntArray
 
@@ -30,37 +30,32 @@ class MetadataIndex:
     def __init__(self, chunk_ids: IntArray, metadata: list[dict[str, Any]]) -> None:
         self.chunk_ids = chunk_ids
         self._metadata = metadata
-        self._codes: dict[str, _Coded] = {}
-        self._lock = threading.Lock()
+        self._codes = LazyMap(self._coded)
 
     def _coded(self, key: str) -> _Coded:
         """Per row, the code of the key's scalar value; and for rows holding a list, (row, code) of each scalar in
         it (null elements left out: null matches a null value only)."""
-        if key not in self._codes:
-            with self._lock:
-                table: dict[Any, int] = {}
-                codes = np.full(len(self._metadata), _NO_MATCH, dtype=np.int64)
-                list_rows: list[int] = []
-                list_codes: list[int] = []
-                for row, record in enumerate(self._metadata):
-                    value = record.get(key, _MISSING)
-                    if isinstance(value, list):
-                        for item in value:
-                            if item is not None and not isinstance(item, dict | list):
-                                list_rows.append(row)
-                                list_codes.append(table.setdefault(item, len(table)))
-                    elif value is not _MISSING and not isinstance(value, dict):
-                        codes[row] = table.setdefault(value, len(table))
-                self._codes[key] = (codes, table, np.array(list_rows, dtype=np.int64),
-                                    np.array(list_codes, dtype=np.int64))
-        return self._codes[key]
+        table: dict[Any, int] = {}
+        codes = np.full(len(self._metadata), _NO_MATCH, dtype=np.int64)
+        list_rows: list[int] = []
+        list_codes: list[int] = []
+        for row, record in enumerate(self._metadata):
+            value = record.get(key, _MISSING)
+            if isinstance(value, list):
+                for item in value:
+                    if item is not None and not isinstance(item, dict | list):
+                        list_rows.append(row)
+                        list_codes.append(table.setdefault(item, len(table)))
+            elif value is not _MISSING and not isinstance(value, dict):
+                codes[row] = table.setdefault(value, len(table))
+        return codes, table, np.array(list_rows, dtype=np.int64), np.array(list_codes, dtype=np.int64)
 
     def lookup(self, filters: dict[str, list[Scalar]]) -> BoolArray:
         """A table indexed by chunk id: True where the chunk's document matches every filter."""
         size = int(self.chunk_ids.max()) + 1 if len(self.chunk_ids) else 1
         keep = np.ones(len(self.chunk_ids), dtype=bool)
         for key, values in filters.items():
-            codes, table, list_rows, list_codes = self._coded(key)
+            codes, table, list_rows, list_codes = self._codes.get(key)
             wanted = np.array([table[v] for v in values if v in table], dtype=np.int64)
             match = np.isin(codes, wanted)
             match[list_rows[np.isin(list_codes, wanted)]] = True

@@ -17,6 +17,7 @@ import numpy as np
 from scipy import sparse as sp
 
 from m3search.errors import DimensionError
+from m3search.lazy import Lazy, LazyMap
 from m3search.models.encoders.base import l2_normalize
 from m3search.retrieval import ann
 from m3search.retrieval.filtering import BoolArray, MetadataIndex, allowed_rows
@@ -53,12 +54,12 @@ class SetIndex:
         self._ann_dir = ann_dir
         self._ann_threshold = ann_threshold
         self._lock = threading.RLock()  # re-entrant: building the graph loads the matrix
-        self._dense: tuple[IntArray, FloatArray] | None = None
-        self._sparse: tuple[IntArray, Any] | None = None
-        self._bm25: Bm25Index | None = None
-        self._metadata: MetadataIndex | None = None
-        self._coarse: dict[int, FloatArray] = {}
-        self._hnsw: ann.Graph | None = None
+        self._dense = Lazy(self._load_dense, self._lock)
+        self._sparse = Lazy(self._load_sparse, self._lock)
+        self._bm25 = Lazy(self._load_bm25, self._lock)
+        self._metadata = Lazy(self._load_metadata, self._lock)
+        self._coarse = LazyMap(self._truncated, self._lock)  # by Matryoshka dimension
+        self._hnsw = Lazy(self._load_hnsw, self._lock)
         self.hnsw_built = False
         self.hnsw_updated = False
 
@@ -69,12 +70,11 @@ class SetIndex:
 
     def dense_arrays(self) -> tuple[IntArray, FloatArray]:
         """Chunk ids (ascending) and the matrix of their dense vectors."""
-        if self._dense is None:
-            with self._lock:
-                if self._dense is None:
-                    ids, matrix = self._store.dense_matrix(self.target)
-                    self._dense = (np.asarray(ids, dtype=np.int64), np.ascontiguousarray(matrix))
-        return self._dense
+        return self._dense.get()
+
+    def _load_dense(self) -> tuple[IntArray, FloatArray]:
+        ids, matrix = self._store.dense_matrix(self.target)
+        return np.asarray(ids, dtype=np.int64), np.ascontiguousarray(matrix)
 
     def _rows(self, ids: IntArray, chunk_ids: IntArray) -> IntArray:
         rows = np.searchsorted(ids, chunk_ids)
@@ -103,16 +103,16 @@ class SetIndex:
 
     def coarse(self, query: FloatArray, dim: int, k: int, allowed: BoolArray | None) -> Ranking:
         """Top ``k`` on the first ``dim`` dimensions, each vector re-normalised (Matryoshka truncation)."""
-        ids, matrix = self.dense_arrays()
-        if dim not in self._coarse:
-            with self._lock:
-                self._coarse.setdefault(dim, l2_normalize(np.ascontiguousarray(matrix[:, :dim])))
-        small = self._coarse[dim]
+        ids, _ = self.dense_arrays()
+        small = self._coarse.get(dim)
         head = query[:dim] / max(float(np.linalg.norm(query[:dim])), 1e-12)
         if allowed is not None:
             rows = np.flatnonzero(allowed_rows(allowed, ids))
             return _top(small[rows] @ head, ids[rows], k)
         return _top(small @ head, ids, k)
+
+    def _truncated(self, dim: int) -> FloatArray:
+        return l2_normalize(np.ascontiguousarray(self.dense_arrays()[1][:, :dim]))
 
     # HNSW ------------------------------------------------------------------------------------------
 
@@ -125,52 +125,49 @@ class SetIndex:
     def hnsw(self) -> ann.Graph:
         """The HNSW graph: loaded if saved for this generation, else the previous generation's updated, else built;
         then saved."""
-        if self._hnsw is None:
-            with self._lock:
-                if self._hnsw is None:
-                    ids, matrix = self.dense_arrays()
-                    stamp = {"set": self.target.id, "fingerprint": self.target.config.fingerprint,
-                             "generation": self.generation}
-                    stem = self._ann_dir / f"set-{self.target.id}" if self._ann_dir is not None else None
-                    graph = ann.load(stem, stamp, matrix) if stem is not None else None
-                    if graph is None:
-                        graph = self._updated_previous(ids, matrix)
-                        self.hnsw_updated = graph is not None
-                        if graph is None:
-                            graph = ann.build(ids, matrix)
-                            self.hnsw_built = True
-                        if stem is not None:
-                            ann.save(graph, stem, stamp)
-                    self._hnsw, self._previous = graph, None
-        return self._hnsw
+        return self._hnsw.get()
+
+    def _load_hnsw(self) -> ann.Graph:
+        ids, matrix = self.dense_arrays()
+        stamp = {"set": self.target.id, "fingerprint": self.target.config.fingerprint, "generation": self.generation}
+        stem = self._ann_dir / f"set-{self.target.id}" if self._ann_dir is not None else None
+        graph = ann.load(stem, stamp, matrix) if stem is not None else None
+        if graph is None:
+            graph = self._updated_previous(ids, matrix)
+            self.hnsw_updated = graph is not None
+            if graph is None:
+                graph = ann.build(ids, matrix)
+                self.hnsw_built = True
+            if stem is not None:
+                ann.save(graph, stem, stamp)
+        self._previous = None
+        return graph
 
     @property
     def has_graph(self) -> bool:
-        return self._hnsw is not None
+        return self._hnsw.loaded
 
     def _updated_previous(self, ids: IntArray, matrix: FloatArray) -> ann.Graph | None:
         previous, self._previous = self._previous, None
-        if previous is None or previous._hnsw is None or previous._dense is None:
+        if previous is None:
             return None
-        graph = ann.update(previous._hnsw, previous._dense, (ids, matrix))
-        previous._hnsw = None  # the graph now belongs to this generation
+        old_graph, old_dense = previous._hnsw.peek(), previous._dense.peek()
+        if old_graph is None or old_dense is None:
+            return None
+        graph = ann.update(old_graph, old_dense, (ids, matrix))
+        previous._hnsw.reset()  # the graph now belongs to this generation
         return graph
 
     # sparse ----------------------------------------------------------------------------------------
 
-    def _sparse_arrays(self) -> tuple[IntArray, Any]:
-        if self._sparse is None:
-            with self._lock:
-                if self._sparse is None:
-                    rows = self._store.sparse_rows(self.target)
-                    width = int(rows.indices.max()) + 1 if len(rows.indices) else 1
-                    matrix = sp.csr_matrix((rows.values, rows.indices, rows.indptr),
-                                           shape=(len(rows.chunk_ids), width)).tocsc()
-                    self._sparse = (rows.chunk_ids, matrix)
-        return self._sparse
+    def _load_sparse(self) -> tuple[IntArray, Any]:
+        rows = self._store.sparse_rows(self.target)
+        width = int(rows.indices.max()) + 1 if len(rows.indices) else 1
+        matrix = sp.csr_matrix((rows.values, rows.indices, rows.indptr), shape=(len(rows.chunk_ids), width)).tocsc()
+        return rows.chunk_ids, matrix
 
     def _sparse_all(self, query: SparseVector) -> tuple[IntArray, FloatArray]:
-        ids, matrix = self._sparse_arrays()
+        ids, matrix = self._sparse.get()
         return ids, column_scores(matrix, query.indices, query.values.astype(np.float32))
 
     def sparse(self, query: SparseVector, k: int, allowed: BoolArray | None = None) -> Ranking:
@@ -190,26 +187,24 @@ class SetIndex:
 
     def bm25(self, text: str, k: int, allowed: BoolArray | None = None) -> Ranking:
         """Top ``k`` chunks by BM25 for any word of ``text``; only chunks holding one (score > 0)."""
-        if self._bm25 is None:
-            with self._lock:
-                if self._bm25 is None:
-                    self._bm25 = Bm25Index.build(self._store.term_counts(self.target.collection))
-        ids, scores = self._bm25.chunk_ids, self._bm25.scores(text)
+        index = self._bm25.get()
+        ids, scores = index.chunk_ids, index.scores(text)
         if allowed is not None:
             keep = allowed_rows(allowed, ids)
             ids, scores = ids[keep], scores[keep]
         return _top(scores, ids, k, positive=True)
 
+    def _load_bm25(self) -> Bm25Index:
+        return Bm25Index.build(self._store.term_counts(self.target.collection))
 
     # filters ---------------------------------------------------------------------------------------
 
     def allowed(self, filters: dict[str, list[Scalar]]) -> BoolArray:
         """A table indexed by chunk id: which chunks' documents match ``filters``."""
-        if self._metadata is None:
-            with self._lock:
-                if self._metadata is None:
-                    self._metadata = MetadataIndex(*self._store.chunk_metadata(self.target.collection))
-        return self._metadata.lookup(filters)
+        return self._metadata.get().lookup(filters)
+
+    def _load_metadata(self) -> MetadataIndex:
+        return MetadataIndex(*self._store.chunk_metadata(self.target.collection))
 
 
 class IndexCache:
