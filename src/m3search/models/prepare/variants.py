@@ -2,8 +2,11 @@
 
 | backend | fp32 | bf16 | int8-dynamic | int8-static |
 | --- | --- | --- | --- | --- |
-| onnxruntime | plain export, fused at load | refused | fused + per-channel dynamic INT8 | QDQ, MinMax-calibrated |
-| openvino | the fused graph | same graph, bf16 execution | builder INT8 weights | NNCF static INT8 (SmoothQuant) |
+| onnxruntime | the builder's fused graph | refused | builder INT8, per-token scales | QDQ, MinMax-calibrated |
+| openvino | the same fused graph | same graph, bf16 execution | builder INT8 weights | NNCF static INT8 (SmoothQuant) |
+
+(A torch-exported model, the fallback: a plain export fused at load, fused + dynamic INT8 for onnxruntime, and an IR
+of the fused graph and NNCF's weight compression for OpenVINO.)
 
 OpenVINO runs onnxruntime's fused graph (its contrib Attention and SkipLayerNormalization ops) about 1.3x faster
 than the plain export. The builder's graph is written fused, and OpenVINO compiles that ONNX file directly (no IR
@@ -128,7 +131,8 @@ def _build_openvino(prepared: PreparedModel, precision: str, target: Path, feeds
         method: dict[str, Any] = {"method": "nncf.compress_weights", "weights": "int8 asymmetric per-channel",
                   "activations": "quantized at run time by the CPU plugin where it can"}
     else:
-        # NNCF reads the fused graph once OpenVINO has saved it as IR; the torch path's plain export otherwise
+        # NNCF reads the builder's fused graph as OpenVINO loads it; for the torch path, its plain export (NNCF
+        # cannot read onnxruntime's optimizer output)
         plain = ov.Core().read_model(str(ir)) if built else ov.convert_model(str(prepared.onnx_path("fp32")))
         model = nncf.quantize(
             plain, nncf.Dataset(feeds), model_type=nncf.ModelType.TRANSFORMER,
