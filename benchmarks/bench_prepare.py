@@ -42,6 +42,8 @@ CASES: dict[str, list[str]] = {
     "bge-m3 prepare openvino/fp32": ["models", "prepare", *M3[1:], "--backend", "openvino", "--precision", "fp32"],
     "bge-m3 prepare openvino/int8-static": ["models", "prepare", *M3[1:], "--backend", "openvino",
                                             "--precision", "int8-static"],
+    "bge-m3 prepare onnxruntime/int8-static": ["models", "prepare", *M3[1:], "--backend", "onnxruntime",
+                                               "--precision", "int8-static"],
     "minilm first embed": ["embed", "--model", "all-minilm-l6-v2", "A man is playing a guitar."],
     "splade-tiny first index": ["index", str(ROOT / "data" / "debian-faq" / "en" / "corpus.jsonl"), "-c", "faq",
                                 "--model", "splade-tiny"],

@@ -36,7 +36,7 @@ def test_minilm_openvino_modes_stay_close_to_fp32(settings: Settings, precision:
     entry = encoder.prepared.variant("openvino", precision)  # type: ignore[attr-defined]
     assert entry["fidelity"]["texts"] == 64 and entry["fidelity"]["dense_cos_mean"] >= 0.99
     if precision == "int8-static":
-        assert entry["quantization"]["method"] == "nncf.quantize" and len(entry["calibration"]) == 16
+        assert entry["quantization"]["method"] == "m3search builder, static" and len(entry["calibration"]) == 16
 
 
 def test_threshold_refuses_int8_and_force_overrides(settings: Settings) -> None:

@@ -15,7 +15,8 @@ import pytest
 from m3search.errors import ModelFormatError
 from m3search.models.prepare import builder
 from m3search.models.prepare.builder.checkpoint import Checkpoint, SafeTensors, read_torch_state_dict
-from m3search.models.prepare.builder.writer import ALIGN, GraphWriter, quantize_columns, quantize_rows
+from m3search.models.prepare.builder.quantize import quantize_columns, quantize_rows
+from m3search.models.prepare.builder.writer import ALIGN, GraphWriter
 from tests.references import import_or_skip
 
 

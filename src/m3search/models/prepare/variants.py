@@ -2,11 +2,13 @@
 
 | backend | fp32 | bf16 | int8-dynamic | int8-static |
 | --- | --- | --- | --- | --- |
-| onnxruntime | the builder's fused graph | refused | builder INT8, per-token scales | QDQ, MinMax-calibrated |
-| openvino | the same fused graph | same graph, bf16 execution | builder INT8 weights | NNCF static INT8 (SmoothQuant) |
+| onnxruntime | the builder's fused graph | refused | builder INT8, per-token scales | builder INT8, calibrated scales |
+| openvino | the same fused graph | same graph, bf16 execution | builder INT8 weights | builder INT8, calibrated QDQ |
 
-(A torch-exported model, the fallback: a plain export fused at load, fused + dynamic INT8 for onnxruntime, and an IR
-of the fused graph and NNCF's weight compression for OpenVINO.)
+The builder's int8-static (:mod:`.static`) is calibrated on the INT8 graph and written from the checkpoint, so no
+fp32 model is loaded. (A torch-exported model, the fallback: a plain export fused at load, fused + dynamic INT8 for
+onnxruntime, ``quantize_static`` (QDQ, MinMax) for its int8-static, and an IR of the fused graph, NNCF's weight
+compression and NNCF's static INT8 for OpenVINO.)
 
 OpenVINO runs onnxruntime's fused graph (its contrib Attention and SkipLayerNormalization ops) about 1.3x faster
 than the plain export. The builder's graph is written fused, and OpenVINO compiles that ONNX file directly (no IR
@@ -15,7 +17,7 @@ fused by onnxruntime's optimizer and converted to an IR once; NNCF cannot read t
 quantizes the plain export, and its int8-dynamic is NNCF's weight compression.
 
 int8-static is calibrated on the texts of :mod:`.calibration`; the manifest records which texts (a digest),
-and a different calibration set rebuilds the variant.
+and a different calibration set rebuilds the variant (and measures the ranges again).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import numpy as np
 from m3search._optional import require
 from m3search.errors import ConfigError
 from m3search.models.prepare import onnx as onnx_tools
+from m3search.models.prepare import static
 from m3search.models.prepare.cache import PreparedModel, graph_bytes, lock_for, package_version
 from m3search.models.runtime.backends import OPENVINO_EXTRA, check_mode
 
@@ -99,7 +102,9 @@ def ensure_variant(
         target = prepared.directory / variant_file(prepared, key)
         target.parent.mkdir(parents=True, exist_ok=True)
         with quiet_stdout():
-            if backend == "openvino":
+            if precision == "int8-static" and _built_here(prepared):
+                quantization = _build_static(prepared, backend, target, feeds, digest or "")
+            elif backend == "openvino":
                 quantization = _build_openvino(prepared, precision, target, feeds)
             else:
                 quantization = _build_ort_static(prepared.onnx_path("fp32"), target, feeds)
@@ -144,6 +149,24 @@ def _build_openvino(prepared: PreparedModel, precision: str, target: Path, feeds
     return {**method, "nncf_version": package_version("nncf"), "openvino_version": package_version("openvino")}
 
 
+def _build_static(prepared: PreparedModel, backend: str, target: Path, feeds: Feeds, digest: str) -> dict[str, Any]:
+    """int8-static of a builder-made model: calibrated on its INT8 graph, written from the checkpoint (no fp32
+    model in memory, :mod:`.static`)."""
+    ranges = static.calibrated_ranges(prepared, feeds, digest)
+    facts = {"calibration_batches": len(feeds)}
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".tmp-") as tmp:
+        if backend == "openvino":
+            ov = require("openvino", OPENVINO_EXTRA, "the OpenVINO backend")
+            graph = Path(tmp) / "model.onnx"
+            facts.update(static.write_static_graph(prepared, backend, graph, ranges))
+            _save_ir(ov, ov.Core().read_model(str(graph)), target)
+            return facts
+        facts.update(static.write_static_graph(prepared, backend, Path(tmp) / target.name, ranges))
+        for path in Path(tmp).iterdir():
+            shutil.move(path, target.parent / path.name)
+    return facts
+
+
 def variant_file(prepared: PreparedModel, key: str) -> str:
     """Where a variant's graph goes. OpenVINO compiles the builder's fused fp32 ONNX graph directly (its ONNX reader
     maps the external weights): no IR copy, no conversion holding a second copy of the weights in memory."""
@@ -163,10 +186,9 @@ def _weights_only_model(ov: Any, prepared: PreparedModel) -> Any:
 
     with tempfile.TemporaryDirectory(dir=prepared.directory, prefix=".tmp-") as tmp:
         graph = Path(tmp) / "model.onnx"
-        kind = prepared.manifest.get("kind", "hidden")
-        write_graph(kind, Path(prepared.manifest["source"]), graph, int8=True, weights_only=True,
-                    int8_embeddings=bool(prepared.manifest["variants"]["onnxruntime/int8-dynamic"]["quantization"]
-                                         .get("embeddings")))
+        args = static.builder_args(prepared)
+        write_graph(args["kind"], args["src"], graph, int8=True, weights_only=True,
+                    int8_embeddings=args["int8_embeddings"])
         return ov.Core().read_model(str(graph))  # weights read into memory here, before tmp is removed
 
 

@@ -29,6 +29,7 @@ from m3search.errors import ModelFormatError
 from m3search.models.files import read_config
 from m3search.models.prepare.builder.checkpoint import Checkpoint
 from m3search.models.prepare.builder.encoder import FLOAT, INT32, INT64, activation, layer_norm
+from m3search.models.prepare.builder.quantize import StaticPlan
 from m3search.models.prepare.builder.writer import MS, OPSET, GraphWriter, writing
 
 TEXT_INPUTS = ("input_ids", "attention_mask")
@@ -218,16 +219,18 @@ def _vision_graph(w: GraphWriter, ckpt: Checkpoint, t: Tower) -> None:
 
 
 def _write(src: Path, out: Path, graph: Callable[[GraphWriter, Checkpoint, Tower], None], tower: int, *,
-           int8: bool = False, weights_only: bool = False) -> None:
+           int8: bool = False, weights_only: bool = False, static: StaticPlan | None = None,
+           probe: bool = False) -> None:
     chosen = towers(read_config(src))[tower]
     ckpt = Checkpoint(src, prefix="")
-    with writing(out, ckpt, int8=int8, weights_only=weights_only) as writer:
+    with writing(out, ckpt, int8=int8, weights_only=weights_only, static=static, probe=probe) as writer:
         graph(writer, ckpt, chosen)
 
 
-def write_text(src: Path, out: Path, *, int8: bool, weights_only: bool = False) -> None:
+def write_text(src: Path, out: Path, *, int8: bool, weights_only: bool = False, static: StaticPlan | None = None,
+               probe: bool = False) -> None:
     """The text tower (fp32, INT8 for ONNX Runtime, or INT8 weights only for OpenVINO) to ``out`` (+ ``.data``)."""
-    _write(src, out, _text_graph, 0, int8=int8, weights_only=weights_only)
+    _write(src, out, _text_graph, 0, int8=int8, weights_only=weights_only, static=static, probe=probe)
 
 
 def write_vision(src: Path, out: Path) -> None:

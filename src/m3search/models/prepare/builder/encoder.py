@@ -16,7 +16,8 @@ import numpy as np
 
 from m3search.errors import ModelFormatError
 from m3search.models.prepare.builder.checkpoint import Checkpoint
-from m3search.models.prepare.builder.writer import MS, GraphWriter, quantize_rows
+from m3search.models.prepare.builder.quantize import quantize_rows
+from m3search.models.prepare.builder.writer import MS, GraphWriter
 
 _ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu")
 INT64, INT32, FLOAT = 7, 6, 1
@@ -135,7 +136,7 @@ def _attention(w: GraphWriter, ckpt: Checkpoint, cfg: EncoderConfig, h: str, mas
     weight = np.concatenate([ckpt.get(f"{p}.attention.self.{n}.weight") for n in parts], axis=0)
     bias = np.concatenate([ckpt.get(f"{p}.attention.self.{n}.bias") for n in parts])
     if not w.int8:
-        fused = w.matrix(p + ".attention.qkv.weight", np.ascontiguousarray(weight.T))
+        h, fused = w.projection(h, np.ascontiguousarray(weight.T), p + ".attention.qkv.weight")
         return str(w.op("Attention", [h, fused, w.weight(p + ".attention.qkv.bias", bias), mask32], domain=MS,
                         num_heads=cfg.heads))
     qkv = w.linear(h, weight, p + ".attention.qkv.weight", rows)

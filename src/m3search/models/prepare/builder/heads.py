@@ -29,6 +29,7 @@ from m3search.models.prepare.builder.encoder import (
     encoder_layers,
     layer_norm,
 )
+from m3search.models.prepare.builder.quantize import StaticPlan
 from m3search.models.prepare.builder.writer import OPSET, GraphWriter, writing
 
 Kind = Literal["hidden", "m3", "splade", "classifier", "clip"]
@@ -104,15 +105,16 @@ def _classifier(w: GraphWriter, ckpt: Checkpoint, cfg: EncoderConfig, enc: Encod
 
 
 def write_graph(kind: Kind, src: Path, out: Path, *, int8: bool, int8_embeddings: bool = False,
-                weights_only: bool = False) -> dict[str, Any]:
-    """Write one graph (fp32, int8, or int8 weights only) of the checkpoint in ``src`` to ``out`` (+ ``.data``)."""
+                weights_only: bool = False, static: StaticPlan | None = None, probe: bool = False) -> dict[str, Any]:
+    """Write one graph of the checkpoint in ``src`` to ``out`` (+ ``.data``): fp32, int8, int8 weights only, static
+    INT8 (``static``, with ``int8`` for ONNX Runtime or ``weights_only`` for OpenVINO), or the calibration probe."""
     if kind == "clip":  # the text tower; clip.build writes the vision tower beside it
-        clip.write_text(src, out, int8=int8, weights_only=weights_only)
+        clip.write_text(src, out, int8=int8, weights_only=weights_only, static=static, probe=probe)
         return {"outputs": list(OUTPUTS[kind])}
     config = read_config(src)
     cfg = EncoderConfig.from_config(config)
     ckpt = Checkpoint(src)
-    with writing(out, ckpt, int8=int8, weights_only=weights_only) as writer:
+    with writing(out, ckpt, int8=int8, weights_only=weights_only, static=static, probe=probe) as writer:
         token_types = kind == "classifier" and cfg.kind == "bert"
         enc = encoder_layers(writer, ckpt, cfg, embeddings(writer, ckpt, cfg, token_types=token_types,
                                                             int8_table=int8_embeddings))

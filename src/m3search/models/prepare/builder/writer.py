@@ -7,7 +7,9 @@ only its location stays in memory: a graph of any size is written holding one te
 per output channel (symmetric int8) when written, and the activation per row (per token), symmetric around 128
 in uint8, at run time: the scale of a row depends on that row alone, so a text gets the same vector whatever
 else is in its batch. The integer product is exact (MatMulInteger, u8 x s8, the fast kernels); the float result
-is ``int32 * row_scale * column_scale``.
+is ``int32 * row_scale * column_scale``. With a :class:`~.quantize.StaticPlan` (int8-static) the activation
+scales are calibrated constants instead (:mod:`.quantize`); with ``probe`` the INT8 graph also outputs each linear
+layer's input statistics, for that calibration.
 """
 
 from __future__ import annotations
@@ -20,26 +22,13 @@ from typing import Any
 import numpy as np
 
 from m3search.models.prepare.builder.checkpoint import Checkpoint
+from m3search.models.prepare.builder.quantize import PROBE, StaticPlan, quantize_columns, quantize_layer
 
 ALIGN = 1 << 16
 MS = "com.microsoft"
 OPSET = 17
 _TYPES = {np.dtype(np.float32): 1, np.dtype(np.uint8): 2, np.dtype(np.int8): 3, np.dtype(np.int32): 6,
           np.dtype(np.int64): 7}
-
-
-def quantize_columns(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric int8 per output column of a ``[in, out]`` matrix: (int8 weights, float32 scales)."""
-    scale = np.maximum(np.abs(weight).max(axis=0), 1e-12).astype(np.float32) / 127.0
-    quantized = np.clip(np.rint(weight / scale), -127, 127).astype(np.int8)
-    return quantized, scale.astype(np.float32)
-
-
-def quantize_rows(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric int8 per row of an embedding table: (int8 rows, float32 scales)."""
-    scale = np.maximum(np.abs(table).max(axis=1), 1e-12).astype(np.float32) / 127.0
-    quantized = np.clip(np.rint(table / scale[:, None]), -127, 127).astype(np.int8)
-    return quantized, scale
 
 
 class GraphWriter:
@@ -49,15 +38,20 @@ class GraphWriter:
         path: the ``.onnx`` file to write (its data file is ``path`` + ``.data``).
         int8: whether :meth:`linear` quantizes weights and activations (ONNX Runtime's INT8 graph).
         weights_only: int8 weights dequantized in the graph, float activations (OpenVINO's INT8 graph).
+        static: calibrated ranges: static INT8 for ONNX Runtime (with ``int8``) or OpenVINO (with ``weights_only``).
+        probe: the INT8 graph with each linear layer's input ranges as extra outputs, for calibration.
     """
 
-    def __init__(self, path: Path, *, int8: bool, weights_only: bool = False) -> None:
+    def __init__(self, path: Path, *, int8: bool, weights_only: bool = False, static: StaticPlan | None = None,
+                 probe: bool = False) -> None:
         import onnx
 
         self._onnx = onnx
         self.path = path
         self.int8 = int8 and not weights_only
         self.weights_only = weights_only
+        self.static = static
+        self.probe = probe
         self._data_name = path.name + ".data"
         path.parent.mkdir(parents=True, exist_ok=True)
         self._data = (path.parent / self._data_name).open("wb")
@@ -138,6 +132,28 @@ class GraphWriter:
         return str(self.op("DequantizeLinear", [self.weight(name + ".int8", quantized),
                                                 self.weight(name + ".scale", scales)], axis=1))
 
+    def projection(self, x: str, matrix: np.ndarray, name: str) -> tuple[str, str]:
+        """The (input, weight) of a float product ``x @ matrix`` (a MatMul, or the fused Attention's QKV): as they
+        are, or for OpenVINO's static INT8 the input through a fixed QuantizeLinear / DequantizeLinear pair (its
+        FakeQuantize) and the smoothed int8 weight dequantized in the graph."""
+        if self.static is None:
+            return x, self.matrix(name, matrix)
+        q = self._static_layer(matrix, name)
+        scale, zero = self.const(q.scale, np.float32), self.const(q.zero_point, np.uint8)
+        quantized = self.op("QuantizeLinear", [self._smoothed(x, q.inverse_smooth, name), scale, zero])
+        weight = self.op("DequantizeLinear", [self.weight(name + ".int8", q.weight),
+                                              self.weight(name + ".scale", q.weight_scale)], axis=1)
+        return str(self.op("DequantizeLinear", [quantized, scale, zero])), str(weight)
+
+    def _static_layer(self, matrix: np.ndarray, name: str) -> Any:
+        assert self.static is not None
+        return quantize_layer(matrix, self.static.ranges, name, self.static.alpha)
+
+    def _smoothed(self, x: str, inverse: np.ndarray, name: str) -> str:
+        if np.all(inverse == 1.0):
+            return x
+        return str(self.op("Mul", [x, self.weight(name + ".smooth", inverse)]))
+
     # -- the precision-dependent linear layer --
     def linear(self, x: str, weight: np.ndarray, name: str, rows_shape: str) -> str:
         """``x @ weight.T`` for a torch-layout ``[out, in]`` weight, without the bias (callers fuse it).
@@ -146,12 +162,18 @@ class GraphWriter:
         """
         matrix = np.ascontiguousarray(weight.T)
         if not self.int8:
-            return str(self.op("MatMul", [x, self.matrix(name, matrix)]))
+            return str(self.op("MatMul", list(self.projection(x, matrix, name))))
+        if self.static is not None:
+            return self._static_linear(x, matrix, name)
         quantized, scales = quantize_columns(matrix)
         w = self.weight(name + ".int8", quantized)
         w_scale = self.weight(name + ".scale", scales)
         out = matrix.shape[1]
         flat = self.op("Reshape", [x, self.const([-1, matrix.shape[0]])])
+        if self.probe:
+            for side, op in (("min", "ReduceMin"), ("max", "ReduceMax"), ("sq", "ReduceMean")):
+                source = self.op("Mul", [flat, flat]) if side == "sq" else flat
+                self.output(self.op(op, [source], axes=[0], keepdims=0), f"{PROBE}{name}:{side}", ["channels"])
         row_scale = self.op("Div", [self.op("ReduceMax", [self.op("Abs", [flat])], axes=[1], keepdims=0),
                                     self.const(127.0, np.float32)])
         row_scale = self.op("Max", [row_scale, self.const(1e-12, np.float32)])
@@ -162,6 +184,15 @@ class GraphWriter:
         result = self.op("Mul", [product, self.op("Unsqueeze", [row_scale, self.const([1])])])
         shape = self.op("Concat", [rows_shape, self.const([out])], axis=0)
         return str(self.op("Reshape", [result, shape]))
+
+    def _static_linear(self, x: str, matrix: np.ndarray, name: str) -> str:
+        """ONNX Runtime's static INT8: ``MatMulIntegerToFloat(QuantizeLinear(x * inverse_smooth), W_int8)`` with
+        constant scales (N-D input, no reshape, no per-row reductions)."""
+        q = self._static_layer(matrix, name)
+        scale, zero = self.const(q.scale, np.float32), self.const(q.zero_point, np.uint8)
+        activations = self.op("QuantizeLinear", [self._smoothed(x, q.inverse_smooth, name), scale, zero])
+        return str(self.op("MatMulIntegerToFloat", [activations, self.weight(name + ".int8", q.weight), scale,
+                                                    self.weight(name + ".scale", q.weight_scale), zero], domain=MS))
 
     def save(self, producer: str) -> None:
         """Write the graph file; the data file is complete once this returns."""
@@ -179,10 +210,11 @@ class GraphWriter:
 
 
 @contextmanager
-def writing(path: Path, ckpt: Checkpoint, *, int8: bool, weights_only: bool = False) -> Iterator[GraphWriter]:
+def writing(path: Path, ckpt: Checkpoint, *, int8: bool, weights_only: bool = False, static: StaticPlan | None = None,
+            probe: bool = False) -> Iterator[GraphWriter]:
     """A :class:`GraphWriter` for ``path`` whose graph is saved when the block ends, or its files abandoned when the
     block raises; the checkpoint is closed either way."""
-    writer = GraphWriter(path, int8=int8, weights_only=weights_only)
+    writer = GraphWriter(path, int8=int8, weights_only=weights_only, static=static, probe=probe)
     try:
         yield writer
         writer.save("m3search")
