@@ -70,4 +70,7 @@ def test_a_new_calibration_set_measures_the_ranges_again(
     second.encode(TEXTS[:1])
     again = np.load(second.prepared.directory / static.RANGES_FILE)  # type: ignore[attr-defined]
     assert str(kept["digest"]) != str(again["digest"])
+    # a damaged ranges file is measured again, not an error
+    (second.prepared.directory / static.RANGES_FILE).write_bytes(b"not an npz")  # type: ignore[attr-defined]
+    assert static.calibrated_ranges(second.prepared, [], "other").layers() == []  # type: ignore[attr-defined]
     assert second.prepared.variant("onnxruntime", "int8-static")["quantization"]["calibration_batches"] == 1  # type: ignore[attr-defined]

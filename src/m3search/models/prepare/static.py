@@ -38,10 +38,12 @@ def builder_args(prepared: PreparedModel) -> dict[str, Any]:
 def calibrated_ranges(prepared: PreparedModel, feeds: Feeds, digest: str) -> Ranges:
     """The activation ranges for the calibration set named ``digest`` (measured now, or kept from before)."""
     path = prepared.directory / RANGES_FILE
-    if path.is_file():
+    try:
         with np.load(path) as kept:
             if str(kept["digest"]) == digest:
                 return Ranges.from_arrays({k: kept[k] for k in kept.files if k != "digest"})
+    except (OSError, ValueError, KeyError, EOFError):  # missing or unreadable (e.g. a disk filled up): measure again
+        pass
     ranges = _measure(prepared, feeds)
     with tempfile.NamedTemporaryFile(dir=prepared.directory, suffix=".npz", delete=False) as out:
         arrays: dict[str, Any] = {"digest": np.array(digest), **ranges.to_arrays()}
