@@ -230,3 +230,15 @@ def test_cors_when_configured(make_client: Callable[..., TestClient]) -> None:
 def test_a_nan_vector_is_a_json_500_not_a_traceback(client: TestClient) -> None:
     message = _error(client.post("/v1/embeddings", json={"input": ["poison word"]}), 500, "non_finite_embedding")
     assert "NaN" in message
+
+
+def test_a_large_request_body_gives_its_memory_back(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    from m3search.server import middleware
+
+    trims: list[int] = []
+    monkeypatch.setattr(middleware, "trim_heap", lambda: trims.append(1))
+    assert client.post("/v1/embeddings", json={"input": ["small"]}).status_code == 200
+    assert trims == []
+    big = {"input": ["word " * 250_000]}  # 1.25 MB
+    assert client.post("/v1/embeddings", json=big).status_code == 200
+    assert trims == [1]

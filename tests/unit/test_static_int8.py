@@ -70,3 +70,13 @@ def test_an_input_without_outliers_is_left_unsmoothed_or_nearly() -> None:
     q = quantize_layer(matrix, _ranges("flat", x), "flat")
     assert _error(x, matrix, q) < 0.02
     assert 0 <= q.zero_point <= 255 and q.scale > 0
+
+
+def test_calibration_batches_are_cut_to_a_token_budget() -> None:
+    from m3search.models.prepare.static import split_feed
+
+    feed = {"input_ids": np.arange(8 * 512).reshape(8, 512), "attention_mask": np.ones((8, 512), np.int64)}
+    parts = split_feed(feed, 2048)
+    assert [p["input_ids"].shape for p in parts] == [(4, 512), (4, 512)]
+    assert np.array_equal(np.concatenate([p["input_ids"] for p in parts]), feed["input_ids"])
+    assert [p["input_ids"].shape for p in split_feed({"input_ids": np.zeros((3, 4096))}, 2048)] == [(1, 4096)] * 3

@@ -13,6 +13,7 @@ from typing import Any
 
 from starlette.exceptions import HTTPException
 
+from m3search.memory import trim_heap
 from m3search.server.errors import error_response
 from m3search.server.metrics import Metrics
 
@@ -25,6 +26,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 OPEN_PATHS = frozenset({"/health", "/", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/favicon.ico"})
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+TRIM_AFTER_BYTES = 1 << 20  # after a request body this large, free heap memory is returned to the system
 
 
 class RequestMiddleware:
@@ -64,9 +66,11 @@ class RequestMiddleware:
             if refusal is not None:
                 await refusal(scope, receive, send_with_id)
             else:
-                await self.app(scope, self._limited(receive), send_with_id)
+                await self.app(scope, self._limited(receive, state), send_with_id)
         finally:
             self._record(scope, state, status["code"], time.perf_counter() - start, request_id)
+            if state.get("body_bytes", 0) >= TRIM_AFTER_BYTES:
+                trim_heap()  # a large body's parsing leaves freed memory spread over the heaps: give it back
 
     def _refusal(self, path: str, headers: dict[str, str]) -> Any:
         """The response that refuses this request before the app sees it, or None."""
@@ -89,8 +93,9 @@ class RequestMiddleware:
             found |= hmac.compare_digest(token, key)
         return found
 
-    def _limited(self, receive: Receive) -> Receive:
-        """``receive`` that refuses bodies over the limit even without (or with a false) Content-Length."""
+    def _limited(self, receive: Receive, state: dict[str, Any]) -> Receive:
+        """``receive`` that refuses bodies over the limit even without (or with a false) Content-Length, and counts
+        the body's bytes into ``state["body_bytes"]``."""
         seen = 0
 
         async def limited() -> Message:
@@ -98,6 +103,7 @@ class RequestMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
+                state["body_bytes"] = seen
                 if seen > self.max_body:
                     raise HTTPException(413, f"request body is larger than the limit of {self.max_body} bytes "
                                              f"(M3SEARCH_MAX_REQUEST_BYTES)")
