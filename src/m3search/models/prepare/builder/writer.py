@@ -22,7 +22,13 @@ from typing import Any
 import numpy as np
 
 from m3search.models.prepare.builder.checkpoint import Checkpoint
-from m3search.models.prepare.builder.quantize import PROBE, StaticPlan, quantize_columns, quantize_layer
+from m3search.models.prepare.builder.quantize import (
+    PROBE,
+    Quantized,
+    StaticPlan,
+    quantize_columns,
+    quantize_layer,
+)
 
 ALIGN = 1 << 16
 MS = "com.microsoft"
@@ -145,8 +151,9 @@ class GraphWriter:
                                               self.weight(name + ".scale", q.weight_scale)], axis=1)
         return str(self.op("DequantizeLinear", [quantized, scale, zero])), str(weight)
 
-    def _static_layer(self, matrix: np.ndarray, name: str) -> Any:
-        assert self.static is not None
+    def _static_layer(self, matrix: np.ndarray, name: str) -> Quantized:
+        if self.static is None:
+            raise ValueError("a static layer needs a StaticPlan")
         return quantize_layer(matrix, self.static.ranges, name, self.static.alpha)
 
     def _smoothed(self, x: str, inverse: np.ndarray, name: str) -> str:
