@@ -136,9 +136,9 @@ def _build_openvino(prepared: PreparedModel, precision: str, target: Path, feeds
         method: dict[str, Any] = {"method": "nncf.compress_weights", "weights": "int8 asymmetric per-channel",
                   "activations": "quantized at run time by the CPU plugin where it can"}
     else:
-        # NNCF reads the builder's fused graph as OpenVINO loads it; for the torch path, its plain export (NNCF
-        # cannot read onnxruntime's optimizer output)
-        plain = ov.Core().read_model(str(ir)) if built else ov.convert_model(str(prepared.onnx_path("fp32")))
+        # only models the builder cannot rewrite get here (builder-made ones: _build_static); NNCF reads their plain
+        # export (it cannot read onnxruntime's optimizer output)
+        plain = ov.convert_model(str(prepared.onnx_path("fp32")))
         model = nncf.quantize(
             plain, nncf.Dataset(feeds), model_type=nncf.ModelType.TRANSFORMER,
             preset=nncf.QuantizationPreset.MIXED, subset_size=len(feeds),

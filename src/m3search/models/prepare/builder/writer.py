@@ -145,8 +145,7 @@ class GraphWriter:
         if self.static is None:
             return x, self.matrix(name, matrix)
         q = self._static_layer(matrix, name)
-        scale, zero = self.const(q.scale, np.float32), self.const(q.zero_point, np.uint8)
-        quantized = self.op("QuantizeLinear", [self._smoothed(x, q.inverse_smooth, name), scale, zero])
+        quantized, scale, zero = self._quantized_input(x, q, name)
         weight = self.op("DequantizeLinear", [self.weight(name + ".int8", q.weight),
                                               self.weight(name + ".scale", q.weight_scale)], axis=1)
         return str(self.op("DequantizeLinear", [quantized, scale, zero])), str(weight)
@@ -156,10 +155,13 @@ class GraphWriter:
             raise ValueError("a static layer needs a StaticPlan")
         return quantize_layer(matrix, self.static.ranges, name, self.static.alpha)
 
-    def _smoothed(self, x: str, inverse: np.ndarray, name: str) -> str:
-        if np.all(inverse == 1.0):
-            return x
-        return str(self.op("Mul", [x, self.weight(name + ".smooth", inverse)]))
+    def _quantized_input(self, x: str, q: Quantized, name: str) -> tuple[str, str, str]:
+        """``x`` smoothed (unless every channel's factor is 1) and quantized with the layer's constant scale and
+        zero point: (uint8 tensor, scale, zero point)."""
+        if not np.all(q.inverse_smooth == 1.0):
+            x = str(self.op("Mul", [x, self.weight(name + ".smooth", q.inverse_smooth)]))
+        scale, zero = self.const(q.scale, np.float32), self.const(q.zero_point, np.uint8)
+        return str(self.op("QuantizeLinear", [x, scale, zero])), scale, zero
 
     # -- the precision-dependent linear layer --
     def linear(self, x: str, weight: np.ndarray, name: str, rows_shape: str) -> str:
@@ -196,8 +198,7 @@ class GraphWriter:
         """ONNX Runtime's static INT8: ``MatMulIntegerToFloat(QuantizeLinear(x * inverse_smooth), W_int8)`` with
         constant scales (N-D input, no reshape, no per-row reductions)."""
         q = self._static_layer(matrix, name)
-        scale, zero = self.const(q.scale, np.float32), self.const(q.zero_point, np.uint8)
-        activations = self.op("QuantizeLinear", [self._smoothed(x, q.inverse_smooth, name), scale, zero])
+        activations, scale, zero = self._quantized_input(x, q, name)
         return str(self.op("MatMulIntegerToFloat", [activations, self.weight(name + ".int8", q.weight), scale,
                                                     self.weight(name + ".scale", q.weight_scale), zero], domain=MS))
 
