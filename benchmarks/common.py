@@ -29,8 +29,21 @@ def cpu_model() -> str:
     return platform.processor()
 
 
+SIMD_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_int8", "amx_bf16")
+
+
+def cpu_flags() -> list[str]:
+    """The instruction-set flags that decide which kernels run (engines compare only within one machine)."""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("flags"):
+            present = set(line.split(":", 1)[1].split())
+            return [flag for flag in SIMD_FLAGS if flag in present]
+    return []
+
+
 def machine() -> dict[str, Any]:
-    return {"cpu": cpu_model(), "cores": len(os.sched_getaffinity(0)), "python": platform.python_version()}
+    return {"cpu": cpu_model(), "flags": cpu_flags(), "cores": len(os.sched_getaffinity(0)),
+            "python": platform.python_version()}
 
 
 def versions(*packages: str) -> dict[str, str | None]:

@@ -15,7 +15,7 @@ import pytest
 from m3search.errors import ModelFormatError
 from m3search.models.prepare import builder
 from m3search.models.prepare.builder.checkpoint import Checkpoint, SafeTensors, read_torch_state_dict
-from m3search.models.prepare.builder.quantize import quantize_columns, quantize_rows
+from m3search.models.prepare.builder.quantize import PROBE, quantize_columns, quantize_rows
 from m3search.models.prepare.builder.writer import ALIGN, GraphWriter
 from tests.references import import_or_skip
 
@@ -136,3 +136,47 @@ def test_only_bert_like_safetensors_checkpoints_are_built_without_torch(tmp_path
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "mistral"}))
     assert not builder.supports(tmp_path)
 
+
+
+def _one_linear(tmp_path: Path, weight: np.ndarray, *, probe: bool = False) -> Path:
+    writer = GraphWriter(tmp_path / "linear.onnx", int8=True, probe=probe)
+    x = writer.input("x", 1, ["batch", "sequence", weight.shape[1]])
+    writer.output(writer.linear(x, weight, "layer"), "y", ["batch", "sequence", weight.shape[0]])
+    writer.save("test")
+    return tmp_path / "linear.onnx"
+
+
+def test_int8_linear_quantizes_each_row_by_itself_with_one_blocked_quantize(tmp_path: Path) -> None:
+    import onnx
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(3)
+    weight = rng.normal(size=(48, 32)).astype(np.float32)
+    path = _one_linear(tmp_path, weight)
+    graph = onnx.load(str(path))
+    quantize = [n for n in graph.graph.node if n.op_type == "QuantizeLinear"]
+    assert graph.opset_import[0].version == 21 and len(quantize) == 1
+    assert {a.name: onnx.helper.get_attribute_value(a) for a in quantize[0].attribute}["block_size"] == 32
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = rng.normal(size=(3, 5, 32)).astype(np.float32) * np.array([0.01, 1.0, 300.0], np.float32)[:, None, None]
+    y = session.run(None, {"x": x})[0]
+    expected = x @ weight.T
+    error = np.linalg.norm(y - expected, axis=-1) / np.linalg.norm(expected, axis=-1)
+    assert error.max() < 0.02  # every row at its own scale: the 0.01-sized rows are as exact as the 300-sized ones
+    for i in range(3):  # a row's result does not depend on what else is in the batch
+        np.testing.assert_array_equal(session.run(None, {"x": x[i : i + 1]})[0][0], y[i])
+
+
+def test_the_probe_reports_each_linear_inputs_channel_ranges(tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(4)
+    path = _one_linear(tmp_path, rng.normal(size=(8, 6)).astype(np.float32), probe=True)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = rng.normal(size=(2, 4, 6)).astype(np.float32)
+    names = [o.name for o in session.get_outputs()]
+    out = dict(zip(names, session.run(None, {"x": x}), strict=True))
+    flat = x.reshape(-1, 6)
+    np.testing.assert_allclose(out[f"{PROBE}layer:min"], flat.min(axis=0))
+    np.testing.assert_allclose(out[f"{PROBE}layer:max"], flat.max(axis=0))
+    np.testing.assert_allclose(out[f"{PROBE}layer:sq"], (flat**2).mean(axis=0), rtol=1e-5)

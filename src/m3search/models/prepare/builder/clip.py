@@ -110,16 +110,16 @@ def _qkv(ckpt: Checkpoint, p: str) -> tuple[np.ndarray, np.ndarray]:
 Attend = Callable[[str, str], str]  # (normed hidden state, layer prefix) -> attention context [B, S, H]
 
 
-def layers(w: GraphWriter, ckpt: Checkpoint, t: Tower, h: str, rows: str, attend: Attend, final_norm: str) -> str:
+def layers(w: GraphWriter, ckpt: Checkpoint, t: Tower, h: str, attend: Attend, final_norm: str) -> str:
     """The pre-LN layers over ``h``; returns ``final_norm`` of the last residual stream."""
     x = layer_norm(w, ckpt, h, f"{t.prefix}encoder.layers.0.layer_norm1", t.eps)
     for i in range(t.layers):
         p = f"{t.prefix}encoder.layers.{i}."
-        out = w.linear(attend(x, p), ckpt.get(p + "self_attn.out_proj.weight"), p + "out_proj", rows)
+        out = w.linear(attend(x, p), ckpt.get(p + "self_attn.out_proj.weight"), p + "out_proj")
         x, h = _skip_norm(w, ckpt, out, h, p + "self_attn.out_proj.bias", p + "layer_norm2", t.eps)
-        inner = w.linear(x, ckpt.get(p + "mlp.fc1.weight"), p + "fc1", rows)
+        inner = w.linear(x, ckpt.get(p + "mlp.fc1.weight"), p + "fc1")
         inner = _activate(w, inner, ckpt.get(p + "mlp.fc1.bias"), t.act, p + "fc1.bias")
-        out = w.linear(inner, ckpt.get(p + "mlp.fc2.weight"), p + "fc2", rows)
+        out = w.linear(inner, ckpt.get(p + "mlp.fc2.weight"), p + "fc2")
         norm = f"{t.prefix}encoder.layers.{i + 1}.layer_norm1" if i + 1 < t.layers else final_norm
         x, h = _skip_norm(w, ckpt, out, h, p + "mlp.fc2.bias", norm, t.eps)
     return x
@@ -133,7 +133,7 @@ def _text_attend(w: GraphWriter, ckpt: Checkpoint, t: Tower, mask: str, rows: st
 
         def fused(x: str, p: str) -> str:
             weight, bias = _qkv(ckpt, p)
-            q, k, v = w.op("Split", [w.linear(x, weight, p + "qkv", rows), w.const([t.hidden] * 3)], outputs=3,
+            q, k, v = w.op("Split", [w.linear(x, weight, p + "qkv"), w.const([t.hidden] * 3)], outputs=3,
                            axis=-1)
             return str(w.op("MultiHeadAttention", [q, k, v, w.weight(p + "qkv.bias", bias), mask32], domain=MS,
                             num_heads=t.heads, unidirectional=1))
@@ -149,7 +149,7 @@ def _text_attend(w: GraphWriter, ckpt: Checkpoint, t: Tower, mask: str, rows: st
 
     def plain(x: str, p: str) -> str:
         weight, bias = _qkv(ckpt, p)
-        qkv = w.op("Add", [w.linear(x, weight, p + "qkv", rows), w.weight(p + "qkv.bias", bias)])
+        qkv = w.op("Add", [w.linear(x, weight, p + "qkv"), w.weight(p + "qkv.bias", bias)])
         heads = [w.op("Transpose", [w.op("Reshape", [part, w.const([0, 0, t.heads, size])])], perm=[0, 2, 1, 3])
                  for part in w.op("Split", [qkv, w.const([t.hidden] * 3)], outputs=3, axis=-1)]
         keys = w.op("Transpose", [heads[1]], perm=[0, 1, 3, 2])
@@ -185,7 +185,7 @@ def _text_graph(w: GraphWriter, ckpt: Checkpoint, t: Tower) -> None:
     positions = w.op("Slice", [w.weight(emb + "position_embedding.weight", ckpt.get(emb + "position_embedding.weight")),
                                w.const([0]), w.op("Gather", [rows, w.const([1])]), w.const([0])])
     h = str(w.op("Add", [tokens, positions]))
-    hidden = layers(w, ckpt, t, h, rows, _text_attend(w, ckpt, t, mask, rows), t.prefix + "final_layer_norm")
+    hidden = layers(w, ckpt, t, h, _text_attend(w, ckpt, t, mask, rows), t.prefix + "final_layer_norm")
     pooled = w.op("GatherND", [hidden, _end_of_text(w, t, ids)], batch_dims=1)
     w.output(_project(w, ckpt, pooled, "text_projection.weight"), "text_embeds", ["batch", "projection"])
 
@@ -206,14 +206,12 @@ def _vision_graph(w: GraphWriter, ckpt: Checkpoint, t: Tower) -> None:
                                                                            axis=0)])
     rest = w.op("Add", [patches, w.weight(emb + "position_embedding.weight", positions[1:].copy())])
     h = layer_norm(w, ckpt, w.op("Concat", [cls, rest], axis=1), t.prefix + "pre_layrnorm", t.eps)
-    rows = str(w.op("Slice", [w.op("Shape", [h]), w.const([0]), w.const([-1])]))
-
     def attend(x: str, p: str) -> str:
         weight, bias = _qkv(ckpt, p)
         return str(w.op("Attention", [x, w.matrix(p + "qkv", np.ascontiguousarray(weight.T)),
                                       w.weight(p + "qkv.bias", bias)], domain=MS, num_heads=t.heads))
 
-    hidden = layers(w, ckpt, t, h, rows, attend, t.prefix + "post_layernorm")
+    hidden = layers(w, ckpt, t, h, attend, t.prefix + "post_layernorm")
     pooled = w.op("Gather", [hidden, w.const(0)], axis=1)
     w.output(_project(w, ckpt, pooled, "visual_projection.weight"), "image_embeds", ["batch", "projection"])
 

@@ -54,11 +54,10 @@ class EncoderConfig:
 
 @dataclass(frozen=True)
 class Encoded:
-    """Names in the graph: the last hidden state ``[B, S, H]``, the int64 mask, and the shape ``[B, S]``."""
+    """Names in the graph: the last hidden state ``[B, S, H]`` and the int64 mask."""
 
     hidden: str
     mask: str
-    rows: str
 
 
 def activation(w: GraphWriter, x: str, bias: np.ndarray, act: str, name: str) -> str:
@@ -95,7 +94,6 @@ def embeddings(w: GraphWriter, ckpt: Checkpoint, cfg: EncoderConfig, *, token_ty
                int8_table: bool) -> Encoded:
     ids = w.input("input_ids", INT64, ["batch", "sequence"])
     mask = w.input("attention_mask", INT64, ["batch", "sequence"])
-    rows = str(w.op("Shape", [ids]))
     word = _word_embeddings(w, ckpt, ids, int8_table and (w.int8 or w.weights_only))
     positions = ckpt.get("embeddings.position_embeddings.weight")
     types = ckpt.get("embeddings.token_type_embeddings.weight") if ckpt.has(
@@ -115,7 +113,7 @@ def embeddings(w: GraphWriter, ckpt: Checkpoint, cfg: EncoderConfig, *, token_ty
         total = w.op("Add", [total, w.op("Gather", [w.weight("embeddings.token_type_embeddings.weight", types),
                                                      type_ids])])
     hidden = layer_norm(w, ckpt, total, "embeddings.LayerNorm", cfg.eps)
-    return Encoded(hidden, mask, rows)
+    return Encoded(hidden, mask)
 
 
 def layer_norm(w: GraphWriter, ckpt: Checkpoint, x: str, prefix: str, eps: float, *, prefixed: bool = True) -> str:
@@ -130,8 +128,7 @@ def _skip_norm(w: GraphWriter, ckpt: Checkpoint, x: str, skip: str, bias: str, p
     return str(w.op("SkipLayerNormalization", [x, skip, gamma, beta, bias], domain=MS, epsilon=eps))
 
 
-def _attention(w: GraphWriter, ckpt: Checkpoint, cfg: EncoderConfig, h: str, mask32: str, rows: str,
-               p: str) -> str:
+def _attention(w: GraphWriter, ckpt: Checkpoint, cfg: EncoderConfig, h: str, mask32: str, p: str) -> str:
     parts = ("query", "key", "value")
     weight = np.concatenate([ckpt.get(f"{p}.attention.self.{n}.weight") for n in parts], axis=0)
     bias = np.concatenate([ckpt.get(f"{p}.attention.self.{n}.bias") for n in parts])
@@ -139,7 +136,7 @@ def _attention(w: GraphWriter, ckpt: Checkpoint, cfg: EncoderConfig, h: str, mas
         h, fused = w.projection(h, np.ascontiguousarray(weight.T), p + ".attention.qkv.weight")
         return str(w.op("Attention", [h, fused, w.weight(p + ".attention.qkv.bias", bias), mask32], domain=MS,
                         num_heads=cfg.heads))
-    qkv = w.linear(h, weight, p + ".attention.qkv.weight", rows)
+    qkv = w.linear(h, weight, p + ".attention.qkv.weight")
     q, k, v = w.op("Split", [qkv, w.const([cfg.hidden] * 3)], outputs=3, axis=-1)
     return str(w.op("MultiHeadAttention", [q, k, v, w.weight(p + ".qkv.bias", bias), mask32], domain=MS,
                     num_heads=cfg.heads))
@@ -151,14 +148,13 @@ def encoder_layers(w: GraphWriter, ckpt: Checkpoint, cfg: EncoderConfig, encoded
     h = encoded.hidden
     for i in range(cfg.layers):
         p = f"encoder.layer.{i}"
-        context = _attention(w, ckpt, cfg, h, mask32, encoded.rows, p)
-        projected = w.linear(context, ckpt.get(p + ".attention.output.dense.weight"), p + ".attention.output",
-                             encoded.rows)
+        context = _attention(w, ckpt, cfg, h, mask32, p)
+        projected = w.linear(context, ckpt.get(p + ".attention.output.dense.weight"), p + ".attention.output")
         bias = w.weight(p + ".attention.output.dense.bias", ckpt.get(p + ".attention.output.dense.bias"))
         h = _skip_norm(w, ckpt, projected, h, bias, p + ".attention.output.LayerNorm", cfg.eps)
-        inner = w.linear(h, ckpt.get(p + ".intermediate.dense.weight"), p + ".intermediate", encoded.rows)
+        inner = w.linear(h, ckpt.get(p + ".intermediate.dense.weight"), p + ".intermediate")
         inner = activation(w, inner, ckpt.get(p + ".intermediate.dense.bias"), cfg.act, p + ".intermediate.bias")
-        out = w.linear(inner, ckpt.get(p + ".output.dense.weight"), p + ".output", encoded.rows)
+        out = w.linear(inner, ckpt.get(p + ".output.dense.weight"), p + ".output")
         bias = w.weight(p + ".output.dense.bias", ckpt.get(p + ".output.dense.bias"))
         h = _skip_norm(w, ckpt, out, h, bias, p + ".output.LayerNorm", cfg.eps)
-    return Encoded(h, encoded.mask, encoded.rows)
+    return Encoded(h, encoded.mask)

@@ -43,10 +43,6 @@ def _first_token(w: GraphWriter, h: str) -> str:
     return str(w.op("Gather", [h, w.const(0)], axis=1))
 
 
-def _batch_rows(w: GraphWriter, x: str) -> str:
-    return str(w.op("Slice", [w.op("Shape", [x]), w.const([0]), w.const([-1])]))
-
-
 def _m3(w: GraphWriter, ckpt: Checkpoint, enc: Encoded) -> None:
     colbert, sparse = read_head(ckpt.directory, "colbert_linear"), read_head(ckpt.directory, "sparse_linear")
     hidden = w.op("Shape", [enc.hidden])
@@ -57,33 +53,33 @@ def _m3(w: GraphWriter, ckpt: Checkpoint, enc: Encoded) -> None:
     weights = w.op("Relu", [w.op("Add", [weights, w.weight("sparse_linear.bias", sparse["bias"])])])
     w.output(w.op("Squeeze", [weights, w.const([-1])]), "token_weights", ["batch", "sequence"])
     after_cls = w.op("Slice", [enc.hidden, w.const([1]), w.op("Gather", [hidden, w.const([1])]), w.const([1])])
-    vectors = w.linear(after_cls, colbert["weight"], "colbert_linear.weight", _batch_rows(w, after_cls))
+    vectors = w.linear(after_cls, colbert["weight"], "colbert_linear.weight")
     vectors = w.op("Add", [vectors, w.weight("colbert_linear.bias", colbert["bias"])])
     w.output(vectors, "colbert", ["batch", "sequence_without_cls", "colbert_dim"])
 
 
 def _splade(w: GraphWriter, ckpt: Checkpoint, cfg: EncoderConfig, enc: Encoded) -> None:
     head = "cls.predictions."
-    t = w.linear(enc.hidden, ckpt.get(head + "transform.dense.weight", prefixed=False), "mlm.transform", enc.rows)
+    t = w.linear(enc.hidden, ckpt.get(head + "transform.dense.weight", prefixed=False), "mlm.transform")
     t = activation(w, t, ckpt.get(head + "transform.dense.bias", prefixed=False), cfg.act, "mlm.transform.bias")
     t = layer_norm(w, ckpt, t, head + "transform.LayerNorm", cfg.eps, prefixed=False)
     decoder = (ckpt.get(head + "decoder.weight", prefixed=False) if ckpt.has(head + "decoder.weight", prefixed=False)
                else ckpt.get("embeddings.word_embeddings.weight"))  # tied to the word embeddings
     bias_name = head + "decoder.bias" if ckpt.has(head + "decoder.bias", prefixed=False) else head + "bias"
-    logits = w.linear(t, decoder, "mlm.decoder", enc.rows)
+    logits = w.linear(t, decoder, "mlm.decoder")
     # log(1 + relu(x)) never decreases, so its max over tokens is taken of the logits' max: one [B, S, V] pass
     # instead of four. Padding gets -1e4 first, which relu turns into the reference's masked 0.
     padding = w.op("Mul", [w.op("Sub", [w.op("Cast", [enc.mask], to=FLOAT), w.const(1.0, np.float32)]),
                            w.const(1e4, np.float32)])
     masked = w.op("Add", [logits, w.op("Unsqueeze", [padding, w.const([-1])])])
-    top = w.op("ReduceMax", [masked], axes=[1], keepdims=0)
+    top = w.reduce("ReduceMax", masked, [1], keepdims=False)
     top = w.op("Add", [top, w.weight("mlm.decoder.bias", ckpt.get(bias_name, prefixed=False))])
     pooled = w.op("Log", [w.op("Add", [w.op("Relu", [top]), w.const(1.0, np.float32)])])
     w.output(pooled, "sparse", ["batch", "vocabulary"])
 
 
 def _dense_tanh(w: GraphWriter, x: str, weight: np.ndarray, bias: np.ndarray, name: str) -> str:
-    y = w.linear(x, weight, name, _batch_rows(w, x))
+    y = w.linear(x, weight, name)
     return str(w.op("Tanh", [w.op("Add", [y, w.weight(name + ".bias", bias)])]))
 
 
