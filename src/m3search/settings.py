@@ -13,6 +13,12 @@ import platformdirs
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# Padded tokens per inference call. Small calls keep a layer's activations in the CPU's caches between operators:
+# on 2 cores, of budgets 512-8192, 512 was the fastest for BGE-M3 (1.8-2.2x the speed of 8192) and for MiniLM in
+# 5 of 6 cases (the sixth, ONNX Runtime on passages: 1024 best, 512 as fast as 8192; benchmarks/results/budget.md).
+# It also bounds the activations' memory. The auto-tuner tries larger budgets where it measures.
+DEFAULT_BATCH_TOKENS = 512
+
 # "int8" is an alias of "int8-dynamic" (the name used before the precision modes had variants).
 Precision = Literal["fp32", "bf16", "int8-dynamic", "int8-static", "int8"]
 Backend = Literal["auto", "onnxruntime", "openvino"]
@@ -38,7 +44,7 @@ class Settings(BaseSettings):
     default_model: str = Field("bge-m3", description="model used when none is named")
     threads: int = Field(0, ge=0, description="intra-op threads per session; 0 = all cores / sessions")
     sessions: int = Field(1, ge=1, description="inference sessions expected to run at once (e.g. server workers)")
-    batch_tokens: int = Field(8192, ge=1, description="token budget of one batch (padded tokens)")
+    batch_tokens: int = Field(DEFAULT_BATCH_TOKENS, ge=1, description="token budget of one batch (padded tokens)")
     max_batch_size: int = Field(64, ge=1, description="at most this many texts in one batch")
     max_length: int | None = Field(None, ge=1, description="default max tokens per input; None = model's")
     precision: Precision = Field("int8-dynamic", description="default precision mode of encoders")

@@ -17,7 +17,7 @@ from m3search.models.prepare.cache import PreparedModel, load_prepared
 from m3search.models.runtime import backends
 from m3search.models.runtime import sessions as runtime
 from m3search.models.runtime.sessions import RunOptions
-from m3search.settings import Settings
+from m3search.settings import DEFAULT_BATCH_TOKENS, Settings
 
 from ..conftest import TINY_SPEC
 
@@ -167,7 +167,7 @@ def test_the_session_loader_leaves_its_caller_unchanged(make: Callable[..., Onnx
     """load_session returns the backend "auto" chose and its budget; only the encoder applies them to itself."""
     encoder = make("auto", "fp32")
     loaded = runtime.load_session(encoder)
-    assert (encoder.backend, encoder.batch_tokens) == ("auto", 8192)
+    assert (encoder.backend, encoder.batch_tokens) == ("auto", DEFAULT_BATCH_TOKENS)
     assert loaded.backend in ("onnxruntime", "openvino") and loaded.batch_tokens > 0
     assert loaded.session.run(None, encoder.feeds(TEXTS[:1])[0])
     encoder.encode(TEXTS)  # the encoder's own session: it applies what the loader chose

@@ -19,6 +19,7 @@ from m3search.lazy import Lazy
 from m3search.models.registry import ModelSpec
 from m3search.models.runtime.batching import plan_batches
 from m3search.models.runtime.tokenize import TextTokenizer, Tokens
+from m3search.settings import DEFAULT_BATCH_TOKENS
 from m3search.types import Embedding, FloatArray, IntArray, OnOverflow, Output, SparseVector
 
 if TYPE_CHECKING:
@@ -68,7 +69,7 @@ class Encoder(ABC):
         *,
         dim: int | None = None,
         max_length: int | None = None,
-        batch_tokens: int = 8192,
+        batch_tokens: int = DEFAULT_BATCH_TOKENS,
         max_batch_size: int = 64,
     ) -> None:
         self.spec = spec

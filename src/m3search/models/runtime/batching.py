@@ -6,8 +6,9 @@ from collections.abc import Sequence
 
 # A batch closes when the next input would fill less than this share of the batch's padded width and the batch
 # has MIN_SPLIT inputs already: a server's merged requests (a few hundred texts of mixed lengths) then pad little.
-# Batches stay at least MIN_SPLIT long because dynamic INT8 quantization scales activations per batch: with 4,
-# SPLADE-tiny's int8 sparse fidelity fell from 0.9909 to 0.9894 (AVX2), with 16 it stays 0.9908.
+# MIN_SPLIT was set when dynamic INT8 scaled activations per batch (with 4, SPLADE-tiny's int8 sparse fidelity fell
+# from 0.9909 to 0.9894); INT8 now scales each token by itself, and at the default budget (512 tokens) the budget
+# closes batches before this rule does.
 MIN_FILL = 0.8
 MIN_SPLIT = 16
 

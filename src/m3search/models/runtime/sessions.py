@@ -29,7 +29,7 @@ from m3search.models.runtime.reference import fp32_reference
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-BUDGETS = (2048, 8192)  # token budgets the auto-tuner tries for the winning backend
+BUDGETS = (512, 2048, 8192)  # token budgets the auto-tuner tries for the winning backend
 BUDGET_TUNING_SECONDS = 15.0  # budgets are tuned only when one pass over the sample takes at most this long
 
 __all__ = ["LoadedSession", "RunOptions", "choose_backend", "fastest_backend", "load_session", "machine_key",
