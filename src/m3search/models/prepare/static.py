@@ -24,6 +24,7 @@ from m3search.models.prepare.cache import PreparedModel, package_version
 
 log = logging.getLogger(__name__)
 RANGES_FILE = "calibration-ranges.npz"
+PROBE_FORM = "2"  # what the probe reports (2: linear inputs and attention's Q, K, V); older ranges are re-measured
 CALIBRATION_TOKENS = 2048  # tokens per calibration run: the activations of longer batches made the peak
 Feeds = list[dict[str, np.ndarray]]
 
@@ -38,16 +39,16 @@ def builder_args(prepared: PreparedModel) -> dict[str, Any]:
 
 def calibrated_ranges(prepared: PreparedModel, feeds: Feeds, digest: str) -> Ranges:
     """The activation ranges for the calibration set named ``digest`` (measured now, or kept from before)."""
-    path = prepared.directory / RANGES_FILE
+    path, key = prepared.directory / RANGES_FILE, f"{digest}/probe{PROBE_FORM}"
     try:
         with np.load(path) as kept:
-            if str(kept["digest"]) == digest:
+            if str(kept["digest"]) == key:
                 return Ranges.from_arrays({k: kept[k] for k in kept.files if k != "digest"})
     except (OSError, ValueError, KeyError, EOFError):  # missing or unreadable (e.g. a disk filled up): measure again
         pass
     ranges = _measure(prepared, feeds)
     with tempfile.NamedTemporaryFile(dir=prepared.directory, suffix=".npz", delete=False) as out:
-        arrays: dict[str, Any] = {"digest": np.array(digest), **ranges.to_arrays()}
+        arrays: dict[str, Any] = {"digest": np.array(key), **ranges.to_arrays()}
         np.savez(out, **arrays)
     Path(out.name).replace(path)
     return ranges

@@ -1,10 +1,10 @@
 """The BERT / XLM-RoBERTa encoder as ONNX Runtime's fused operators, written from the checkpoint's tensors.
 
-Per layer: self-attention (fp32: the fused ``Attention`` contrib op, QKV in one weight; int8: one quantized QKV
-projection into ``MultiHeadAttention``), ``SkipLayerNormalization`` with the projection bias folded in, and the
-feed-forward block as MatMul → ``BiasGelu`` → MatMul → ``SkipLayerNormalization``. Embeddings: word (int8 rows
-when the model asks), position (XLM-R numbers positions after the padding index, from the ids, as the reference
-does) and token type (folded into the position table when the graph has no ``token_type_ids`` input).
+Per layer: self-attention (:mod:`.attention`: QKV in one weight), ``SkipLayerNormalization`` with the projection
+bias folded in, and the feed-forward block as MatMul → ``BiasGelu`` → MatMul → ``SkipLayerNormalization``.
+Embeddings: word (int8 rows when the model asks), position (XLM-R numbers positions after the padding index, from
+the ids, as the reference does) and token type (folded into the position table when the graph has no
+``token_type_ids`` input).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from m3search.errors import ModelFormatError
+from m3search.models.prepare.builder.attention import self_attention
 from m3search.models.prepare.builder.checkpoint import Checkpoint
 from m3search.models.prepare.builder.quantize import quantize_rows
 from m3search.models.prepare.builder.writer import MS, GraphWriter
@@ -128,27 +129,20 @@ def _skip_norm(w: GraphWriter, ckpt: Checkpoint, x: str, skip: str, bias: str, p
     return str(w.op("SkipLayerNormalization", [x, skip, gamma, beta, bias], domain=MS, epsilon=eps))
 
 
-def _attention(w: GraphWriter, ckpt: Checkpoint, cfg: EncoderConfig, h: str, mask32: str, p: str) -> str:
+def _attention(w: GraphWriter, ckpt: Checkpoint, cfg: EncoderConfig, h: str, masks: tuple[str, str], p: str) -> str:
     parts = ("query", "key", "value")
     weight = np.concatenate([ckpt.get(f"{p}.attention.self.{n}.weight") for n in parts], axis=0)
     bias = np.concatenate([ckpt.get(f"{p}.attention.self.{n}.bias") for n in parts])
-    if not w.int8:
-        h, fused = w.projection(h, np.ascontiguousarray(weight.T), p + ".attention.qkv.weight")
-        return str(w.op("Attention", [h, fused, w.weight(p + ".attention.qkv.bias", bias), mask32], domain=MS,
-                        num_heads=cfg.heads))
-    qkv = w.linear(h, weight, p + ".attention.qkv.weight")
-    q, k, v = w.op("Split", [qkv, w.const([cfg.hidden] * 3)], outputs=3, axis=-1)
-    return str(w.op("MultiHeadAttention", [q, k, v, w.weight(p + ".qkv.bias", bias), mask32], domain=MS,
-                    num_heads=cfg.heads))
+    return self_attention(w, h, weight, bias, masks, cfg.heads, p)
 
 
 def encoder_layers(w: GraphWriter, ckpt: Checkpoint, cfg: EncoderConfig, encoded: Encoded) -> Encoded:
     """All transformer layers over the embeddings; returns the last hidden state."""
-    mask32 = w.op("Cast", [encoded.mask], to=INT32)
+    masks = (encoded.mask, str(w.op("Cast", [encoded.mask], to=INT32)))
     h = encoded.hidden
     for i in range(cfg.layers):
         p = f"encoder.layer.{i}"
-        context = _attention(w, ckpt, cfg, h, mask32, p)
+        context = _attention(w, ckpt, cfg, h, masks, p)
         projected = w.linear(context, ckpt.get(p + ".attention.output.dense.weight"), p + ".attention.output")
         bias = w.weight(p + ".attention.output.dense.bias", ckpt.get(p + ".attention.output.dense.bias"))
         h = _skip_norm(w, ckpt, projected, h, bias, p + ".attention.output.LayerNorm", cfg.eps)

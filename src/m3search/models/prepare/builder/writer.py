@@ -131,6 +131,16 @@ class GraphWriter:
             return str(self.op(op_type, [x, self.const(axes)], keepdims=int(keepdims)))
         return str(self.op(op_type, [x], axes=axes, keepdims=int(keepdims)))
 
+    def probe_ranges(self, x: str, name: str, channels: int) -> None:
+        """In the probe graph: the per-channel minimum, maximum and mean square of ``x`` ``[..., channels]`` as the
+        outputs ``probe:<name>:min`` / ``:max`` / ``:sq``, for calibration (nothing in other graphs)."""
+        if not self.probe:
+            return
+        flat = self.op("Reshape", [x, self.const([-1, channels])])
+        for side, op in (("min", "ReduceMin"), ("max", "ReduceMax"), ("sq", "ReduceMean")):
+            source = self.op("Mul", [flat, flat]) if side == "sq" else flat
+            self.output(self.reduce(op, source, [0], keepdims=False), f"{PROBE}{name}:{side}", ["channels"])
+
     def output(self, source: str, name: str, shape: list[Any]) -> None:
         self.nodes.append(self._onnx.helper.make_node("Identity", [source], [name], name=self.name("out")))
         self.outputs.append(self._onnx.helper.make_tensor_value_info(name, 1, shape))
@@ -159,6 +169,19 @@ class GraphWriter:
                                               self.weight(name + ".scale", q.weight_scale)], axis=1)
         return str(self.op("DequantizeLinear", [quantized, scale, zero])), str(weight)
 
+    def static_parts(self, x: str, matrix: np.ndarray, name: str, parts: int) -> tuple[str, list[str]]:
+        """OpenVINO's static INT8 of a product whose ``[in, out]`` weight is ``parts`` products side by side (Q, K and
+        V): the input once through its fixed QuantizeLinear / DequantizeLinear pair, and each part's int8 columns
+        dequantized on their own, so that each part is its own INT8 layer (no split of a joint output)."""
+        q = self._static_layer(matrix, name)
+        quantized, scale, zero = self._quantized_input(x, q, name)
+        width = matrix.shape[1] // parts
+        weights = [str(self.op("DequantizeLinear", [
+            self.weight(f"{name}.int8.{i}", np.ascontiguousarray(q.weight[:, i * width : (i + 1) * width])),
+            self.weight(f"{name}.scale.{i}", q.weight_scale[i * width : (i + 1) * width].copy())], axis=1))
+            for i in range(parts)]
+        return str(self.op("DequantizeLinear", [quantized, scale, zero])), weights
+
     def _static_layer(self, matrix: np.ndarray, name: str) -> Quantized:
         if self.static is None:
             raise ValueError("a static layer needs a StaticPlan")
@@ -184,11 +207,7 @@ class GraphWriter:
         if self.static is not None:
             return self._static_linear(x, matrix, name)
         quantized, scales = quantize_columns(matrix)
-        if self.probe:
-            flat = self.op("Reshape", [x, self.const([-1, matrix.shape[0]])])
-            for side, op in (("min", "ReduceMin"), ("max", "ReduceMax"), ("sq", "ReduceMean")):
-                source = self.op("Mul", [flat, flat]) if side == "sq" else flat
-                self.output(self.reduce(op, source, [0], keepdims=False), f"{PROBE}{name}:{side}", ["channels"])
+        self.probe_ranges(x, name, matrix.shape[0])
         peak = self.reduce("ReduceMax", self.op("Abs", [x]), [-1], keepdims=True)
         row_scale = self.op("Max", [self.op("Div", [peak, self.const(127.0, np.float32)]),
                                     self.const(1e-12, np.float32)])
