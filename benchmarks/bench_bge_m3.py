@@ -9,7 +9,7 @@ memory on a 24 GB machine).
 
 Full-size BGE-M3 architecture with random weights (568M parameters; speed does not depend on the weight values),
 all three outputs (dense + sparse + ColBERT), 2 threads, the same inputs for every engine:
-- ``passages``: 256 passages of mixed length up to 512 tokens (max length 512, batches of up to 16 x 512 tokens);
+- ``passages``: 256 passages of mixed length up to 512 tokens (max length 512, the default token budget per call);
 - ``long``: 8 documents of 8192 tokens (max length 8192, one document per batch).
 Each engine runs in its own process so that its peak RSS is its own. Results: benchmarks/results/bge_m3.{json,md}.
 
