@@ -10,7 +10,6 @@ Texts/s per budget, median of ``--rounds`` rounds, budgets and engines interleav
 
 from __future__ import annotations
 
-import random
 import sys
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_bge_m3
 import bench_minilm
-from common import base_parser, cranfield_texts, machine, versions, write_results
+from common import base_parser, cranfield_spans, machine, versions, write_results
 
 BUDGETS = (512, 1024, 2048, 4096, 8192)
 ENGINES = ("m3search-ort-int8-dynamic", "m3search-ov-int8-dynamic", "m3search-ov-int8-static")
@@ -29,13 +28,7 @@ BGE_M3_ENGINES = ("m3search-ort-int8-dynamic", "m3search-ov-int8-dynamic")
 
 
 def sentences(count: int) -> list[str]:
-    words, rng = " ".join(cranfield_texts()).split(), random.Random(1)
-    out = []
-    for _ in range(count):
-        n = rng.randint(5, 40)
-        start = rng.randint(0, len(words) - n)
-        out.append(" ".join(words[start : start + n]))
-    return out
+    return cranfield_spans(count, 5, 40, seed=1)
 
 
 def sweep(encoders: dict[str, Any], texts: list[str], budgets: tuple[int, ...], rounds: int,

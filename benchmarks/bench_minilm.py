@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import statistics
 import sys
 import time
@@ -26,7 +25,7 @@ import numpy as np
 from common import (  # the script's folder is on sys.path
     ROOT,
     base_parser,
-    cranfield_texts,
+    cranfield_spans,
     engine_mode,
     machine,
     peak_rss_mb,
@@ -48,14 +47,7 @@ ATTENTION_FLOPS_PER_POSITION = 6 * 2 * 2 * 384
 
 
 def passages(count: int) -> list[str]:
-    words = " ".join(cranfield_texts()).split()
-    rng = random.Random(2000)
-    result = []
-    for _ in range(count):
-        n = rng.randint(50, 300)
-        start = rng.randint(0, len(words) - n)
-        result.append(" ".join(words[start : start + n]))
-    return result
+    return cranfield_spans(count, 50, 300, seed=2000)
 
 
 def minilm_dir() -> Path:

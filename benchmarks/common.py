@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import resource
 import subprocess
 import sys
@@ -20,6 +21,18 @@ def cranfield_texts() -> list[str]:
     """The 1398 Cranfield abstracts (``data/cranfield/corpus.jsonl``, built by ``data/make_data.py``)."""
     lines = (ROOT / "data" / "cranfield" / "corpus.jsonl").read_text(encoding="utf-8").splitlines()
     return [json.loads(line)["text"] for line in lines if line.strip()]
+
+
+def cranfield_spans(count: int, low: int, high: int, seed: int) -> list[str]:
+    """``count`` deterministic texts of ``low``-``high`` consecutive words from the Cranfield abstracts."""
+    words = " ".join(cranfield_texts()).split()
+    rng = random.Random(seed)
+    result = []
+    for _ in range(count):
+        n = rng.randint(low, high)
+        start = rng.randint(0, len(words) - n)
+        result.append(" ".join(words[start : start + n]))
+    return result
 
 
 def cpu_model() -> str:
