@@ -27,10 +27,11 @@ import numpy as np
 
 from m3search.errors import ModelFormatError
 from m3search.models.files import read_config
+from m3search.models.prepare.builder.attention import attend, heads_first, padding_bias
 from m3search.models.prepare.builder.checkpoint import Checkpoint
-from m3search.models.prepare.builder.encoder import FLOAT, INT32, INT64, activation, layer_norm
+from m3search.models.prepare.builder.encoder import activation, layer_norm
 from m3search.models.prepare.builder.quantize import StaticPlan
-from m3search.models.prepare.builder.writer import MS, OPSET, GraphWriter, writing
+from m3search.models.prepare.builder.writer import FLOAT, INT32, INT64, MS, OPSET, GraphWriter, writing
 
 TEXT_INPUTS = ("input_ids", "attention_mask")
 TEXT_OUTPUTS = ("text_embeds",)
@@ -143,20 +144,15 @@ def _text_attend(w: GraphWriter, ckpt: Checkpoint, t: Tower, mask: str, rows: st
     causal = np.triu(np.full((t.extra["max_position_embeddings"],) * 2, _MASKED, np.float32), 1)
     causal = w.op("Slice", [w.weight("causal_bias", causal), w.const([0, 0]),
                             w.op("Concat", [length, length], axis=0), w.const([0, 1])])
-    padding = w.op("Mul", [w.op("Sub", [w.const(1.0, np.float32), w.op("Cast", [mask], to=FLOAT)]),
-                           w.const(_MASKED, np.float32)])
-    scores_bias = w.op("Add", [causal, w.op("Unsqueeze", [padding, w.const([1, 2])])])  # [B, 1, S, S]
+    padding = padding_bias(w, mask, _MASKED)
+    scores_bias = str(w.op("Add", [causal, w.op("Unsqueeze", [padding, w.const([1, 2])])]))  # [B, 1, S, S]
 
     def plain(x: str, p: str) -> str:
         weight, bias = _qkv(ckpt, p)
         qkv = w.op("Add", [w.linear(x, weight, p + "qkv"), w.weight(p + "qkv.bias", bias)])
-        heads = [w.op("Transpose", [w.op("Reshape", [part, w.const([0, 0, t.heads, size])])], perm=[0, 2, 1, 3])
-                 for part in w.op("Split", [qkv, w.const([t.hidden] * 3)], outputs=3, axis=-1)]
-        keys = w.op("Transpose", [heads[1]], perm=[0, 1, 3, 2])
-        scores = w.op("Mul", [w.op("MatMul", [heads[0], keys]), w.const(size ** -0.5, np.float32)])
-        probs = w.op("Softmax", [w.op("Add", [scores, scores_bias])], axis=-1)
-        context = w.op("Transpose", [w.op("MatMul", [probs, heads[2]])], perm=[0, 2, 1, 3])
-        return str(w.op("Reshape", [context, w.const([0, 0, t.hidden])]))
+        q, k, v = w.op("Split", [qkv, w.const([t.hidden] * 3)], outputs=3, axis=-1)
+        return attend(w, heads_first(w, q, t.heads, [0, 2, 1, 3]), heads_first(w, k, t.heads, [0, 2, 3, 1]),
+                      heads_first(w, v, t.heads, [0, 2, 1, 3]), scores_bias, size, t.hidden)
 
     return plain
 

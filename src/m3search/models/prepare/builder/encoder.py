@@ -15,13 +15,12 @@ from typing import Any
 import numpy as np
 
 from m3search.errors import ModelFormatError
-from m3search.models.prepare.builder.attention import self_attention
+from m3search.models.prepare.builder.attention import AttentionMask, attention_mask, self_attention
 from m3search.models.prepare.builder.checkpoint import Checkpoint
 from m3search.models.prepare.builder.quantize import quantize_rows
-from m3search.models.prepare.builder.writer import MS, GraphWriter
+from m3search.models.prepare.builder.writer import FLOAT, INT64, MS, GraphWriter
 
 _ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu")
-INT64, INT32, FLOAT = 7, 6, 1
 
 
 @dataclass(frozen=True)
@@ -129,20 +128,20 @@ def _skip_norm(w: GraphWriter, ckpt: Checkpoint, x: str, skip: str, bias: str, p
     return str(w.op("SkipLayerNormalization", [x, skip, gamma, beta, bias], domain=MS, epsilon=eps))
 
 
-def _attention(w: GraphWriter, ckpt: Checkpoint, cfg: EncoderConfig, h: str, masks: tuple[str, str], p: str) -> str:
+def _attention(w: GraphWriter, ckpt: Checkpoint, cfg: EncoderConfig, h: str, mask: AttentionMask, p: str) -> str:
     parts = ("query", "key", "value")
     weight = np.concatenate([ckpt.get(f"{p}.attention.self.{n}.weight") for n in parts], axis=0)
     bias = np.concatenate([ckpt.get(f"{p}.attention.self.{n}.bias") for n in parts])
-    return self_attention(w, h, weight, bias, masks, cfg.heads, p)
+    return self_attention(w, h, weight, bias, mask, cfg.heads, p)
 
 
 def encoder_layers(w: GraphWriter, ckpt: Checkpoint, cfg: EncoderConfig, encoded: Encoded) -> Encoded:
     """All transformer layers over the embeddings; returns the last hidden state."""
-    masks = (encoded.mask, str(w.op("Cast", [encoded.mask], to=INT32)))
+    mask = attention_mask(w, encoded.mask)
     h = encoded.hidden
     for i in range(cfg.layers):
         p = f"encoder.layer.{i}"
-        context = _attention(w, ckpt, cfg, h, masks, p)
+        context = _attention(w, ckpt, cfg, h, mask, p)
         projected = w.linear(context, ckpt.get(p + ".attention.output.dense.weight"), p + ".attention.output")
         bias = w.weight(p + ".attention.output.dense.bias", ckpt.get(p + ".attention.output.dense.bias"))
         h = _skip_norm(w, ckpt, projected, h, bias, p + ".attention.output.LayerNorm", cfg.eps)

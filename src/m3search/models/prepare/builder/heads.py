@@ -19,9 +19,9 @@ import numpy as np
 from m3search.errors import ModelFormatError
 from m3search.models.files import read_config
 from m3search.models.prepare.builder import clip
+from m3search.models.prepare.builder.attention import padding_bias
 from m3search.models.prepare.builder.checkpoint import Checkpoint, read_head
 from m3search.models.prepare.builder.encoder import (
-    FLOAT,
     Encoded,
     EncoderConfig,
     activation,
@@ -69,9 +69,7 @@ def _splade(w: GraphWriter, ckpt: Checkpoint, cfg: EncoderConfig, enc: Encoded) 
     logits = w.linear(t, decoder, "mlm.decoder")
     # log(1 + relu(x)) never decreases, so its max over tokens is taken of the logits' max: one [B, S, V] pass
     # instead of four. Padding gets -1e4 first, which relu turns into the reference's masked 0.
-    padding = w.op("Mul", [w.op("Sub", [w.op("Cast", [enc.mask], to=FLOAT), w.const(1.0, np.float32)]),
-                           w.const(1e4, np.float32)])
-    masked = w.op("Add", [logits, w.op("Unsqueeze", [padding, w.const([-1])])])
+    masked = w.op("Add", [logits, w.op("Unsqueeze", [padding_bias(w, enc.mask), w.const([-1])])])
     top = w.reduce("ReduceMax", masked, [1], keepdims=False)
     top = w.op("Add", [top, w.weight("mlm.decoder.bias", ckpt.get(bias_name, prefixed=False))])
     pooled = w.op("Log", [w.op("Add", [w.op("Relu", [top]), w.const(1.0, np.float32)])])

@@ -36,8 +36,9 @@ ALIGN = 1 << 16
 MS = "com.microsoft"
 OPSET = 17  # every graph but ONNX Runtime's dynamic INT8 (OpenVINO reads these too)
 ROW_OPSET = 21  # ONNX Runtime's dynamic INT8 and its calibration probe: QuantizeLinear with a block_size
-_TYPES = {np.dtype(np.float32): 1, np.dtype(np.uint8): 2, np.dtype(np.int8): 3, np.dtype(np.int32): 6,
-          np.dtype(np.int64): 7}
+FLOAT, INT32, INT64 = 1, 6, 7  # ONNX element types (inputs, Cast targets)
+_TYPES = {np.dtype(np.float32): FLOAT, np.dtype(np.uint8): 2, np.dtype(np.int8): 3, np.dtype(np.int32): INT32,
+          np.dtype(np.int64): INT64}
 
 
 class GraphWriter:
@@ -163,11 +164,8 @@ class GraphWriter:
         FakeQuantize) and the smoothed int8 weight dequantized in the graph."""
         if self.static is None:
             return x, self.matrix(name, matrix)
-        q = self._static_layer(matrix, name)
-        quantized, scale, zero = self._quantized_input(x, q, name)
-        weight = self.op("DequantizeLinear", [self.weight(name + ".int8", q.weight),
-                                              self.weight(name + ".scale", q.weight_scale)], axis=1)
-        return str(self.op("DequantizeLinear", [quantized, scale, zero])), str(weight)
+        x, (weight,) = self.static_parts(x, matrix, name, 1)
+        return x, weight
 
     def static_parts(self, x: str, matrix: np.ndarray, name: str, parts: int) -> tuple[str, list[str]]:
         """OpenVINO's static INT8 of a product whose ``[in, out]`` weight is ``parts`` products side by side (Q, K and
