@@ -205,3 +205,48 @@ def test_threads_are_shared_among_sessions(monkeypatch: pytest.MonkeyPatch) -> N
     assert Settings(sessions=4).effective_threads() == 2
     assert Settings(sessions=16).effective_threads() == 1
     assert Settings(sessions=4, threads=3).effective_threads() == 3
+
+
+def _per_text_graph(path: Path) -> Path:
+    """input_ids -> x[b, s, :] = id * (1, 2, 3, 4) -> per-text INT8 linear: "y" [B, S, 3] and its sum "total" [B, 3]."""
+    from m3search.models.prepare.builder.writer import FLOAT, INT64, GraphWriter
+
+    w = GraphWriter(path, int8=True)
+    ids = w.input("input_ids", INT64, ["batch", "sequence"])
+    w.input("attention_mask", INT64, ["batch", "sequence"])
+    x = w.op("Mul", [w.op("Unsqueeze", [w.op("Cast", [ids], to=FLOAT), w.const([-1])]),
+                     w.const([1.0, 2.0, 3.0, 4.0], np.float32)])
+    y = w.linear(x, np.random.default_rng(1).normal(size=(3, 4)).astype(np.float32), "layer")
+    w.output(y, "y", ["batch", "sequence", 3])
+    w.output(w.reduce("ReduceSum", y, [1], keepdims=False), "total", ["batch", 3])
+    w.save("test")
+    return path
+
+
+def test_a_per_text_int8_graph_runs_each_text_alone_without_its_padding(tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    path = _per_text_graph(tmp_path / "g.onnx")
+    session = backends.OrtSession(path, 1, spinning=False)
+    assert session.per_text
+    ids = np.array([[3, 1, 2, 0, 0], [900, 40, 7, 1000, 5], [2, 0, 0, 0, 0]], np.int64)
+    mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]], np.int64)
+    y, total = session.run(None, {"input_ids": ids, "attention_mask": mask})
+    assert y.shape == (3, 5, 3) and total.shape == (3, 3)
+    for row, length in enumerate((3, 5, 1)):
+        alone = session.run(["y", "total"], {"input_ids": ids[row : row + 1, :length],
+                                             "attention_mask": mask[row : row + 1, :length]})
+        np.testing.assert_array_equal(y[row, :length], alone[0][0])  # bitwise: the batch does not reach it
+        np.testing.assert_array_equal(total[row], alone[1][0])
+        assert not y[row, length:].any()  # padding positions come back as zeros
+    # the graph run on the whole batch at once scales the small rows by the large one's range: they would change
+    batched = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
+        ["y"], {"input_ids": ids, "attention_mask": mask})[0]
+    assert not np.array_equal(batched[0, :3], y[0, :3])
+
+
+def test_a_per_text_session_refuses_left_padding(tmp_path: Path) -> None:
+    session = backends.OrtSession(_per_text_graph(tmp_path / "g.onnx"), 1, spinning=False)
+    with pytest.raises(ConfigError, match="padded on the right"):
+        session.run(None, {"input_ids": np.ones((2, 3), np.int64),
+                           "attention_mask": np.array([[0, 1, 1], [1, 1, 1]], np.int64)})

@@ -16,7 +16,7 @@ from m3search.errors import ModelFormatError
 from m3search.models.prepare import builder
 from m3search.models.prepare.builder.checkpoint import Checkpoint, SafeTensors, read_torch_state_dict
 from m3search.models.prepare.builder.quantize import PROBE, quantize_columns, quantize_rows
-from m3search.models.prepare.builder.writer import ALIGN, GraphWriter
+from m3search.models.prepare.builder.writer import ALIGN, SCALE_KEY, GraphWriter
 from tests.references import import_or_skip
 
 
@@ -138,12 +138,35 @@ def test_only_bert_like_safetensors_checkpoints_are_built_without_torch(tmp_path
 
 
 
-def _one_linear(tmp_path: Path, weight: np.ndarray, *, probe: bool = False) -> Path:
+def _one_linear(tmp_path: Path, weight: np.ndarray, *, probe: bool = False, rows: bool = False) -> Path:
     writer = GraphWriter(tmp_path / "linear.onnx", int8=True, probe=probe)
     x = writer.input("x", 1, ["batch", "sequence", weight.shape[1]])
-    writer.output(writer.linear(x, weight, "layer"), "y", ["batch", "sequence", weight.shape[0]])
+    writer.output(writer.linear(x, weight, "layer", rows=rows), "y", ["batch", "sequence", weight.shape[0]])
     writer.save("test")
     return tmp_path / "linear.onnx"
+
+
+def test_int8_linear_is_one_fused_product_per_text_and_the_graph_says_so(tmp_path: Path) -> None:
+    import onnx
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(5)
+    weight = rng.normal(size=(48, 32)).astype(np.float32)
+    path = _one_linear(tmp_path, weight)
+    graph = onnx.load(str(path))
+    assert [n.op_type for n in graph.graph.node] == ["DynamicQuantizeMatMul", "Identity"]
+    assert {p.key: p.value for p in graph.metadata_props} == {SCALE_KEY: "text"}  # ONNX Runtime runs texts alone
+    x = rng.normal(size=(1, 7, 32)).astype(np.float32)
+    y = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    expected = x @ weight.T
+    assert (np.linalg.norm(y - expected) / np.linalg.norm(expected)) < 0.02
+
+
+def test_probe_and_static_graphs_are_not_marked_per_text(tmp_path: Path) -> None:
+    import onnx
+
+    path = _one_linear(tmp_path, np.ones((4, 4), np.float32), probe=True)
+    assert not onnx.load(str(path)).metadata_props
 
 
 def test_int8_linear_quantizes_each_row_by_itself_with_one_blocked_quantize(tmp_path: Path) -> None:
@@ -152,7 +175,7 @@ def test_int8_linear_quantizes_each_row_by_itself_with_one_blocked_quantize(tmp_
 
     rng = np.random.default_rng(3)
     weight = rng.normal(size=(48, 32)).astype(np.float32)
-    path = _one_linear(tmp_path, weight)
+    path = _one_linear(tmp_path, weight, rows=True)
     graph = onnx.load(str(path))
     quantize = [n for n in graph.graph.node if n.op_type == "QuantizeLinear"]
     assert graph.opset_import[0].version == 21 and len(quantize) == 1

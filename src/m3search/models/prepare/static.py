@@ -21,6 +21,7 @@ from m3search.memory import trim_heap
 from m3search.models.prepare.builder.heads import write_graph
 from m3search.models.prepare.builder.quantize import PROBE, Ranges, StaticPlan
 from m3search.models.prepare.cache import PreparedModel, package_version
+from m3search.models.prepare.onnx import UNFUSED
 
 log = logging.getLogger(__name__)
 RANGES_FILE = "calibration-ranges.npz"
@@ -69,7 +70,8 @@ def _measure(prepared: PreparedModel, feeds: Feeds) -> Ranges:
         # process grew from 1.8 to 2.96 GB over the calibration); plain allocations go back after each batch
         options.enable_cpu_mem_arena = False
         options.enable_mem_pattern = False
-        session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"],
+                                       disabled_optimizers=UNFUSED)
         names = [o.name for o in session.get_outputs() if o.name.startswith(PROBE)]
         for feed in feeds:
             for part in split_feed(feed, CALIBRATION_TOKENS):

@@ -17,6 +17,7 @@ import numpy as np
 from m3search._optional import require
 from m3search.errors import ConfigError, ModelFormatError
 from m3search.memory import drop_file_pages, shedding_file_pages
+from m3search.models.prepare.builder.writer import SCALE_KEY
 from m3search.models.prepare.onnx import build_session
 
 OPENVINO_EXTRA = "openvino"
@@ -31,15 +32,52 @@ class Session(Protocol):
 
 
 class OrtSession:
-    """An ONNX Runtime CPU session (thread-safe: ``run`` may be called concurrently)."""
+    """An ONNX Runtime CPU session (thread-safe: ``run`` may be called concurrently).
+
+    A graph marked ``m3search.activation_scale = text`` (the builder's dynamic INT8: one activation scale per input,
+    :mod:`m3search.models.prepare.builder.writer`) runs each text of a batch by itself, cut to its own length: the
+    scales then depend on that text alone, so its vector is the same whatever else is in the batch (and no padding
+    is computed). Outputs along the sequence are padded back with zeros to the batch's width.
+    """
 
     def __init__(self, path: Path, threads: int, *, spinning: bool) -> None:
         self._session = build_session(path, threads, spinning=spinning)
         self.input_names = [i.name for i in self._session.get_inputs()]
+        self.per_text = self._session.get_modelmeta().custom_metadata_map.get(SCALE_KEY) == "text"
+        outputs = self._session.get_outputs()
+        self._output_names = [o.name for o in outputs]
+        self._sequence_axes = {o.name: [axis for axis, dim in enumerate(o.shape)
+                                        if isinstance(dim, str) and dim.startswith("sequence")] for o in outputs}
 
     def run(self, output_names: list[str] | None, feed: dict[str, np.ndarray]) -> list[Any]:
-        result: list[Any] = self._session.run(output_names, feed)
-        return result
+        if not self.per_text:
+            result: list[Any] = self._session.run(output_names, feed)
+            return result
+        names = output_names if output_names is not None else self._output_names
+        mask = feed["attention_mask"]
+        rows = []
+        for row, length in enumerate(_prefix_lengths(mask)):
+            part = {k: (v[row : row + 1, :length] if v.shape[:2] == mask.shape else v[row : row + 1])
+                    for k, v in feed.items()}
+            outs = self._session.run(names, part)
+            rows.append([self._widen(out, name, mask.shape[1] - length) for out, name in zip(outs, names, strict=True)])
+        return [np.concatenate(parts) for parts in zip(*rows, strict=True)]
+
+    def _widen(self, out: np.ndarray, name: str, padding: int) -> np.ndarray:
+        for axis in self._sequence_axes[name] if padding else ():
+            widths = [(0, 0)] * out.ndim
+            widths[axis] = (0, padding)
+            out = np.pad(out, widths)
+        return out
+
+
+def _prefix_lengths(mask: np.ndarray) -> list[int]:
+    """Each row's length: its mask must be ones, then zeros (right padding, as every encoder pads)."""
+    lengths = [int(n) for n in mask.sum(axis=1)]
+    for row, length in enumerate(lengths):
+        if not mask[row, :length].all():
+            raise ConfigError("a batch for a per-text INT8 graph must be padded on the right")
+    return lengths
 
 
 class OpenVinoSession:

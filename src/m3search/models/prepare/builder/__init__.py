@@ -26,8 +26,9 @@ QUANTIZATION = {
     "per_channel": True,
     "symmetric": True,
     "activations": "uint8",
-    "activation_scale": "per row (token), at run time: a text's vector does not depend on its batch",
-    "ops": ["MatMulIntegerToFloat"],
+    "activation_scale": ("per text at run time, each text run by itself (per row for the feed-forward output "
+                         "layer): a text's vector does not depend on its batch"),
+    "ops": ["QAttention", "DynamicQuantizeMatMul", "MatMulIntegerToFloat"],
 }
 
 

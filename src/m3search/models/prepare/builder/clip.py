@@ -12,8 +12,8 @@
   class token, ``visual_projection``.
 
 Both towers are pre-LN transformers: ``h + attn(LN1(h))``, then ``h + mlp(LN2(h))``; each residual sum and the next
-layer norm are one ``SkipLayerNormalization`` (its fourth output is the sum). Neither output is normalised: the
-encoder does that.
+layer norm are Add and ``LayerNormalization`` (the fused ``SkipLayerNormalization`` is slower: :mod:`.encoder`).
+Neither output is normalised: the encoder does that.
 """
 
 from __future__ import annotations
@@ -88,12 +88,9 @@ def towers(config: dict[str, Any]) -> tuple[Tower, Tower]:
 
 def _skip_norm(w: GraphWriter, ckpt: Checkpoint, x: str, residual: str, bias: str, norm: str,
                eps: float) -> tuple[str, str]:
-    """(``norm(residual + x + bias)``, ``residual + x + bias``) in one fused op."""
-    gamma, beta = w.weight(norm + ".weight", ckpt.get(norm + ".weight")), w.weight(norm + ".bias",
-                                                                                  ckpt.get(norm + ".bias"))
-    bias_name = w.weight(bias, ckpt.get(bias))
-    outs = w.op("SkipLayerNormalization", [x, residual, gamma, beta, bias_name], outputs=4, domain=MS, epsilon=eps)
-    return str(outs[0]), str(outs[3])
+    """(``norm(residual + x + bias)``, ``residual + x + bias``), plain ops (see :func:`.encoder._skip_norm`)."""
+    total = str(w.op("Add", [w.op("Add", [x, w.weight(bias, ckpt.get(bias))]), residual]))
+    return layer_norm(w, ckpt, total, norm, eps), total
 
 
 def _activate(w: GraphWriter, x: str, bias: np.ndarray, act: str, name: str) -> str:
@@ -120,7 +117,7 @@ def layers(w: GraphWriter, ckpt: Checkpoint, t: Tower, h: str, attend: Attend, f
         x, h = _skip_norm(w, ckpt, out, h, p + "self_attn.out_proj.bias", p + "layer_norm2", t.eps)
         inner = w.linear(x, ckpt.get(p + "mlp.fc1.weight"), p + "fc1")
         inner = _activate(w, inner, ckpt.get(p + "mlp.fc1.bias"), t.act, p + "fc1.bias")
-        out = w.linear(inner, ckpt.get(p + "mlp.fc2.weight"), p + "fc2")
+        out = w.linear(inner, ckpt.get(p + "mlp.fc2.weight"), p + "fc2", rows=True)
         norm = f"{t.prefix}encoder.layers.{i + 1}.layer_norm1" if i + 1 < t.layers else final_norm
         x, h = _skip_norm(w, ckpt, out, h, p + "mlp.fc2.bias", norm, t.eps)
     return x

@@ -1,7 +1,8 @@
 """The BERT / XLM-RoBERTa encoder as ONNX Runtime's fused operators, written from the checkpoint's tensors.
 
-Per layer: self-attention (:mod:`.attention`: QKV in one weight), ``SkipLayerNormalization`` with the projection
-bias folded in, and the feed-forward block as MatMul → ``BiasGelu`` → MatMul → ``SkipLayerNormalization``.
+Per layer: self-attention (:mod:`.attention`: QKV in one weight), Add (projection bias and residual) and
+``LayerNormalization``, and the feed-forward block as MatMul → ``BiasGelu`` → MatMul (its input quantized per row in
+dynamic INT8) → Add → ``LayerNormalization``.
 Embeddings: word (int8 rows when the model asks), position (XLM-R numbers positions after the padding index, from
 the ids, as the reference does) and token type (folded into the position table when the graph has no
 ``token_type_ids`` input).
@@ -123,9 +124,10 @@ def layer_norm(w: GraphWriter, ckpt: Checkpoint, x: str, prefix: str, eps: float
 
 
 def _skip_norm(w: GraphWriter, ckpt: Checkpoint, x: str, skip: str, bias: str, prefix: str, eps: float) -> str:
-    gamma = w.weight(prefix + ".weight", ckpt.get(prefix + ".weight"))
-    beta = w.weight(prefix + ".bias", ckpt.get(prefix + ".bias"))
-    return str(w.op("SkipLayerNormalization", [x, skip, gamma, beta, bias], domain=MS, epsilon=eps))
+    """``LayerNorm(x + bias + skip)`` as plain Add and LayerNormalization: ONNX Runtime's fused
+    ``SkipLayerNormalization`` ran 7x slower than the two (a [250, 384] input: 244 against 35 us) and took a quarter of
+    MiniLM's time; sessions keep it unfused (:func:`m3search.models.prepare.onnx.build_session`)."""
+    return layer_norm(w, ckpt, w.op("Add", [w.op("Add", [x, bias]), skip]), prefix, eps)
 
 
 def _attention(w: GraphWriter, ckpt: Checkpoint, cfg: EncoderConfig, h: str, mask: AttentionMask, p: str) -> str:
@@ -147,7 +149,7 @@ def encoder_layers(w: GraphWriter, ckpt: Checkpoint, cfg: EncoderConfig, encoded
         h = _skip_norm(w, ckpt, projected, h, bias, p + ".attention.output.LayerNorm", cfg.eps)
         inner = w.linear(h, ckpt.get(p + ".intermediate.dense.weight"), p + ".intermediate")
         inner = activation(w, inner, ckpt.get(p + ".intermediate.dense.bias"), cfg.act, p + ".intermediate.bias")
-        out = w.linear(inner, ckpt.get(p + ".output.dense.weight"), p + ".output")
+        out = w.linear(inner, ckpt.get(p + ".output.dense.weight"), p + ".output", rows=True)
         bias = w.weight(p + ".output.dense.bias", ckpt.get(p + ".output.dense.bias"))
         h = _skip_norm(w, ckpt, out, h, bias, p + ".output.LayerNorm", cfg.eps)
     return Encoded(h, encoded.mask)
