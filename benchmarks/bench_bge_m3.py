@@ -19,6 +19,7 @@ Each engine runs in its own process so that its peak RSS is its own. Results: be
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import random
@@ -69,22 +70,25 @@ def make_inputs(case: str, count: int) -> list[str]:
     return texts
 
 
-def model_dir() -> Path:
-    directory = CACHE / "model"
-    if not (directory / "model.safetensors").is_file():
-        from m3search.testing import FULL_SIZE, M3Shape, build_random_bge_m3
+def model_dir(layers: int | None = None) -> Path:
+    """The random BGE-M3 (full size; with ``layers``, BGE-M3's width with fewer layers: a shallower copy whose
+    torch export fits in memory, for same-run comparisons with the torch path)."""
+    from m3search.testing import FULL_SIZE, M3Shape, build_random_bge_m3
 
-        build_random_bge_m3(directory, M3Shape() if SMOKE else FULL_SIZE)
+    directory = CACHE / ("model" if layers is None else f"model-{layers}-layers")
+    if not (directory / "model.safetensors").is_file():
+        shape = M3Shape() if SMOKE else FULL_SIZE
+        build_random_bge_m3(directory, shape if layers is None else dataclasses.replace(shape, layers=layers))
     return directory
 
 
-def encoder_for(engine: str, threads: int) -> Any:
+def encoder_for(engine: str, threads: int, layers: int | None = None) -> Any:
     from m3search import load_encoder
     from m3search.settings import Settings
 
     backend, precision, builder = engine_mode(engine)
     settings = Settings(home=CACHE / "home", calibration_size=CALIBRATION_SIZE, builder=builder)
-    return load_encoder("bge-m3", path=model_dir(), precision=precision, backend=backend,  # type: ignore[arg-type]
+    return load_encoder("bge-m3", path=model_dir(layers), precision=precision, backend=backend,  # type: ignore[arg-type]
                         threads=threads, settings=settings)
 
 

@@ -53,6 +53,9 @@ def main() -> None:
     parser.add_argument("--passages", type=int, default=240)
     parser.add_argument("--bge-m3-passages", type=int, default=16)
     parser.add_argument("--budgets", default=",".join(map(str, BUDGETS)))
+    parser.add_argument("--bge-m3-layers", type=int, default=None,
+                        help="BGE-M3's width with this many layers (default: all 24); lets @torch engines run")
+    parser.add_argument("--name", default="budget", help="results file name (NAME.json, NAME.md)")
     args = parser.parse_args()
     budgets = tuple(int(b) for b in args.budgets.split(","))
     engines = args.engines.split(",")
@@ -64,14 +67,16 @@ def main() -> None:
     }
     del minilm
     if args.bge_m3_passages:
-        m3 = {e: bench_bge_m3.encoder_for(e, args.threads) for e in engines if e in BGE_M3_ENGINES}
-        cases["BGE-M3 passages"] = sweep(m3, bench_bge_m3.make_inputs("passages", args.bge_m3_passages), budgets,
+        m3 = {e: bench_bge_m3.encoder_for(e, args.threads, args.bge_m3_layers) for e in engines
+              if e.split("@")[0] in BGE_M3_ENGINES and (args.bge_m3_layers or "@" not in e)}
+        label = f"BGE-M3 {args.bge_m3_layers} layers" if args.bge_m3_layers else "BGE-M3"
+        cases[f"{label} passages"] = sweep(m3, bench_bge_m3.make_inputs("passages", args.bge_m3_passages), budgets,
                                          args.rounds, outputs=["dense", "sparse", "colbert"], max_length=512)
-    command = f"python benchmarks/bench_budget.py --engines {args.engines} --rounds {args.rounds}"
+    command = " ".join(["python benchmarks/bench_budget.py", *sys.argv[1:]])
     result = {"machine": machine(), "versions": versions("m3search", "onnxruntime", "openvino"),
               "threads": args.threads, "budgets": list(budgets), "rounds": args.rounds, "command": command,
               "cases": cases}
-    write_results(args.out, "budget", result, table(result))
+    write_results(args.out, args.name, result, table(result))
 
 
 def table(result: dict[str, Any]) -> str:

@@ -223,11 +223,12 @@ def _per_text_graph(path: Path) -> Path:
     return path
 
 
-def test_a_per_text_int8_graph_runs_each_text_alone_without_its_padding(tmp_path: Path) -> None:
+@pytest.mark.parametrize("threads", [1, 2])  # 2: the batch's texts run two at a time
+def test_a_per_text_int8_graph_runs_each_text_alone_without_its_padding(tmp_path: Path, threads: int) -> None:
     import onnxruntime as ort
 
     path = _per_text_graph(tmp_path / "g.onnx")
-    session = backends.OrtSession(path, 1, spinning=False)
+    session = backends.OrtSession(path, threads, spinning=False)
     assert session.per_text
     ids = np.array([[3, 1, 2, 0, 0], [900, 40, 7, 1000, 5], [2, 0, 0, 0, 0]], np.int64)
     mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]], np.int64)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from pathlib import Path
 from typing import Any, Protocol
@@ -37,7 +38,9 @@ class OrtSession:
     A graph marked ``m3search.activation_scale = text`` (the builder's dynamic INT8: one activation scale per input,
     :mod:`m3search.models.prepare.builder.writer`) runs each text of a batch by itself, cut to its own length: the
     scales then depend on that text alone, so its vector is the same whatever else is in the batch (and no padding
-    is computed). Outputs along the sequence are padded back with zeros to the batch's width.
+    is computed). The texts of a batch run ``threads`` at a time, each on the session's threads (MiniLM, 2 cores:
+    sentences 1.02x, passages 1.33x the torch path's batches; one after the other: 0.69x and 1.15x). Outputs along
+    the sequence are padded back with zeros to the batch's width.
     """
 
     def __init__(self, path: Path, threads: int, *, spinning: bool) -> None:
@@ -48,6 +51,7 @@ class OrtSession:
         self._output_names = [o.name for o in outputs]
         self._sequence_axes = {o.name: [axis for axis, dim in enumerate(o.shape)
                                         if isinstance(dim, str) and dim.startswith("sequence")] for o in outputs}
+        self._texts = ThreadPoolExecutor(threads, "m3search-text") if self.per_text and threads > 1 else None
 
     def run(self, output_names: list[str] | None, feed: dict[str, np.ndarray]) -> list[Any]:
         if not self.per_text:
@@ -55,12 +59,18 @@ class OrtSession:
             return result
         names = output_names if output_names is not None else self._output_names
         mask = feed["attention_mask"]
-        rows = []
-        for row, length in enumerate(_prefix_lengths(mask)):
+
+        def one(row: int, length: int) -> list[np.ndarray]:
             part = {k: (v[row : row + 1, :length] if v.shape[:2] == mask.shape else v[row : row + 1])
                     for k, v in feed.items()}
             outs = self._session.run(names, part)
-            rows.append([self._widen(out, name, mask.shape[1] - length) for out, name in zip(outs, names, strict=True)])
+            return [self._widen(out, name, mask.shape[1] - length) for out, name in zip(outs, names, strict=True)]
+
+        lengths = _prefix_lengths(mask)
+        if self._texts is None or len(lengths) == 1:
+            rows = [one(row, length) for row, length in enumerate(lengths)]
+        else:
+            rows = list(self._texts.map(one, range(len(lengths)), lengths))
         return [np.concatenate(parts) for parts in zip(*rows, strict=True)]
 
     def _widen(self, out: np.ndarray, name: str, padding: int) -> np.ndarray:

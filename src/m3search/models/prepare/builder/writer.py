@@ -188,6 +188,19 @@ class GraphWriter:
             for i in range(parts)]
         return str(self.op("DequantizeLinear", [quantized, scale, zero])), weights
 
+    def quantized_input(self, x: str, matrix: np.ndarray, name: str) -> tuple[str, str, str, str, str]:
+        """ONNX Runtime INT8 of a product's parts for a fused op (``QAttention``): (uint8 input, its scale, its zero
+        point, int8 weight, per-column weight scales); the input quantized per text at run time, or (int8-static) by
+        its calibrated scale after smoothing."""
+        if self.static is None:
+            quantized, scales = quantize_columns(matrix)
+            q, scale, zero = self.op("DynamicQuantizeLinear", [x], outputs=3)
+            return q, scale, zero, self.weight(name + ".int8", quantized), self.weight(name + ".scale", scales)
+        layer = self._static_layer(matrix, name)
+        q, scale, zero = self._quantized_input(x, layer, name)
+        return (q, scale, zero, self.weight(name + ".int8", layer.weight),
+                self.weight(name + ".scale", layer.weight_scale))
+
     def _static_layer(self, matrix: np.ndarray, name: str) -> Quantized:
         if self.static is None:
             raise ValueError("a static layer needs a StaticPlan")
