@@ -10,6 +10,7 @@ Texts/s per budget, median of ``--rounds`` rounds, budgets and engines interleav
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -47,6 +48,13 @@ def sweep(encoders: dict[str, Any], texts: list[str], budgets: tuple[int, ...], 
             for name in encoders}
 
 
+def quiet(encoders: dict[str, Any], no_spinning: bool) -> dict[str, Any]:
+    """The encoders, their sessions (opened on first use) without spinning threads if asked."""
+    for encoder in encoders.values() if no_spinning else ():
+        encoder.options = dataclasses.replace(encoder.options, spinning=False)
+    return encoders
+
+
 def main() -> None:
     parser = base_parser(__doc__, ENGINES)
     parser.add_argument("--rounds", type=int, default=3)
@@ -56,10 +64,13 @@ def main() -> None:
     parser.add_argument("--bge-m3-layers", type=int, default=None,
                         help="BGE-M3's width with this many layers (default: all 24); lets @torch engines run")
     parser.add_argument("--name", default="budget", help="results file name (NAME.json, NAME.md)")
+    parser.add_argument("--no-spinning", action="store_true",
+                        help="sessions' idle threads do not spin: the engines share one process, and one engine's "
+                             "spinning threads would take the cores from the next")
     args = parser.parse_args()
     budgets = tuple(int(b) for b in args.budgets.split(","))
     engines = args.engines.split(",")
-    minilm = {e: bench_minilm.encoder_for(e, args.threads) for e in engines}
+    minilm = quiet({e: bench_minilm.encoder_for(e, args.threads) for e in engines}, args.no_spinning)
     cases = {
         "MiniLM passages": sweep(minilm, bench_minilm.passages(args.passages), budgets, args.rounds,
                                  max_length=bench_minilm.MAX_LENGTH),
@@ -67,8 +78,8 @@ def main() -> None:
     }
     del minilm
     if args.bge_m3_passages:
-        m3 = {e: bench_bge_m3.encoder_for(e, args.threads, args.bge_m3_layers) for e in engines
-              if e.split("@")[0] in BGE_M3_ENGINES and (args.bge_m3_layers or "@" not in e)}
+        m3 = quiet({e: bench_bge_m3.encoder_for(e, args.threads, args.bge_m3_layers) for e in engines
+                    if e.split("@")[0] in BGE_M3_ENGINES and (args.bge_m3_layers or "@" not in e)}, args.no_spinning)
         label = f"BGE-M3 {args.bge_m3_layers} layers" if args.bge_m3_layers else "BGE-M3"
         cases[f"{label} passages"] = sweep(m3, bench_bge_m3.make_inputs("passages", args.bge_m3_passages), budgets,
                                          args.rounds, outputs=["dense", "sparse", "colbert"], max_length=512)

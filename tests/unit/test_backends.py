@@ -251,3 +251,10 @@ def test_a_per_text_session_refuses_left_padding(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="padded on the right"):
         session.run(None, {"input_ids": np.ones((2, 3), np.int64),
                            "attention_mask": np.array([[0, 1, 1], [1, 1, 1]], np.int64)})
+
+
+def test_a_per_text_session_groups_more_texts_per_call(make: Callable[..., OnnxEncoder], tmp_path: Path) -> None:
+    int8, fp32 = make("onnxruntime", "int8-dynamic"), make("onnxruntime", "fp32")
+    int8._session.set(backends.OrtSession(_per_text_graph(tmp_path / "g.onnx"), 1, spinning=False))
+    assert int8.batch_budget() == max(DEFAULT_BATCH_TOKENS, 8192)  # its texts run unpadded, one per thread
+    assert fp32.batch_budget() == DEFAULT_BATCH_TOKENS  # padded batches stay within the measured default

@@ -38,9 +38,9 @@ class OrtSession:
     A graph marked ``m3search.activation_scale = text`` (the builder's dynamic INT8: one activation scale per input,
     :mod:`m3search.models.prepare.builder.writer`) runs each text of a batch by itself, cut to its own length: the
     scales then depend on that text alone, so its vector is the same whatever else is in the batch (and no padding
-    is computed). The texts of a batch run ``threads`` at a time, each on the session's threads (MiniLM, 2 cores:
-    sentences 1.02x, passages 1.33x the torch path's batches; one after the other: 0.69x and 1.15x). Outputs along
-    the sequence are padded back with zeros to the batch's width.
+    is computed). The texts of a batch run ``threads`` at a time, each on the session's threads (MiniLM, 2 cores,
+    sentences: 1.02x the torch path's padded batches, 0.69x one text after the other). Outputs along the sequence
+    are padded back with zeros to the batch's width.
     """
 
     def __init__(self, path: Path, threads: int, *, spinning: bool) -> None:
@@ -51,6 +51,7 @@ class OrtSession:
         self._output_names = [o.name for o in outputs]
         self._sequence_axes = {o.name: [axis for axis, dim in enumerate(o.shape)
                                         if isinstance(dim, str) and dim.startswith("sequence")] for o in outputs}
+        self._threads = threads
         self._texts = ThreadPoolExecutor(threads, "m3search-text") if self.per_text and threads > 1 else None
 
     def run(self, output_names: list[str] | None, feed: dict[str, np.ndarray]) -> list[Any]:
@@ -59,25 +60,34 @@ class OrtSession:
             return result
         names = output_names if output_names is not None else self._output_names
         mask = feed["attention_mask"]
-
-        def one(row: int, length: int) -> list[np.ndarray]:
-            part = {k: (v[row : row + 1, :length] if v.shape[:2] == mask.shape else v[row : row + 1])
-                    for k, v in feed.items()}
-            outs = self._session.run(names, part)
-            return [self._widen(out, name, mask.shape[1] - length) for out, name in zip(outs, names, strict=True)]
-
         lengths = _prefix_lengths(mask)
-        if self._texts is None or len(lengths) == 1:
-            rows = [one(row, length) for row, length in enumerate(lengths)]
-        else:
-            rows = list(self._texts.map(one, range(len(lengths)), lengths))
-        return [np.concatenate(parts) for parts in zip(*rows, strict=True)]
+        rows: list[list[np.ndarray]] = [[] for _ in lengths]
 
-    def _widen(self, out: np.ndarray, name: str, padding: int) -> np.ndarray:
-        for axis in self._sequence_axes[name] if padding else ():
-            widths = [(0, 0)] * out.ndim
-            widths[axis] = (0, padding)
-            out = np.pad(out, widths)
+        def run_rows(group: range) -> None:  # a share of the texts, one at a time
+            for row in group:
+                length = lengths[row]
+                rows[row] = self._session.run(names, {k: (v[row : row + 1, :length] if v.shape[:2] == mask.shape
+                                                          else v[row : row + 1]) for k, v in feed.items()})
+
+        workers = min(len(lengths), self._threads)
+        if workers < 2 or self._texts is None:
+            run_rows(range(len(lengths)))
+        else:  # texts are sorted longest first: interleaved shares are about equal
+            list(self._texts.map(run_rows, [range(i, len(lengths), workers) for i in range(workers)]))
+        return [self._gather([r[i] for r in rows], name, mask.shape[1], lengths) for i, name in enumerate(names)]
+
+    def _gather(self, parts: list[np.ndarray], name: str, width: int, lengths: list[int]) -> np.ndarray:
+        """One output of the batch from each text's own: along the sequence, zeros after each text's length."""
+        axes = self._sequence_axes[name]
+        if not axes or all(length == width for length in lengths):
+            return np.concatenate(parts)
+        shape = list(parts[0].shape)
+        for axis in axes:
+            shape[axis] += width - lengths[0]
+        out = np.zeros((len(parts), *shape[1:]), dtype=parts[0].dtype)
+        for row, part in enumerate(parts):
+            index: tuple[int | slice, ...] = (row, *(slice(0, n) for n in part.shape[1:]))
+            out[index] = part[0]
         return out
 
 
