@@ -46,6 +46,9 @@ from common import (  # the script's folder is on sys.path
 
 SMOKE = os.environ.get("M3SEARCH_BENCH_SMOKE") == "1"  # a tiny model, to check the script itself quickly
 CACHE = ROOT / ".cache" / ("bge-m3-smoke" if SMOKE else "bge-m3")
+# BGE-M3's width with this many layers instead of 24: its torch export fits in memory, so `@torch` engines can run
+LAYERS = int(os.environ.get("M3SEARCH_BENCH_LAYERS", "0")) or None
+NAME = f"bge_m3-{LAYERS}-layers" if LAYERS else "bge_m3"
 NON_EMBEDDING_PARAMS = 303e6  # 24 layers x (4 x 1024^2 + 2 x 1024 x 4096) ~ 302M, plus heads
 ENGINES = ("m3search-ov-int8-static", "m3search-ort-int8-dynamic", "m3search-ov-int8-dynamic", "flagembedding-fp32",
            "torch-bf16")
@@ -75,6 +78,7 @@ def model_dir(layers: int | None = None) -> Path:
     torch export fits in memory, for same-run comparisons with the torch path)."""
     from m3search.testing import FULL_SIZE, M3Shape, build_random_bge_m3
 
+    layers = layers or LAYERS
     directory = CACHE / ("model" if layers is None else f"model-{layers}-layers")
     if not (directory / "model.safetensors").is_file():
         shape = M3Shape() if SMOKE else FULL_SIZE
@@ -168,7 +172,7 @@ def child(engine: str, case: str, count: int, threads: int) -> None:
         result = run_torch_bf16(texts, max_length, threads, batch)
     else:
         result = run_flagembedding(texts, max_length, threads, batch)
-    np.save(CACHE / f"{engine}-{case}.npy", result.pop("dense"))
+    np.save(CACHE / f"{NAME}-{engine}-{case}.npy", result.pop("dense"))
     print(json.dumps({**result, "texts": len(texts), "peak_rss_mb": peak_rss_mb()}))
 
 
@@ -187,7 +191,7 @@ def summarise(runs: dict[str, dict[str, Any]], peaks: dict[str, float]) -> dict[
         engine, case = key.split("/")
         reference = runs.get(f"{PEER}/{case}")
         tokens_per_s = run["tokens"] / run["seconds"]
-        gflops = 2 * NON_EMBEDDING_PARAMS * tokens_per_s / 1e9
+        gflops = 2 * NON_EMBEDDING_PARAMS * (LAYERS or 24) / 24 * tokens_per_s / 1e9
         row = {
             "texts_per_s": run["texts"] / run["seconds"],
             "tokens_per_s": tokens_per_s,
@@ -199,8 +203,8 @@ def summarise(runs: dict[str, dict[str, Any]], peaks: dict[str, float]) -> dict[
         }
         if reference is not None:
             row["vs_flagembedding"] = row["texts_per_s"] / (reference["texts"] / reference["seconds"])
-            ours = np.load(CACHE / f"{engine}-{case}.npy")
-            theirs = np.load(CACHE / f"{PEER}-{case}.npy")
+            ours = np.load(CACHE / f"{NAME}-{engine}-{case}.npy")
+            theirs = np.load(CACHE / f"{NAME}-{PEER}-{case}.npy")
             cosines = (ours * theirs).sum(axis=1)
             row["dense_cos_mean"], row["dense_cos_min"] = float(cosines.mean()), float(cosines.min())
         summary[key] = row
@@ -217,7 +221,8 @@ def best(summary: dict[str, Any]) -> str:
 def markdown(result: dict[str, Any]) -> str:
     peaks = result["peak_gflops"]
     lines = [
-        "# BGE-M3 encode benchmark (full-size architecture, random weights, dense + sparse + ColBERT)",
+        "# BGE-M3 encode benchmark (" + (f"BGE-M3's width, {LAYERS} layers" if LAYERS else "full-size architecture")
+        + ", random weights, dense + sparse + ColBERT)",
         "",
         f"Machine: {result['machine']['cpu']}, {result['threads']} threads; measured OpenVINO MatMul peaks: fp32 "
         f"{peaks['fp32']:.0f} GFLOP/s, int8 {peaks['int8']:.0f} GOP/s. Reproduce: `{result['command']}`.",
@@ -295,13 +300,14 @@ def main() -> None:
     summary = summarise(runs, peaks)
     top = best(summary)
     result = {
-        "command": "python benchmarks/bench_bge_m3.py " + " ".join(sys.argv[1:]),
+        "command": (f"M3SEARCH_BENCH_LAYERS={LAYERS} " if LAYERS else "") + "python benchmarks/bench_bge_m3.py "
+                   + " ".join(sys.argv[1:]),
         "machine": machine(),
         "versions": versions("m3search", "onnxruntime", "openvino", "nncf", "torch", "FlagEmbedding", "transformers"),
         "threads": args.threads, "peak_gflops": peaks, "prepare": prep, "results": summary, "best": top,
         "targets": targets(summary, top),
     }
-    write_results(args.out, "bge_m3", result, markdown(result))
+    write_results(args.out, NAME, result, markdown(result))
 
 
 if __name__ == "__main__":
