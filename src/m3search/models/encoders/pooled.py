@@ -74,8 +74,8 @@ class OnnxEncoder(Encoder):
     def batch_budget(self) -> int:
         """Padded tokens in one call: ``batch_tokens``, SPLADE's at most 1024 (its logits are tokens x vocabulary
         floats, 30522: 125 MB). A per-text session (ONNX Runtime's dynamic INT8) runs each text by itself, unpadded,
-        so its calls take at least PER_TEXT_BATCH_TOKENS: more texts per call keep its threads busy between texts
-        (MiniLM passages 1.14x, sentences 1.06x the speed at 512)."""
+        so its calls take at least PER_TEXT_BATCH_TOKENS: more texts per call for the sessions that run short texts
+        side by side (MiniLM, sessions without spinning threads: passages 1.14x, sentences 1.06x the speed at 512)."""
         budget = min(self.batch_tokens, SPLADE_BATCH_TOKENS) if self.spec.pooling == "splade" else self.batch_tokens
         return max(budget, PER_TEXT_BATCH_TOKENS) if getattr(self.session, "per_text", False) else budget
 

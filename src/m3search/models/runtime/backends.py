@@ -22,6 +22,12 @@ from m3search.models.prepare.builder.writer import SCALE_KEY
 from m3search.models.prepare.onnx import build_session
 
 OPENVINO_EXTRA = "openvino"
+# A per-text session whose idle threads do not spin (several sessions share the cores) runs the texts of a batch
+# two or more at a time when none is longer than this: one after the other, short texts leave its threads idle
+# between small operators (MiniLM sentences: 0.69x the torch path's padded batches, ~1.0x two at a time). With
+# spinning threads (the default) they run one after the other: two at a time then contend for the cores (MiniLM
+# sentences 650-670 texts/s against 785-845; BGE-M3's width, 4 layers, passages 15 against 16-21 texts/s).
+SHORT_TEXT = 128
 
 
 class Session(Protocol):
@@ -38,9 +44,8 @@ class OrtSession:
     A graph marked ``m3search.activation_scale = text`` (the builder's dynamic INT8: one activation scale per input,
     :mod:`m3search.models.prepare.builder.writer`) runs each text of a batch by itself, cut to its own length: the
     scales then depend on that text alone, so its vector is the same whatever else is in the batch (and no padding
-    is computed). The texts of a batch run ``threads`` at a time, each on the session's threads (MiniLM, 2 cores,
-    sentences: 1.02x the torch path's padded batches, 0.69x one text after the other). Outputs along the sequence
-    are padded back with zeros to the batch's width.
+    is computed). Without spinning threads, short texts (:data:`SHORT_TEXT`) run ``threads`` at a time.
+    Outputs along the sequence are padded back with zeros to the batch's width.
     """
 
     def __init__(self, path: Path, threads: int, *, spinning: bool) -> None:
@@ -52,7 +57,8 @@ class OrtSession:
         self._sequence_axes = {o.name: [axis for axis, dim in enumerate(o.shape)
                                         if isinstance(dim, str) and dim.startswith("sequence")] for o in outputs}
         self._threads = threads
-        self._texts = ThreadPoolExecutor(threads, "m3search-text") if self.per_text and threads > 1 else None
+        concurrent = self.per_text and threads > 1 and not spinning
+        self._texts = ThreadPoolExecutor(threads, "m3search-text") if concurrent else None
 
     def run(self, output_names: list[str] | None, feed: dict[str, np.ndarray]) -> list[Any]:
         if not self.per_text:
@@ -70,7 +76,7 @@ class OrtSession:
                                                           else v[row : row + 1]) for k, v in feed.items()})
 
         workers = min(len(lengths), self._threads)
-        if workers < 2 or self._texts is None:
+        if workers < 2 or self._texts is None or max(lengths) > SHORT_TEXT:
             run_rows(range(len(lengths)))
         else:  # texts are sorted longest first: interleaved shares are about equal
             list(self._texts.map(run_rows, [range(i, len(lengths), workers) for i in range(workers)]))
