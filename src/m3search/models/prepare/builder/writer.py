@@ -243,10 +243,8 @@ class GraphWriter:
     def _static_linear(self, x: str, matrix: np.ndarray, name: str) -> str:
         """ONNX Runtime's static INT8: ``MatMulIntegerToFloat(QuantizeLinear(x * inverse_smooth), W_int8)`` with
         constant scales (N-D input, no reshape, no per-row reductions)."""
-        q = self._static_layer(matrix, name)
-        activations, scale, zero = self._quantized_input(x, q, name)
-        return str(self.op("MatMulIntegerToFloat", [activations, self.weight(name + ".int8", q.weight), scale,
-                                                    self.weight(name + ".scale", q.weight_scale), zero], domain=MS))
+        q, scale, zero, weight, weight_scale = self.quantized_input(x, matrix, name)
+        return str(self.op("MatMulIntegerToFloat", [q, weight, scale, weight_scale, zero], domain=MS))
 
     def save(self, producer: str) -> None:
         """Write the graph file; the data file is complete once this returns."""
