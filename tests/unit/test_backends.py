@@ -246,6 +246,37 @@ def test_a_per_text_int8_graph_runs_each_text_alone_without_its_padding(tmp_path
     assert not np.array_equal(batched[0, :3], y[0, :3])
 
 
+def test_texts_of_a_narrow_graph_run_side_by_side_on_a_single_thread_companion(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _per_text_graph(tmp_path / "g.onnx")
+    ids = np.array([[900, 40, 7, 1000, 5], [3, 1, 2, 0, 0], [2, 0, 0, 0, 0]], np.int64)
+    mask = (ids > 0).astype(np.int64)
+    single = backends.OrtSession(path, 1, spinning=True)
+    expected = single.run(None, {"input_ids": ids, "attention_mask": mask})
+    opened: list[int] = []
+    build = backends.build_session
+    monkeypatch.setattr(backends, "build_session", lambda p, threads, **kw: opened.append(threads) or build(
+        p, threads, **kw))
+    session = backends.OrtSession(path, 2, spinning=True)
+    assert opened == [2]
+    one = session.run(None, {"input_ids": ids[:1], "attention_mask": mask[:1]})  # one text: the session itself
+    assert opened == [2]
+    np.testing.assert_array_equal(one[0][0], expected[0][0])
+    for _ in range(2):  # the companion opens once, on the first batch of short texts
+        got = session.run(None, {"input_ids": ids, "attention_mask": mask})
+        for a, b in zip(got, expected, strict=True):
+            np.testing.assert_array_equal(a, b)  # bitwise: the same graph, each text alone
+    assert opened == [2, 1]
+    monkeypatch.setattr(backends, "COMPANION_WIDTH", 3)  # a wider graph keeps one session: its threads scale
+    large = backends.OrtSession(path, 2, spinning=True)
+    large.run(None, {"input_ids": ids, "attention_mask": mask})
+    assert opened == [2, 1, 2]
+    monkeypatch.setattr(backends, "COMPANION_WIDTH", 4)
+    monkeypatch.setattr(backends, "COMPANION_TEXT", 3)  # a batch with a longer text runs on the session itself
+    backends.OrtSession(path, 2, spinning=True).run(None, {"input_ids": ids, "attention_mask": mask})
+    assert opened == [2, 1, 2, 2]
+
+
 def test_a_per_text_session_refuses_left_padding(tmp_path: Path) -> None:
     session = backends.OrtSession(_per_text_graph(tmp_path / "g.onnx"), 1, spinning=False)
     with pytest.raises(ConfigError, match="padded on the right"):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib.util
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -22,11 +22,19 @@ from m3search.models.prepare.builder.writer import SCALE_KEY
 from m3search.models.prepare.onnx import build_session
 
 OPENVINO_EXTRA = "openvino"
-# A per-text session whose idle threads do not spin (several sessions share the cores) runs the texts of a batch
-# two or more at a time when none is longer than this: one after the other, short texts leave its threads idle
-# between small operators (MiniLM sentences: 0.69x the torch path's padded batches, ~1.0x two at a time). With
-# spinning threads (the default) they run one after the other: two at a time then contend for the cores (MiniLM
-# sentences 650-670 texts/s against 785-845; BGE-M3's width, 4 layers, passages 15 against 16-21 texts/s).
+# A per-text session (one text per call) runs a batch's texts ``threads`` at a time where that pays:
+# - graphs at most COMPANION_WIDTH wide run texts of at most COMPANION_TEXT tokens on a second, single-thread
+#   session of the same graph (the "companion", opened on first use; it holds a second copy of the graph's packed
+#   weights). One text's small operators leave a narrow graph's threads waiting on each other: two threads ran a
+#   text 1.26-1.46x faster than one at MiniLM's width (384; 26-512 tokens), 1.44-1.79x at 768, 1.95x at BGE-M3's
+#   1024. Side by side, MiniLM passages ran 1.39-1.45x the torch path's padded batches, against 1.08-1.14x with the
+#   companion for texts of at most 128 tokens only;
+# - wider graphs run texts of at most SHORT_TEXT tokens side by side on the session itself only when its idle
+#   threads do not spin (with spinning, the default, two texts at a time contended for the cores: MiniLM sentences
+#   650-670 texts/s against 785-845; BGE-M3's width, 4 layers, passages 15 against 16-21); otherwise, and for longer
+#   texts, one after the other.
+COMPANION_WIDTH = 768
+COMPANION_TEXT = 512
 SHORT_TEXT = 128
 
 
@@ -44,8 +52,8 @@ class OrtSession:
     A graph marked ``m3search.activation_scale = text`` (the builder's dynamic INT8: one activation scale per input,
     :mod:`m3search.models.prepare.builder.writer`) runs each text of a batch by itself, cut to its own length: the
     scales then depend on that text alone, so its vector is the same whatever else is in the batch (and no padding
-    is computed). Without spinning threads, short texts (:data:`SHORT_TEXT`) run ``threads`` at a time.
-    Outputs along the sequence are padded back with zeros to the batch's width.
+    is computed). Where it pays, texts run ``threads`` at a time (:data:`COMPANION_WIDTH`). Outputs along the
+    sequence are padded back with zeros to the batch's width.
     """
 
     def __init__(self, path: Path, threads: int, *, spinning: bool) -> None:
@@ -56,8 +64,12 @@ class OrtSession:
         self._output_names = [o.name for o in outputs]
         self._sequence_axes = {o.name: [axis for axis, dim in enumerate(o.shape)
                                         if isinstance(dim, str) and dim.startswith("sequence")] for o in outputs}
-        self._threads = threads
-        concurrent = self.per_text and threads > 1 and not spinning
+        self._threads, self._path, self._spinning = threads, path, spinning
+        # the companion: a single-thread session of a narrow graph, opened on first use
+        self._companion = self.per_text and threads > 1 and 0 < _width(path) <= COMPANION_WIDTH
+        self._single: Any = None
+        self._single_lock = threading.Lock()
+        concurrent = self.per_text and threads > 1 and (self._companion or not spinning)
         self._texts = ThreadPoolExecutor(threads, "m3search-text") if concurrent else None
 
     def run(self, output_names: list[str] | None, feed: dict[str, np.ndarray]) -> list[Any]:
@@ -69,18 +81,27 @@ class OrtSession:
         lengths = _prefix_lengths(mask)
         rows: list[list[np.ndarray]] = [[] for _ in lengths]
 
-        def run_rows(group: range) -> None:  # a share of the texts, one at a time
+        def run_rows(session: Any, group: range) -> None:  # a share of the texts, one at a time
             for row in group:
                 length = lengths[row]
-                rows[row] = self._session.run(names, {k: (v[row : row + 1, :length] if v.shape[:2] == mask.shape
-                                                          else v[row : row + 1]) for k, v in feed.items()})
+                rows[row] = session.run(names, {k: (v[row : row + 1, :length] if v.shape[:2] == mask.shape
+                                                    else v[row : row + 1]) for k, v in feed.items()})
 
         workers = min(len(lengths), self._threads)
-        if workers < 2 or self._texts is None or max(lengths) > SHORT_TEXT:
-            run_rows(range(len(lengths)))
+        limit = COMPANION_TEXT if self._companion else SHORT_TEXT
+        if workers < 2 or self._texts is None or max(lengths) > limit:
+            run_rows(self._session, range(len(lengths)))
         else:  # texts are sorted longest first: interleaved shares are about equal
-            list(self._texts.map(run_rows, [range(i, len(lengths), workers) for i in range(workers)]))
+            session = self._single_session() if self._companion else self._session
+            list(self._texts.map(partial(run_rows, session), [range(i, len(lengths), workers) for i in range(workers)]))
         return [self._gather([r[i] for r in rows], name, mask.shape[1], lengths) for i, name in enumerate(names)]
+
+    def _single_session(self) -> Any:
+        """The companion session (one thread; its runs execute on the calling thread), opened on first use."""
+        with self._single_lock:
+            if self._single is None:
+                self._single = build_session(self._path, 1, spinning=self._spinning)
+            return self._single
 
     def _gather(self, parts: list[np.ndarray], name: str, width: int, lengths: list[int]) -> np.ndarray:
         """One output of the batch from each text's own: along the sequence, zeros after each text's length."""
@@ -95,6 +116,19 @@ class OrtSession:
             index: tuple[int | slice, ...] = (row, *(slice(0, n) for n in part.shape[1:]))
             out[index] = part[0]
         return out
+
+
+def _width(path: Path) -> int:
+    """The input width of a graph's first INT8 product (its hidden size), read from the graph file alone (its
+    weights stay on disk); 0 if it has none."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    dims = {tensor.name: tensor.dims for tensor in graph.initializer}
+    for node in graph.node:
+        if node.op_type in ("QAttention", "DynamicQuantizeMatMul") and node.input[1] in dims:
+            return int(dims[node.input[1]][0])
+    return 0
 
 
 def _prefix_lengths(mask: np.ndarray) -> list[int]:
