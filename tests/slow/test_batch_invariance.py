@@ -79,6 +79,25 @@ def test_bge_m3_int8_outputs_do_not_depend_on_the_batch(tiny_m3_dir: Path, setti
     _mixed_batches(encoder, ["dense", "sparse", "colbert"])
 
 
+def test_a_wide_models_short_texts_run_on_its_rows_graph_batch_invariant(
+        tiny_m3_dir: Path, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from m3search.models.prepare import builder
+    from m3search.models.runtime import backends
+
+    for module in (builder, backends):  # the tiny model (32 wide) written and run as a wide one
+        monkeypatch.setattr(module, "NARROW", 16)
+    wide = settings.model_copy(update={"home": tmp_path})
+    encoder = load_encoder("bge-m3", path=tiny_m3_dir, precision="int8", settings=wide)
+    assert (encoder.prepared.directory / "model.int8.rows.onnx").is_file()
+    assert encoder.prepared.variant("onnxruntime", "int8-dynamic")["rows_file"] == "model.int8.rows.onnx"
+    outputs = ["dense", "sparse", "colbert"]
+    _mixed_batches(encoder, outputs)  # short targets: the rows graph; OTHERS[1] (> 128 tokens): text by text
+    fp32 = load_encoder("bge-m3", path=tiny_m3_dir, precision="fp32", settings=wide)
+    texts = [*TARGETS, *OTHERS]
+    for a, b in zip(encoder.encode(texts, outputs=outputs), fp32.encode(texts, outputs=outputs), strict=True):  # type: ignore[arg-type]
+        assert a.dense is not None and b.dense is not None and _cos(a.dense, b.dense) >= 0.999
+
+
 def test_the_server_merging_requests_changes_no_vector(settings: Settings) -> None:
     encoder = load_encoder("all-minilm-l6-v2", precision="int8", settings=settings)
     alone = {t: encoder.encode([t])[0] for t in TARGETS}

@@ -267,14 +267,80 @@ def test_texts_of_a_narrow_graph_run_side_by_side_on_a_single_thread_companion(
         for a, b in zip(got, expected, strict=True):
             np.testing.assert_array_equal(a, b)  # bitwise: the same graph, each text alone
     assert opened == [2, 1]
-    monkeypatch.setattr(backends, "COMPANION_WIDTH", 3)  # a wider graph keeps one session: its threads scale
+    monkeypatch.setattr(backends, "NARROW", 3)  # a wider graph keeps one session: its threads scale
     large = backends.OrtSession(path, 2, spinning=True)
     large.run(None, {"input_ids": ids, "attention_mask": mask})
     assert opened == [2, 1, 2]
-    monkeypatch.setattr(backends, "COMPANION_WIDTH", 4)
+    monkeypatch.setattr(backends, "NARROW", 4)
     monkeypatch.setattr(backends, "COMPANION_TEXT", 3)  # a batch with a longer text runs on the session itself
     backends.OrtSession(path, 2, spinning=True).run(None, {"input_ids": ids, "attention_mask": mask})
     assert opened == [2, 1, 2, 2]
+
+
+def _wide_graph(path: Path, *, share: Path | None = None) -> Path:
+    """input_ids -> x[b, s, :] = sin(id * (1..256)) -> INT8 linear (a 2 KiB weight) "y" [B, S, 8], and "first" [B, 8]
+    its first token: per text, or with ``share`` the rows graph of that graph (per row, sharing its weights)."""
+    from m3search.models.prepare.builder.writer import FLOAT, INT64, GraphWriter
+
+    w = GraphWriter(path, int8=True, rows=share is not None, share=share)
+    ids = w.input("input_ids", INT64, ["batch", "sequence"])
+    w.input("attention_mask", INT64, ["batch", "sequence"])
+    x = w.op("Sin", [w.op("Mul", [w.op("Unsqueeze", [w.op("Cast", [ids], to=FLOAT), w.const([-1])]),
+                                  w.const(np.arange(1, 257) / 256, np.float32)])])
+    y = w.linear(x, np.random.default_rng(2).normal(size=(8, 256)).astype(np.float32), "layer")
+    w.output(y, "y", ["batch", "sequence", 8])
+    w.output(w.op("Gather", [y, w.const(0)], axis=1), "first", ["batch", 8])
+    w.save("test")
+    return path
+
+
+def test_a_rows_graph_shares_the_int8_graphs_weights(tmp_path: Path) -> None:
+    import onnx
+
+    from m3search.models.prepare.builder.writer import SCALE_KEY, rows_graph
+
+    path = _wide_graph(tmp_path / "model.int8.onnx")
+    rows = _wide_graph(rows_graph(path), share=path)
+    assert rows.name == "model.int8.rows.onnx" and not (tmp_path / "model.int8.rows.onnx.data").exists()
+
+    def stored(graph: Path) -> dict[str, dict[str, str]]:
+        tensors = onnx.load(str(graph), load_external_data=False).graph.initializer
+        return {t.name: {e.key: e.value for e in t.external_data} for t in tensors if t.external_data}
+
+    # the weight is not written twice; the graph's own numbered constant (its 1 KiB ramp) is appended
+    assert stored(rows)["layer.int8"] == stored(path)["layer.int8"]
+    assert {e["location"] for e in stored(rows).values()} == {"model.int8.onnx.data"}
+    model = onnx.load(str(rows))  # its external tensors load from the shared file
+    assert {p.key: p.value for p in model.metadata_props}[SCALE_KEY] == "row"
+    assert "DynamicQuantizeMatMul" not in {n.op_type for n in model.graph.node}
+    ids = np.array([[7, 300, 12, 9, 0, 0]], np.int64)
+    feed = {"input_ids": ids[:, :4], "attention_mask": np.ones((1, 4), np.int64)}
+    per_text, per_row = (backends.build_session(p, 1, spinning=False).run(["y"], feed)[0] for p in (path, rows))
+    np.testing.assert_allclose(per_row, per_text, rtol=0.05, atol=0.05)  # the same layer, quantized otherwise
+
+
+def test_short_texts_of_a_wide_graph_run_in_batches_of_its_rows_graph(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from m3search.models.prepare.builder.writer import rows_graph
+
+    path = _wide_graph(tmp_path / "model.int8.onnx")
+    rows = _wide_graph(rows_graph(path), share=path)
+    monkeypatch.setattr(backends, "NARROW", 0)
+    monkeypatch.setattr(backends, "SHORT_TEXT", 4)
+    session = backends.OrtSession(path, 2, spinning=True)
+    ids = np.array([[5, 9, 300, 2, 7, 11], [3, 1, 2, 0, 0, 0], [40, 7, 1000, 5, 0, 0], [2, 0, 0, 0, 0, 0]], np.int64)
+    mask = (ids > 0).astype(np.int64)
+    y, first = session.run(["y", "first"], {"input_ids": ids, "attention_mask": mask})
+    assert y.shape == (4, 6, 8) and first.shape == (4, 8)
+    plain = {p: backends.build_session(p, 1, spinning=False) for p in (path, rows)}
+    for row, length in enumerate((6, 3, 4, 1)):
+        feed = {"input_ids": ids[row : row + 1, :length], "attention_mask": mask[row : row + 1, :length]}
+        expected = plain[rows if length <= 4 else path].run(["y", "first"], feed)  # short texts: the rows graph
+        np.testing.assert_allclose(y[row, :length], expected[0][0], rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(first[row], expected[1][0], rtol=1e-6, atol=1e-6)
+        assert not y[row, length:].any()
+    alone = session.run(["y"], {"input_ids": ids[1:2, :3], "attention_mask": mask[1:2, :3]})[0]
+    np.testing.assert_array_equal(alone[0], y[1, :3])  # alone or in a batch: the same vector
 
 
 def test_a_per_text_session_refuses_left_padding(tmp_path: Path) -> None:

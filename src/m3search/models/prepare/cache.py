@@ -29,6 +29,7 @@ from m3search.memory import release_large_allocations, trim_heap
 from m3search.models.prepare import builder
 from m3search.models.prepare import onnx as onnx_tools
 from m3search.models.prepare.builder.heads import Kind
+from m3search.models.prepare.builder.writer import rows_graph
 from m3search.models.registry import ModelSpec
 from m3search.models.resolve import ResolvedModel
 from m3search.settings import canonical_precision
@@ -191,6 +192,7 @@ def _build(resolved: ResolvedModel, work: Path, exporter: Exporter | None = None
     if clip:
         facts["vision"]["bytes"] = graph_bytes(work / facts["vision"]["file"])
     fp32, int8 = work / "model.fp32.onnx", work / "model.int8.onnx"
+    rows = rows_graph(int8)
     shutil.copyfile(src / "tokenizer.json", work / "tokenizer.json")
     return {
         "format": FORMAT,
@@ -207,8 +209,9 @@ def _build(resolved: ResolvedModel, work: Path, exporter: Exporter | None = None
             "onnxruntime/fp32": {"file": fp32.name, "bytes": graph_bytes(fp32), "quantization": None},
             "onnxruntime/int8-dynamic": {
                 "file": int8.name,
-                "bytes": graph_bytes(int8),
+                "bytes": graph_bytes(int8) + (rows.stat().st_size if rows.is_file() else 0),
                 "quantization": {**quantization, "embeddings": spec.int8_embeddings and not clip},
+                **({"rows_file": rows.name} if rows.is_file() else {}),  # its batched short-text graph
             },
         },
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

@@ -18,24 +18,28 @@ import numpy as np
 from m3search._optional import require
 from m3search.errors import ConfigError, ModelFormatError
 from m3search.memory import drop_file_pages, shedding_file_pages
-from m3search.models.prepare.builder.writer import SCALE_KEY
+from m3search.models.prepare.builder.writer import NARROW, SCALE_KEY, rows_graph
 from m3search.models.prepare.onnx import build_session
+from m3search.models.runtime.batching import plan_batches
+from m3search.settings import DEFAULT_BATCH_TOKENS
 
 OPENVINO_EXTRA = "openvino"
-# A per-text session (one text per call) runs a batch's texts ``threads`` at a time where that pays:
-# - graphs at most COMPANION_WIDTH wide run texts of at most COMPANION_TEXT tokens on a second, single-thread
-#   session of the same graph (the "companion", opened on first use; it holds a second copy of the graph's packed
-#   weights). One text's small operators leave a narrow graph's threads waiting on each other: two threads ran a
-#   text 1.26-1.46x faster than one at MiniLM's width (384; 26-512 tokens), 1.44-1.79x at 768, 1.95x at BGE-M3's
-#   1024. Side by side, MiniLM passages ran 1.39-1.45x the torch path's padded batches, against 1.08-1.14x with the
-#   companion for texts of at most 128 tokens only;
-# - wider graphs run texts of at most SHORT_TEXT tokens side by side on the session itself only when its idle
-#   threads do not spin (with spinning, the default, two texts at a time contended for the cores: MiniLM sentences
-#   650-670 texts/s against 785-845; BGE-M3's width, 4 layers, passages 15 against 16-21); otherwise, and for longer
-#   texts, one after the other.
-COMPANION_WIDTH = 768
+# A per-text session (one text per call) loses to padded batches on short texts; where it pays, it runs them
+# otherwise:
+# - graphs at most NARROW wide (writer.py) run texts of at most COMPANION_TEXT tokens side by side on a second,
+#   single-thread session of the same graph (the "companion", opened on first use; it holds a second copy of the
+#   graph's packed weights). One text's small operators leave a narrow graph's threads waiting on each other: two
+#   threads ran a text 1.26-1.46x faster than one at MiniLM's width (384; 26-512 tokens), 1.44-1.79x at 768, but
+#   1.95x at BGE-M3's 1024. Side by side, MiniLM passages ran 1.39-1.45x the torch path's padded batches, against
+#   1.08-1.14x with the companion for texts of at most 128 tokens only;
+# - wider graphs run texts of at most SHORT_TEXT tokens on their rows graph (the same weights quantized per row,
+#   writer.py), in padded batches of DEFAULT_BATCH_TOKENS: one text per call, each call streamed all the weights
+#   for a few tokens;
+# - other texts run one after the other (two at a time on one session contended for the cores, with spinning
+#   threads: MiniLM sentences 650-670 texts/s against 785-845).
 COMPANION_TEXT = 512
 SHORT_TEXT = 128
+ROWS_BATCH = 64  # texts per call of a rows graph, at most
 
 
 class Session(Protocol):
@@ -52,25 +56,28 @@ class OrtSession:
     A graph marked ``m3search.activation_scale = text`` (the builder's dynamic INT8: one activation scale per input,
     :mod:`m3search.models.prepare.builder.writer`) runs each text of a batch by itself, cut to its own length: the
     scales then depend on that text alone, so its vector is the same whatever else is in the batch (and no padding
-    is computed). Where it pays, texts run ``threads`` at a time (:data:`COMPANION_WIDTH`). Outputs along the
-    sequence are padded back with zeros to the batch's width.
+    is computed). Where it pays, short texts run side by side or in batches of the rows graph (see
+    :data:`SHORT_TEXT`). Outputs along the sequence are padded back with zeros to the batch's width.
     """
 
     def __init__(self, path: Path, threads: int, *, spinning: bool) -> None:
-        self._session = build_session(path, threads, spinning=spinning)
-        self.input_names = [i.name for i in self._session.get_inputs()]
-        self.per_text = self._session.get_modelmeta().custom_metadata_map.get(SCALE_KEY) == "text"
-        outputs = self._session.get_outputs()
+        self._threads, self._path, self._spinning = threads, path, spinning
+        self._lock = threading.Lock()
+        self.per_text, width = _graph_facts(path)
+        rows = rows_graph(path)
+        self._rows_path = rows if self.per_text and rows.is_file() else None
+        self._session: Any = None  # the graph's own session, the companion, the rows graph's: opened on first use
+        self._single: Any = None
+        self._rows: Any = None
+        first = self._opened("_rows", rows, threads) if self._rows_path else self._opened("_session", path, threads)
+        self.input_names = [i.name for i in first.get_inputs()]
+        outputs = first.get_outputs()
         self._output_names = [o.name for o in outputs]
         self._sequence_axes = {o.name: [axis for axis, dim in enumerate(o.shape)
                                         if isinstance(dim, str) and dim.startswith("sequence")] for o in outputs}
-        self._threads, self._path, self._spinning = threads, path, spinning
-        # the companion: a single-thread session of a narrow graph, opened on first use
-        self._companion = self.per_text and threads > 1 and 0 < _width(path) <= COMPANION_WIDTH
-        self._single: Any = None
-        self._single_lock = threading.Lock()
-        concurrent = self.per_text and threads > 1 and (self._companion or not spinning)
-        self._texts = ThreadPoolExecutor(threads, "m3search-text") if concurrent else None
+        # the companion: a single-thread session of a narrow graph
+        self._companion = self.per_text and threads > 1 and 0 < width <= NARROW
+        self._texts = ThreadPoolExecutor(threads, "m3search-text") if self._companion else None
 
     def run(self, output_names: list[str] | None, feed: dict[str, np.ndarray]) -> list[Any]:
         if not self.per_text:
@@ -79,29 +86,64 @@ class OrtSession:
         names = output_names if output_names is not None else self._output_names
         mask = feed["attention_mask"]
         lengths = _prefix_lengths(mask)
-        rows: list[list[np.ndarray]] = [[] for _ in lengths]
+        parts: list[list[np.ndarray]] = [[] for _ in lengths]
+        alone = list(range(len(lengths)))
+        if self._rows_path is not None:
+            self._run_rows_graph([i for i in alone if lengths[i] <= SHORT_TEXT], names, feed, lengths, parts)
+            alone = [i for i in alone if lengths[i] > SHORT_TEXT]
+        self._run_alone(alone, names, feed, lengths, parts)
+        return [self._gather([p[i] for p in parts], name, mask.shape[1], lengths) for i, name in enumerate(names)]
 
-        def run_rows(session: Any, group: range) -> None:  # a share of the texts, one at a time
-            for row in group:
+    def _run_alone(self, indices: list[int], names: list[str], feed: dict[str, np.ndarray], lengths: list[int],
+                   parts: list[list[np.ndarray]]) -> None:
+        """Each text by itself, cut to its own length: side by side on the companion where it pays."""
+        shape = feed["attention_mask"].shape
+
+        def run_share(session: Any, share: list[int]) -> None:
+            for row in share:
                 length = lengths[row]
-                rows[row] = session.run(names, {k: (v[row : row + 1, :length] if v.shape[:2] == mask.shape
-                                                    else v[row : row + 1]) for k, v in feed.items()})
+                parts[row] = session.run(names, {k: (v[row : row + 1, :length] if v.shape[:2] == shape
+                                                     else v[row : row + 1]) for k, v in feed.items()})
 
-        workers = min(len(lengths), self._threads)
-        limit = COMPANION_TEXT if self._companion else SHORT_TEXT
-        if workers < 2 or self._texts is None or max(lengths) > limit:
-            run_rows(self._session, range(len(lengths)))
+        if not indices:
+            return
+        workers = min(len(indices), self._threads)
+        if workers < 2 or self._texts is None or max(lengths[i] for i in indices) > COMPANION_TEXT:
+            run_share(self._opened("_session", self._path, self._threads), indices)
         else:  # texts are sorted longest first: interleaved shares are about equal
-            session = self._single_session() if self._companion else self._session
-            list(self._texts.map(partial(run_rows, session), [range(i, len(lengths), workers) for i in range(workers)]))
-        return [self._gather([r[i] for r in rows], name, mask.shape[1], lengths) for i, name in enumerate(names)]
+            single = self._opened("_single", self._path, 1)
+            list(self._texts.map(partial(run_share, single), [indices[i::workers] for i in range(workers)]))
 
-    def _single_session(self) -> Any:
-        """The companion session (one thread; its runs execute on the calling thread), opened on first use."""
-        with self._single_lock:
-            if self._single is None:
-                self._single = build_session(self._path, 1, spinning=self._spinning)
-            return self._single
+    def _run_rows_graph(self, indices: list[int], names: list[str], feed: dict[str, np.ndarray],
+                        lengths: list[int], parts: list[list[np.ndarray]]) -> None:
+        """Short texts in padded batches of the rows graph (quantized per row: a text's vector does not depend on
+        its batch), each text's outputs cut to its own length."""
+        if not indices:
+            return
+        assert self._rows_path is not None
+        session, shape = self._opened("_rows", self._rows_path, self._threads), feed["attention_mask"].shape
+        for batch in plan_batches([lengths[i] for i in indices], DEFAULT_BATCH_TOKENS, ROWS_BATCH):
+            members = [indices[j] for j in batch]
+            width = max(lengths[i] for i in members)
+            outputs = session.run(names, {k: (v[members, :width] if v.shape[:2] == shape else v[members])
+                                          for k, v in feed.items()})
+            for row, index in enumerate(members):
+                parts[index] = [self._cut(out[row : row + 1], name, width - lengths[index])
+                                for out, name in zip(outputs, names, strict=True)]
+
+    def _cut(self, part: np.ndarray, name: str, excess: int) -> np.ndarray:
+        """``part`` without its last ``excess`` positions along the sequence."""
+        index = [slice(None)] * part.ndim
+        for axis in self._sequence_axes[name]:
+            index[axis] = slice(0, part.shape[axis] - excess)
+        return part[tuple(index)]
+
+    def _opened(self, attribute: str, path: Path, threads: int) -> Any:
+        """The session in ``attribute`` (the graph's own, the companion or the rows graph's), opened on first use."""
+        with self._lock:
+            if getattr(self, attribute) is None:
+                setattr(self, attribute, build_session(path, threads, spinning=self._spinning))
+            return getattr(self, attribute)
 
     def _gather(self, parts: list[np.ndarray], name: str, width: int, lengths: list[int]) -> np.ndarray:
         """One output of the batch from each text's own: along the sequence, zeros after each text's length."""
@@ -118,17 +160,18 @@ class OrtSession:
         return out
 
 
-def _width(path: Path) -> int:
-    """The input width of a graph's first INT8 product (its hidden size), read from the graph file alone (its
-    weights stay on disk); 0 if it has none."""
+def _graph_facts(path: Path) -> tuple[bool, int]:
+    """Read from the graph file alone (its weights stay on disk): whether it is scaled per text
+    (:data:`SCALE_KEY`), and the input width of its first INT8 product (its hidden size; 0 if it has none)."""
     import onnx
 
-    graph = onnx.load(str(path), load_external_data=False).graph
-    dims = {tensor.name: tensor.dims for tensor in graph.initializer}
-    for node in graph.node:
+    model = onnx.load(str(path), load_external_data=False)
+    per_text = any(p.key == SCALE_KEY and p.value == "text" for p in model.metadata_props)
+    dims = {tensor.name: tensor.dims for tensor in model.graph.initializer}
+    for node in model.graph.node:
         if node.op_type in ("QAttention", "DynamicQuantizeMatMul") and node.input[1] in dims:
-            return int(dims[node.input[1]][0])
-    return 0
+            return per_text, int(dims[node.input[1]][0])
+    return per_text, 0
 
 
 def _prefix_lengths(mask: np.ndarray) -> list[int]:

@@ -5,7 +5,9 @@ the checkpoint, one tensor in memory at a time; INT8 weights are quantized as th
 XLM-RoBERTa encoders (``hidden``), BGE-M3 with its ColBERT and sparse heads (``m3``), SPLADE's masked-LM head
 (``splade``), sequence-classification rerankers (``classifier``) and CLIP (``clip``: the text tower as the two graphs
 above, and ``vision.fp32.onnx`` beside them). Anything else (other architectures, pickled
-``pytorch_model.bin``-only checkpoints) goes through the torch exporter of the ``export`` extra.
+``pytorch_model.bin``-only checkpoints) goes through the torch exporter of the ``export`` extra. Encoders wider than
+:data:`~.writer.NARROW` also get ``model.int8.rows.onnx``, their INT8 graph quantized per row for batches of short
+texts, sharing ``model.int8.onnx.data``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from m3search.errors import ModelFormatError
 from m3search.models.files import read_config
 from m3search.models.prepare.builder import clip
 from m3search.models.prepare.builder.heads import Kind, write_graph
+from m3search.models.prepare.builder.writer import NARROW, rows_graph
 from m3search.models.registry import ModelSpec
 
 FAMILIES = ("bert", "xlm-roberta", "roberta")
@@ -27,8 +30,9 @@ QUANTIZATION = {
     "symmetric": True,
     "activations": "uint8",
     "activation_scale": ("per text at run time, each text run by itself (per row for the feed-forward output "
-                         "layer): a text's vector does not depend on its batch"),
-    "ops": ["QAttention", "DynamicQuantizeMatMul", "MatMulIntegerToFloat"],
+                         "layer; in graphs wider than 768, texts of at most 128 tokens run in padded batches of "
+                         "a graph quantized per row): a text's vector does not depend on its batch"),
+    "ops": ["QAttention", "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "MultiHeadAttention"],
 }
 
 
@@ -62,5 +66,8 @@ def build(kind: Kind, src: Path, work: Path, *, int8_embeddings: bool) -> dict[s
     if kind == "clip":
         return clip.build(src, work)
     facts = write_graph(kind, src, work / "model.fp32.onnx", int8=False)
-    write_graph(kind, src, work / "model.int8.onnx", int8=True, int8_embeddings=int8_embeddings)
+    int8 = work / "model.int8.onnx"
+    write_graph(kind, src, int8, int8=True, int8_embeddings=int8_embeddings)
+    if facts["hidden_size"] > NARROW:  # short texts in padded batches, per row (writer.py)
+        write_graph(kind, src, rows_graph(int8), int8=True, int8_embeddings=int8_embeddings, rows=True, share=int8)
     return facts

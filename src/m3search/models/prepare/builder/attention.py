@@ -4,9 +4,9 @@
   attention in one).
 - ONNX Runtime INT8: ``QAttention`` (QKV product and attention in one), its input quantized per text by
   ``DynamicQuantizeLinear`` (int8-dynamic) or with the calibrated scale (int8-static). MiniLM passages ran 0.96x the
-  torch path's graph with it, 0.87x with the QKV product into ``MultiHeadAttention``. The calibration probe
-  quantizes per row (:meth:`GraphWriter.linear`) into ``MultiHeadAttention`` and also reports the projected Q, K
-  and V's ranges (``<layer>.attention.qkv.out``).
+  torch path's graph with it, 0.87x with the QKV product into ``MultiHeadAttention``. The rows graph and the
+  calibration probe quantize per row (:meth:`GraphWriter.linear`) into ``MultiHeadAttention``; the probe also
+  reports the projected Q, K and V's ranges (``<layer>.attention.qkv.out``).
 - OpenVINO's INT8 graphs: attention written out (MatMul, Softmax, MatMul), Q, K and V each projected by its own
   product (an 8192-token BGE-M3 document: 55 s instead of 58.5 s with the fused op, int8-dynamic). For int8-static
   with those ranges, fixed QuantizeLinear / DequantizeLinear pairs on the products' input and on Q, K and V
@@ -67,7 +67,7 @@ def self_attention(w: GraphWriter, h: str, weight: np.ndarray, bias: np.ndarray,
                    heads: int, prefix: str) -> str:
     """The attention context ``[B, S, H]`` of ``h`` for a torch-layout ``[3H, H]`` QKV weight and ``[3H]`` bias."""
     name = prefix + ".attention.qkv.weight"
-    if w.int8 and not w.probe:
+    if w.int8 and not w.probe and not w.rows:
         x, scale, zero, quantized, scales = w.quantized_input(h, np.ascontiguousarray(weight.T), name)
         # a per-text graph runs each text alone, unpadded: no mask (QAttention's masked kernel was 20 % slower)
         index = "" if w.per_text else mask.index

@@ -99,16 +99,19 @@ def _classifier(w: GraphWriter, ckpt: Checkpoint, cfg: EncoderConfig, enc: Encod
 
 
 def write_graph(kind: Kind, src: Path, out: Path, *, int8: bool, int8_embeddings: bool = False,
-                weights_only: bool = False, static: StaticPlan | None = None, probe: bool = False) -> dict[str, Any]:
+                weights_only: bool = False, static: StaticPlan | None = None, probe: bool = False,
+                rows: bool = False, share: Path | None = None) -> dict[str, Any]:
     """Write one graph of the checkpoint in ``src`` to ``out`` (+ ``.data``): fp32, int8, int8 weights only, static
-    INT8 (``static``, with ``int8`` for ONNX Runtime or ``weights_only`` for OpenVINO), or the calibration probe."""
+    INT8 (``static``, with ``int8`` for ONNX Runtime or ``weights_only`` for OpenVINO), the calibration probe, or
+    the rows graph (``rows``, sharing the data file of the INT8 graph ``share``)."""
     if kind == "clip":  # the text tower; clip.build writes the vision tower beside it
         clip.write_text(src, out, int8=int8, weights_only=weights_only, static=static, probe=probe)
         return {"outputs": list(OUTPUTS[kind])}
     config = read_config(src)
     cfg = EncoderConfig.from_config(config)
     ckpt = Checkpoint(src)
-    with writing(out, ckpt, int8=int8, weights_only=weights_only, static=static, probe=probe) as writer:
+    with writing(out, ckpt, int8=int8, weights_only=weights_only, static=static, probe=probe, rows=rows,
+                 share=share) as writer:
         token_types = kind == "classifier" and cfg.kind == "bert"
         enc = encoder_layers(writer, ckpt, cfg, embeddings(writer, ckpt, cfg, token_types=token_types,
                                                             int8_table=int8_embeddings))

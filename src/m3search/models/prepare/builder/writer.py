@@ -15,6 +15,11 @@ make a text's vector independent of the rest of its batch:
   per row), symmetric around 128 in uint8: one blocked ``QuantizeLinear`` (opset 21, a block is a whole row), the
   exact integer product (MatMulIntegerToFloat, u8 x s8) and ``int32 * column_scale * row_scale``.
 
+Graphs wider than :data:`NARROW` also get a *rows* graph (``rows=True``, :func:`rows_graph`): every layer per row,
+the QKV product into ``MultiHeadAttention``, so that short texts run in padded batches (one text at a time, a wide
+graph's short texts lose most: each call streams all the weights for few tokens). It shares the INT8 graph's data
+file (``share``): its tensors are the same, by name, and only its nodes are written.
+
 With a :class:`~.quantize.StaticPlan` (int8-static) the activation scales are calibrated constants instead
 (:mod:`.quantize`); with ``probe`` the INT8 graph quantizes every layer per row and also outputs each linear
 layer's input statistics, for that calibration.
@@ -44,6 +49,9 @@ OPSET = 17  # every graph but ONNX Runtime's dynamic INT8 (OpenVINO reads these 
 ROW_OPSET = 21  # ONNX Runtime's dynamic INT8 and its calibration probe: QuantizeLinear with a block_size
 FLOAT, INT32, INT64 = 1, 6, 7  # ONNX element types (inputs, Cast targets)
 SCALE_KEY = "m3search.activation_scale"  # graph metadata: "text" when ONNX Runtime must run one text per call
+# Graphs at most this wide run a batch's short texts side by side, each on one thread (the runtime's companion
+# session); wider graphs' threads scale on one text, and they get a rows graph for short texts instead.
+NARROW = 768
 _TYPES = {np.dtype(np.float32): FLOAT, np.dtype(np.uint8): 2, np.dtype(np.int8): 3, np.dtype(np.int32): INT32,
           np.dtype(np.int64): INT64}
 
@@ -57,10 +65,13 @@ class GraphWriter:
         weights_only: int8 weights dequantized in the graph, float activations (OpenVINO's INT8 graph).
         static: calibrated ranges: static INT8 for ONNX Runtime (with ``int8``) or OpenVINO (with ``weights_only``).
         probe: the INT8 graph with each linear layer's input ranges as extra outputs, for calibration.
+        rows: the INT8 graph with every layer quantized per row (batched short texts).
+        share: another graph of the same checkpoint whose data file this one shares: tensors it has (by name) are
+            not written again, new ones are appended to it.
     """
 
     def __init__(self, path: Path, *, int8: bool, weights_only: bool = False, static: StaticPlan | None = None,
-                 probe: bool = False) -> None:
+                 probe: bool = False, rows: bool = False, share: Path | None = None) -> None:
         import onnx
 
         self._onnx = onnx
@@ -69,12 +80,18 @@ class GraphWriter:
         self.weights_only = weights_only
         self.static = static
         self.probe = probe
+        self.rows = rows and self.int8 and static is None
         self.opset = ROW_OPSET if self.int8 and static is None else OPSET
-        self.per_text = self.int8 and static is None and not probe  # see the module's docstring
-        self._data_name = path.name + ".data"
+        self.per_text = self.int8 and static is None and not probe and not rows  # see the module's docstring
+        self._shared: dict[str, Any] = {}
+        self._generated: set[str] = set()
+        if share is not None:
+            self._shared = {t.name: t for t in onnx.load(str(share), load_external_data=False).graph.initializer
+                            if t.data_location == onnx.TensorProto.EXTERNAL}
+        self._data_name = (share or path).name + ".data"
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._data = (path.parent / self._data_name).open("wb")
-        self._offset = 0
+        self._data = (path.parent / self._data_name).open("ab" if share else "wb")
+        self._offset = self._data.tell()
         self.nodes: list[Any] = []
         self.initializers: list[Any] = []
         self.inputs: list[Any] = []
@@ -84,7 +101,9 @@ class GraphWriter:
     # -- names, constants and weights --
     def name(self, stem: str) -> str:
         self._count += 1
-        return f"{stem}_{self._count}"
+        name = f"{stem}_{self._count}"
+        self._generated.add(name)  # numbered in this graph's order: never the same tensor as a shared one
+        return name
 
     def weight(self, name: str, array: np.ndarray) -> str:
         """Write ``array`` to the data file (small ones inline) and return its initializer name."""
@@ -100,6 +119,11 @@ class GraphWriter:
 
     def weight_blocks(self, name: str, shape: tuple[int, ...], dtype: Any, blocks: Any) -> str:
         """Write a tensor given as consecutive row blocks (never whole in memory)."""
+        if self.has(name):
+            for _ in blocks:  # made but not written again (a generator may also gather facts as it goes)
+                pass
+            self.initializers.append(self._shared[name])
+            return name
         pad = -self._offset % ALIGN
         self._data.write(b"\0" * pad)
         start = self._offset = self._offset + pad
@@ -117,6 +141,19 @@ class GraphWriter:
         tensor.data_location = self._onnx.TensorProto.EXTERNAL
         self.initializers.append(tensor)
         return name
+
+    def has(self, name: str) -> bool:
+        """Whether tensor ``name`` is already in the shared data file."""
+        return name in self._shared and name not in self._generated
+
+    def int8_columns(self, name: str, matrix: np.ndarray) -> tuple[str, str]:
+        """The int8 weight and column scales of a float ``[in, out]`` matrix (``name.int8``, ``name.scale``),
+        quantized only when the shared data file does not have them."""
+        if self.has(name + ".int8") and self.has(name + ".scale"):
+            return self.weight_blocks(name + ".int8", matrix.shape, np.int8, []), self.weight_blocks(
+                name + ".scale", (matrix.shape[1],), np.float32, [])
+        quantized, scales = quantize_columns(matrix)
+        return self.weight(name + ".int8", quantized), self.weight(name + ".scale", scales)
 
     def const(self, array: Any, dtype: Any = np.int64) -> str:
         return self.weight(self.name("const"), np.asarray(array, dtype=dtype))
@@ -193,9 +230,8 @@ class GraphWriter:
         point, int8 weight, per-column weight scales); the input quantized per text at run time, or (int8-static) by
         its calibrated scale after smoothing."""
         if self.static is None:
-            quantized, scales = quantize_columns(matrix)
             q, scale, zero = self.op("DynamicQuantizeLinear", [x], outputs=3)
-            return q, scale, zero, self.weight(name + ".int8", quantized), self.weight(name + ".scale", scales)
+            return q, scale, zero, *self.int8_columns(name, matrix)
         layer = self._static_layer(matrix, name)
         q, scale, zero = self._quantized_input(x, layer, name)
         return (q, scale, zero, self.weight(name + ".int8", layer.weight),
@@ -226,8 +262,7 @@ class GraphWriter:
             return str(self.op("MatMul", list(self.projection(x, matrix, name))))
         if self.static is not None:
             return self._static_linear(x, matrix, name)
-        quantized, scales = quantize_columns(matrix)
-        w, w_scale = self.weight(name + ".int8", quantized), self.weight(name + ".scale", scales)
+        w, w_scale = self.int8_columns(name, matrix)
         if self.per_text and not rows:
             return str(self.op("DynamicQuantizeMatMul", [x, w, w_scale], domain=MS))
         self.probe_ranges(x, name, matrix.shape[0])
@@ -255,20 +290,26 @@ class GraphWriter:
             graph, producer_name=producer,
             opset_imports=[onnx.helper.make_opsetid("", self.opset), onnx.helper.make_opsetid(MS, 1)])
         model.ir_version = 10 if self.opset >= 21 else 8
-        if self.per_text:
-            onnx.helper.set_model_props(model, {SCALE_KEY: "text"})
+        if self.per_text or self.rows:
+            onnx.helper.set_model_props(model, {SCALE_KEY: "text" if self.per_text else "row"})
         self.path.write_bytes(model.SerializeToString())
 
     def abort(self) -> None:
         self._data.close()
 
 
+def rows_graph(path: Path) -> Path:
+    """Where the rows graph of the INT8 graph at ``path`` is (``model.int8.onnx`` -> ``model.int8.rows.onnx``)."""
+    return path.with_name(path.stem + ".rows.onnx")
+
+
 @contextmanager
 def writing(path: Path, ckpt: Checkpoint, *, int8: bool, weights_only: bool = False, static: StaticPlan | None = None,
-            probe: bool = False) -> Iterator[GraphWriter]:
+            probe: bool = False, rows: bool = False, share: Path | None = None) -> Iterator[GraphWriter]:
     """A :class:`GraphWriter` for ``path`` whose graph is saved when the block ends, or its files abandoned when the
     block raises; the checkpoint is closed either way."""
-    writer = GraphWriter(path, int8=int8, weights_only=weights_only, static=static, probe=probe)
+    writer = GraphWriter(path, int8=int8, weights_only=weights_only, static=static, probe=probe, rows=rows,
+                         share=share)
     try:
         yield writer
         writer.save("m3search")
