@@ -19,7 +19,7 @@ from m3search._optional import require
 from m3search.errors import ConfigError, ModelFormatError
 from m3search.memory import drop_file_pages, shedding_file_pages
 from m3search.models.prepare.builder.writer import NARROW, SCALE_KEY, rows_graph
-from m3search.models.prepare.onnx import build_session
+from m3search.models.prepare.onnx import build_session, unreadable
 from m3search.models.runtime.batching import plan_batches
 from m3search.settings import DEFAULT_BATCH_TOKENS
 
@@ -165,7 +165,10 @@ def _graph_facts(path: Path) -> tuple[bool, int]:
     (:data:`SCALE_KEY`), and the input width of its first INT8 product (its hidden size; 0 if it has none)."""
     import onnx
 
-    model = onnx.load(str(path), load_external_data=False)
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf's DecodeError for a corrupt file, OSError for an unreadable one
+        raise unreadable(path, exc) from exc
     per_text = any(p.key == SCALE_KEY and p.value == "text" for p in model.metadata_props)
     dims = {tensor.name: tensor.dims for tensor in model.graph.initializer}
     for node in model.graph.node:
