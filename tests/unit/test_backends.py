@@ -343,6 +343,14 @@ def test_short_texts_of_a_wide_graph_run_in_batches_of_its_rows_graph(
     np.testing.assert_array_equal(alone[0], y[1, :3])  # alone or in a batch: the same vector
 
 
+def test_a_graph_with_its_weights_inline_is_not_parsed_for_its_facts(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _per_text_graph(tmp_path / "g.onnx")
+    assert backends._graph_facts(path) == (True, 4)
+    monkeypatch.setattr(backends, "FACTS_BYTES", path.stat().st_size - 1)  # as if its weights were in the file
+    assert backends._graph_facts(path) == (False, 0)
+
+
 def test_a_per_text_session_refuses_left_padding(tmp_path: Path) -> None:
     session = backends.OrtSession(_per_text_graph(tmp_path / "g.onnx"), 1, spinning=False)
     with pytest.raises(ConfigError, match="padded on the right"):

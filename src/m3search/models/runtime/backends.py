@@ -40,6 +40,7 @@ OPENVINO_EXTRA = "openvino"
 COMPANION_TEXT = 512
 SHORT_TEXT = 128
 ROWS_BATCH = 64  # texts per call of a rows graph, at most
+FACTS_BYTES = 64 << 20  # graph files read for their facts (the builder's: 0.1-0.2 MB, weights apart)
 
 
 class Session(Protocol):
@@ -162,9 +163,16 @@ class OrtSession:
 
 def _graph_facts(path: Path) -> tuple[bool, int]:
     """Read from the graph file alone (its weights stay on disk): whether it is scaled per text
-    (:data:`SCALE_KEY`), and the input width of its first INT8 product (its hidden size; 0 if it has none)."""
+    (:data:`SCALE_KEY`), and the input width of its first INT8 product (its hidden size; 0 if it has none).
+
+    Only the builder writes per-text graphs, and it keeps their weights in the data file: a graph file larger than
+    :data:`FACTS_BYTES` holds its weights (a torch-exported graph) and is not parsed here, so as not to hold a
+    second copy of them while its session loads.
+    """
     import onnx
 
+    if path.is_file() and path.stat().st_size > FACTS_BYTES:
+        return False, 0
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf's DecodeError for a corrupt file, OSError for an unreadable one
