@@ -119,7 +119,7 @@ class GraphWriter:
 
     def weight_blocks(self, name: str, shape: tuple[int, ...], dtype: Any, blocks: Any) -> str:
         """Write a tensor given as consecutive row blocks (never whole in memory)."""
-        if self.has(name):
+        if self.has(name, shape):
             for _ in blocks:  # made but not written again (a generator may also gather facts as it goes)
                 pass
             self.initializers.append(self._shared[name])
@@ -142,14 +142,15 @@ class GraphWriter:
         self.initializers.append(tensor)
         return name
 
-    def has(self, name: str) -> bool:
-        """Whether tensor ``name`` is already in the shared data file."""
-        return name in self._shared and name not in self._generated
+    def has(self, name: str, shape: tuple[int, ...]) -> bool:
+        """Whether tensor ``name`` of this shape is already in the shared data file."""
+        return (name in self._shared and name not in self._generated
+                and list(self._shared[name].dims) == list(shape))
 
     def int8_columns(self, name: str, matrix: np.ndarray) -> tuple[str, str]:
         """The int8 weight and column scales of a float ``[in, out]`` matrix (``name.int8``, ``name.scale``),
         quantized only when the shared data file does not have them."""
-        if self.has(name + ".int8") and self.has(name + ".scale"):
+        if self.has(name + ".int8", matrix.shape) and self.has(name + ".scale", (matrix.shape[1],)):
             return self.weight_blocks(name + ".int8", matrix.shape, np.int8, []), self.weight_blocks(
                 name + ".scale", (matrix.shape[1],), np.float32, [])
         quantized, scales = quantize_columns(matrix)
