@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import subprocess
 import sys
@@ -131,18 +132,14 @@ def main() -> None:
                  ("bge-m3-sentences", f"{m3_label} sentences", args.bge_m3_passages)]
     layers = args.bge_m3_layers or 0
     cases: dict[str, dict[str, dict[str, float]]] = {}
-    current: tuple[str, dict[str, Any]] = ("", {})
-    for case, label, count in plan:
-        model = case.rsplit("-", 1)[0]
-        if current[0] != model:
-            current = ("", {})  # the previous model's sessions are released first
-            current = (model, quiet({e: bench_minilm.encoder_for(e, args.threads) for e in engines}
-                                    if model == "minilm" else
-                                    {e: bench_bge_m3.encoder_for(e, args.threads, args.bge_m3_layers)
-                                     for e in m3_engines}, args.no_spinning))
-        texts, kwargs = case_inputs(case, count, args.bge_m3_layers)
-        cases[label] = sweep(current[1], texts, budgets, args.rounds, **kwargs)
-    current = ("", {})
+    for model, group in itertools.groupby(plan, key=lambda item: item[0].rsplit("-", 1)[0]):
+        encoders = quiet({e: bench_minilm.encoder_for(e, args.threads) for e in engines} if model == "minilm" else
+                         {e: bench_bge_m3.encoder_for(e, args.threads, args.bge_m3_layers) for e in m3_engines},
+                         args.no_spinning)
+        for case, label, count in group:
+            texts, kwargs = case_inputs(case, count, args.bge_m3_layers)
+            cases[label] = sweep(encoders, texts, budgets, args.rounds, **kwargs)
+        del encoders  # this model's sessions are released before the next model's load
     command = " ".join(["python benchmarks/bench_budget.py", *sys.argv[1:]])
     result: dict[str, Any] = {
         "machine": machine(), "versions": versions("m3search", "onnxruntime", "openvino"), "threads": args.threads,

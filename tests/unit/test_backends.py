@@ -343,12 +343,15 @@ def test_short_texts_of_a_wide_graph_run_in_batches_of_its_rows_graph(
     np.testing.assert_array_equal(alone[0], y[1, :3])  # alone or in a batch: the same vector
 
 
-def test_a_graph_with_its_weights_inline_is_not_parsed_for_its_facts(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_per_text_graph_records_its_width_for_the_runtime(tmp_path: Path) -> None:
+    import onnx
+
+    from m3search.models.prepare.builder.writer import WIDTH_KEY
+
     path = _per_text_graph(tmp_path / "g.onnx")
-    assert backends._graph_facts(path) == (True, 4)
-    monkeypatch.setattr(backends, "FACTS_BYTES", path.stat().st_size - 1)  # as if its weights were in the file
-    assert backends._graph_facts(path) == (False, 0)
+    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    assert props[WIDTH_KEY] == "4"  # the input width of its first INT8 product, read from the session's metadata
+    assert backends.OrtSession(path, 2, spinning=True)._companion  # 4 <= NARROW: short texts side by side
 
 
 def test_a_per_text_session_refuses_left_padding(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from m3search.errors import ModelFormatError
 from m3search.models.prepare import builder
 from m3search.models.prepare.builder.checkpoint import Checkpoint, SafeTensors, read_torch_state_dict
 from m3search.models.prepare.builder.quantize import PROBE, quantize_columns, quantize_rows
-from m3search.models.prepare.builder.writer import ALIGN, SCALE_KEY, GraphWriter
+from m3search.models.prepare.builder.writer import ALIGN, SCALE_KEY, WIDTH_KEY, GraphWriter
 from tests.references import import_or_skip
 
 
@@ -155,7 +155,8 @@ def test_int8_linear_is_one_fused_product_per_text_and_the_graph_says_so(tmp_pat
     path = _one_linear(tmp_path, weight)
     graph = onnx.load(str(path))
     assert [n.op_type for n in graph.graph.node] == ["DynamicQuantizeMatMul", "Identity"]
-    assert {p.key: p.value for p in graph.metadata_props} == {SCALE_KEY: "text"}  # ONNX Runtime runs texts alone
+    # ONNX Runtime runs texts alone; the width (the [32, 48] weight's input) decides how it runs short ones
+    assert {p.key: p.value for p in graph.metadata_props} == {SCALE_KEY: "text", WIDTH_KEY: "32"}
     x = rng.normal(size=(1, 7, 32)).astype(np.float32)
     y = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     expected = x @ weight.T

@@ -54,13 +54,9 @@ def build_session(path: Path, threads: int, *, spinning: bool = True) -> Any:
         return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"],
                                     disabled_optimizers=UNFUSED)
     except Exception as exc:  # onnxruntime raises its own untyped errors for unreadable files
-        raise unreadable(path, exc) from exc
-
-
-def unreadable(path: Path, exc: Exception) -> ModelFormatError:
-    """The error for a prepared graph that cannot be read, saying what to do."""
-    return ModelFormatError(f"ONNX Runtime cannot load {path}: {exc}; delete it and run 'm3search models prepare "
-                            "--force'")
+        raise ModelFormatError(
+            f"ONNX Runtime cannot load {path}: {exc}; delete it and run 'm3search models prepare --force'"
+        ) from exc
 
 
 def is_large(path: Path) -> bool:

@@ -18,8 +18,8 @@ import numpy as np
 from m3search._optional import require
 from m3search.errors import ConfigError, ModelFormatError
 from m3search.memory import drop_file_pages, shedding_file_pages
-from m3search.models.prepare.builder.writer import NARROW, SCALE_KEY, rows_graph
-from m3search.models.prepare.onnx import build_session, unreadable
+from m3search.models.prepare.builder.writer import NARROW, SCALE_KEY, WIDTH_KEY, rows_graph
+from m3search.models.prepare.onnx import build_session
 from m3search.models.runtime.batching import plan_batches
 from m3search.settings import DEFAULT_BATCH_TOKENS
 
@@ -40,7 +40,6 @@ OPENVINO_EXTRA = "openvino"
 COMPANION_TEXT = 512
 SHORT_TEXT = 128
 ROWS_BATCH = 64  # texts per call of a rows graph, at most
-FACTS_BYTES = 64 << 20  # graph files read for their facts (the builder's: 0.1-0.2 MB, weights apart)
 
 
 class Session(Protocol):
@@ -64,13 +63,15 @@ class OrtSession:
     def __init__(self, path: Path, threads: int, *, spinning: bool) -> None:
         self._threads, self._path, self._spinning = threads, path, spinning
         self._lock = threading.Lock()
-        self.per_text, width = _graph_facts(path)
         rows = rows_graph(path)
-        self._rows_path = rows if self.per_text and rows.is_file() else None
+        self._rows_path = rows if rows.is_file() else None  # the builder writes one only beside a per-text graph
         self._session: Any = None  # the graph's own session, the companion, the rows graph's: opened on first use
         self._single: Any = None
         self._rows: Any = None
         first = self._opened("_rows", rows, threads) if self._rows_path else self._opened("_session", path, threads)
+        facts = first.get_modelmeta().custom_metadata_map
+        self.per_text = self._rows_path is not None or facts.get(SCALE_KEY) == "text"
+        width = int(facts.get(WIDTH_KEY, 0))  # 0 in a rows graph (a wide model's) or a graph written before the key
         self.input_names = [i.name for i in first.get_inputs()]
         outputs = first.get_outputs()
         self._output_names = [o.name for o in outputs]
@@ -98,13 +99,9 @@ class OrtSession:
     def _run_alone(self, indices: list[int], names: list[str], feed: dict[str, np.ndarray], lengths: list[int],
                    parts: list[list[np.ndarray]]) -> None:
         """Each text by itself, cut to its own length: side by side on the companion where it pays."""
-        shape = feed["attention_mask"].shape
-
         def run_share(session: Any, share: list[int]) -> None:
             for row in share:
-                length = lengths[row]
-                parts[row] = session.run(names, {k: (v[row : row + 1, :length] if v.shape[:2] == shape
-                                                     else v[row : row + 1]) for k, v in feed.items()})
+                parts[row] = session.run(names, _take(feed, [row], lengths[row]))
 
         if not indices:
             return
@@ -122,12 +119,11 @@ class OrtSession:
         if not indices:
             return
         assert self._rows_path is not None
-        session, shape = self._opened("_rows", self._rows_path, self._threads), feed["attention_mask"].shape
+        session = self._opened("_rows", self._rows_path, self._threads)
         for batch in plan_batches([lengths[i] for i in indices], DEFAULT_BATCH_TOKENS, ROWS_BATCH):
             members = [indices[j] for j in batch]
             width = max(lengths[i] for i in members)
-            outputs = session.run(names, {k: (v[members, :width] if v.shape[:2] == shape else v[members])
-                                          for k, v in feed.items()})
+            outputs = session.run(names, _take(feed, members, width))
             for row, index in enumerate(members):
                 parts[index] = [self._cut(out[row : row + 1], name, width - lengths[index])
                                 for out, name in zip(outputs, names, strict=True)]
@@ -161,28 +157,10 @@ class OrtSession:
         return out
 
 
-def _graph_facts(path: Path) -> tuple[bool, int]:
-    """Read from the graph file alone (its weights stay on disk): whether it is scaled per text
-    (:data:`SCALE_KEY`), and the input width of its first INT8 product (its hidden size; 0 if it has none).
-
-    Only the builder writes per-text graphs, and it keeps their weights in the data file: a graph file larger than
-    :data:`FACTS_BYTES` holds its weights (a torch-exported graph) and is not parsed here, so as not to hold a
-    second copy of them while its session loads.
-    """
-    import onnx
-
-    if path.is_file() and path.stat().st_size > FACTS_BYTES:
-        return False, 0
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # protobuf's DecodeError for a corrupt file, OSError for an unreadable one
-        raise unreadable(path, exc) from exc
-    per_text = any(p.key == SCALE_KEY and p.value == "text" for p in model.metadata_props)
-    dims = {tensor.name: tensor.dims for tensor in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type in ("QAttention", "DynamicQuantizeMatMul") and node.input[1] in dims:
-            return per_text, int(dims[node.input[1]][0])
-    return per_text, 0
+def _take(feed: dict[str, np.ndarray], rows: list[int], width: int) -> dict[str, np.ndarray]:
+    """The feed of some of a batch's texts, cut to ``width`` along the sequence (inputs shaped like the mask)."""
+    shape = feed["attention_mask"].shape
+    return {k: (v[rows, :width] if v.shape[:2] == shape else v[rows]) for k, v in feed.items()}
 
 
 def _prefix_lengths(mask: np.ndarray) -> list[int]:

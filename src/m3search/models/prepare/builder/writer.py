@@ -49,6 +49,7 @@ OPSET = 17  # every graph but ONNX Runtime's dynamic INT8 (OpenVINO reads these 
 ROW_OPSET = 21  # ONNX Runtime's dynamic INT8 and its calibration probe: QuantizeLinear with a block_size
 FLOAT, INT32, INT64 = 1, 6, 7  # ONNX element types (inputs, Cast targets)
 SCALE_KEY = "m3search.activation_scale"  # graph metadata: "text" when ONNX Runtime must run one text per call
+WIDTH_KEY = "m3search.width"  # graph metadata of a per-text graph: the input width of its first INT8 product
 # Graphs at most this wide run a batch's short texts side by side, each on one thread (the runtime's companion
 # session); wider graphs' threads scale on one text, and they get a rows graph for short texts instead.
 NARROW = 768
@@ -97,6 +98,7 @@ class GraphWriter:
         self.inputs: list[Any] = []
         self.outputs: list[Any] = []
         self._count = 0
+        self.width = 0  # the input width of the first INT8 product (the hidden size), for WIDTH_KEY
 
     # -- names, constants and weights --
     def name(self, stem: str) -> str:
@@ -150,6 +152,7 @@ class GraphWriter:
     def int8_columns(self, name: str, matrix: np.ndarray) -> tuple[str, str]:
         """The int8 weight and column scales of a float ``[in, out]`` matrix (``name.int8``, ``name.scale``),
         quantized only when the shared data file does not have them."""
+        self.width = self.width or matrix.shape[0]
         if self.has(name + ".int8", matrix.shape) and self.has(name + ".scale", (matrix.shape[1],)):
             return self.weight_blocks(name + ".int8", matrix.shape, np.int8, []), self.weight_blocks(
                 name + ".scale", (matrix.shape[1],), np.float32, [])
@@ -291,8 +294,10 @@ class GraphWriter:
             graph, producer_name=producer,
             opset_imports=[onnx.helper.make_opsetid("", self.opset), onnx.helper.make_opsetid(MS, 1)])
         model.ir_version = 10 if self.opset >= 21 else 8
-        if self.per_text or self.rows:
-            onnx.helper.set_model_props(model, {SCALE_KEY: "text" if self.per_text else "row"})
+        if self.per_text:
+            onnx.helper.set_model_props(model, {SCALE_KEY: "text", WIDTH_KEY: str(self.width)})
+        elif self.rows:
+            onnx.helper.set_model_props(model, {SCALE_KEY: "row"})
         self.path.write_bytes(model.SerializeToString())
 
     def abort(self) -> None:
